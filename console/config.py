@@ -1,0 +1,422 @@
+"""Load and validate the opsgate config (TOML) into typed, frozen objects.
+
+Every problem is reported with the file and the key path, all at once:
+``config.toml: actions.restart.params.service.pattern: invalid regular expression ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .policy import FACTORS, RISKS, Requirement
+from .template import template_fields
+
+DEFAULT_RP_ID = "opsgate.local"
+DEFAULT_POLICY = {
+    "low": Requirement("none"),
+    "medium": Requirement("otp", 15 * 60),
+    "high": Requirement("otp", 5 * 60),
+    "critical": Requirement("fido2", 0, confirm=True),
+}
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    operator: str
+    state_dir: Path | None
+    known_hosts: tuple[Path, ...]
+    max_parallel: int = 16
+    connect_timeout: float = 10.0
+    rp_id: str = DEFAULT_RP_ID
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    host: str  # an address, a DNS name, or a Host alias of ~/.ssh/config
+    port: int | None = None
+    user: str | None = None
+    identity_file: Path | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    description: str = ""
+    type: str = "str"  # "str" or "int"
+    choices: tuple[str | int, ...] | None = None
+    pattern: str | None = None
+    min: int | None = None
+    max: int | None = None
+    default: str | int | None = None
+    secret: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def describe(self) -> str:
+        """One line for a listing: what values it accepts."""
+        if self.choices is not None:
+            rule = "one of " + ", ".join(str(c) for c in self.choices)
+        elif self.type == "int":
+            lo = "" if self.min is None else f">= {self.min}"
+            hi = "" if self.max is None else f"<= {self.max}"
+            rule = "integer " + " ".join(x for x in (lo, hi) if x)
+        else:
+            rule = f"matches {self.pattern}"
+        extra = "" if self.default is None else f", default {self.default}"
+        secret = ", secret" if self.secret else ""
+        return f"{rule.strip()}{extra}{secret}"
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    title: str
+    risk: str
+    command: str
+    targets: tuple[str, ...]  # target names and "tag:NAME" references, as written
+    description: str = ""
+    timeout: float | None = None
+    params: dict[str, Param] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    sha256: str
+    settings: Settings
+    policy: dict[str, Requirement] = field(hash=False, compare=False)
+    targets: dict[str, Target] = field(hash=False, compare=False)
+    actions: dict[str, Action] = field(hash=False, compare=False)
+
+    def requirement_for(self, action: Action) -> Requirement:
+        return self.policy[action.risk]
+
+    def targets_for(self, action: Action) -> list[Target]:
+        """The action's allowed targets, tags expanded, in config order, without duplicates."""
+        names: list[str] = []
+        for ref in action.targets:
+            if ref.startswith("tag:"):
+                tag = ref[4:]
+                names += [t.name for t in self.targets.values() if tag in t.tags]
+            else:
+                names.append(ref)
+        return [self.targets[n] for n in dict.fromkeys(names)]
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds as an integer, or "90s", "15m", "12h", "1d". Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("expected seconds or a duration like \"90s\", \"15m\", \"12h\"")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m:
+            return float(int(m.group(1)) * _UNITS[m.group(2)])
+        raise ValueError(f"bad duration {value!r}: use seconds or a number with s, m, h or d (\"15m\")")
+    raise ValueError("expected seconds or a duration like \"90s\", \"15m\", \"12h\"")
+
+
+class _Checker:
+    """Walks the raw TOML, collecting every problem with its key path."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.problems: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.filename}: {path}: {message}")
+
+    def table(self, raw: dict, path: str, allowed: dict[str, tuple[type, ...]], required=()) -> dict:
+        """Keep the keys of ``raw`` that exist in ``allowed`` and have the right type."""
+        out = {}
+        for key in required:
+            if key not in raw:
+                self.error(f"{path}.{key}" if path else key, "missing required key")
+        for key, value in raw.items():
+            where = f"{path}.{key}" if path else key
+            if key not in allowed:
+                self.error(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+                continue
+            types = allowed[key]
+            if not _is_type(value, types):
+                self.error(where, f"expected {_type_names(types)}, got {_type_name(value)}")
+                continue
+            out[key] = value
+        return out
+
+
+def _is_type(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
+    return " or ".join(names[t] for t in types)
+
+
+def load_config(path: str | Path, *, default_operator: str | None = None) -> Config:
+    """Read and validate ``path``. Raises ConfigError listing every problem found."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from None
+    return parse_config(data, str(path), path=path, default_operator=default_operator)
+
+
+def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | None = None,
+                 default_operator: str | None = None) -> Config:
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{filename}: not UTF-8 text: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{filename}: TOML syntax error: {e}") from None  # keeps line and column
+    c = _Checker(filename)
+    top = c.table(raw, "", {"console": (dict,), "policy": (dict,), "targets": (dict,), "actions": (dict,)})
+    settings = _settings(c, top.get("console", {}), default_operator)
+    policy = _policy(c, top.get("policy", {}))
+    targets = _targets(c, top.get("targets", {}))
+    actions = _actions(c, top.get("actions", {}), targets)
+    if c.problems:
+        raise ConfigError("\n".join(c.problems), c.problems)
+    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions)
+
+
+def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
+    t = c.table(raw, "console", {
+        "operator": (str,), "state_dir": (str,), "known_hosts": (list,), "max_parallel": (int,),
+        "connect_timeout": (int, str), "rp_id": (str,),
+    })
+    known_hosts = []
+    for i, item in enumerate(t.get("known_hosts", ["~/.ssh/known_hosts"])):
+        if not isinstance(item, str):
+            c.error(f"console.known_hosts[{i}]", f"expected a string, got {_type_name(item)}")
+        else:
+            known_hosts.append(Path(item).expanduser())
+    max_parallel = t.get("max_parallel", 16)
+    if max_parallel < 1:
+        c.error("console.max_parallel", "must be at least 1")
+        max_parallel = 1
+    connect_timeout = 10.0
+    if "connect_timeout" in t:
+        try:
+            connect_timeout = parse_duration(t["connect_timeout"]) or 10.0
+        except ValueError as e:
+            c.error("console.connect_timeout", str(e))
+    operator = t.get("operator") or default_operator or _login_name()
+    if not _ID.match(operator):
+        c.error("console.operator", f"invalid operator name {operator!r}")
+    state_dir = Path(t["state_dir"]).expanduser() if "state_dir" in t else None
+    return Settings(operator, state_dir, tuple(known_hosts), max_parallel, connect_timeout,
+                    t.get("rp_id", DEFAULT_RP_ID))
+
+
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in a bare container
+        return "operator"
+
+
+def _policy(c: _Checker, raw: dict) -> dict[str, Requirement]:
+    policy = dict(DEFAULT_POLICY)
+    for risk, body in raw.items():
+        where = f"policy.{risk}"
+        if risk not in RISKS:
+            c.error(where, f"unknown risk level (expected one of: {', '.join(RISKS)})")
+            continue
+        if not isinstance(body, dict):
+            c.error(where, f"expected a table, got {_type_name(body)}")
+            continue
+        t = c.table(body, where, {
+            "factor": (str,), "max_age": (int, str), "confirm": (bool,), "approvals": (int,),
+            "user_verification": (bool,),
+        }, required=("factor",))
+        factor = t.get("factor", "none")
+        if factor not in FACTORS:
+            c.error(f"{where}.factor", f"unknown factor {factor!r} (expected one of: {', '.join(FACTORS)})")
+            factor = "none"
+        max_age = 0.0
+        if "max_age" in t:
+            try:
+                max_age = parse_duration(t["max_age"])
+            except ValueError as e:
+                c.error(f"{where}.max_age", str(e))
+        approvals = t.get("approvals", 0)
+        if approvals < 0:
+            c.error(f"{where}.approvals", "must not be negative")
+        if approvals and factor == "none":
+            c.error(f"{where}.approvals", "approvals need a factor (otp or fido2) to approve with")
+        policy[risk] = Requirement(factor, max_age, t.get("confirm", False), max(approvals, 0),
+                                   t.get("user_verification", False))
+    return policy
+
+
+def _targets(c: _Checker, raw: dict) -> dict[str, Target]:
+    targets = {}
+    for name, body in raw.items():
+        where = f"targets.{name}"
+        if not _ID.match(name):
+            c.error(where, "invalid target name (letters, digits, '.', '_', '-')")
+            continue
+        if not isinstance(body, dict):
+            c.error(where, f"expected a table, got {_type_name(body)}")
+            continue
+        t = c.table(body, where, {"host": (str,), "port": (int,), "user": (str,), "identity_file": (str,),
+                                  "tags": (list,)})
+        port = t.get("port")
+        if port is not None and not 1 <= port <= 65535:
+            c.error(f"{where}.port", "must be between 1 and 65535")
+        tags = []
+        for i, tag in enumerate(t.get("tags", [])):
+            if not isinstance(tag, str) or not _ID.match(tag):
+                c.error(f"{where}.tags[{i}]", "expected a tag name (letters, digits, '.', '_', '-')")
+            else:
+                tags.append(tag)
+        host = t.get("host", name)
+        if not host or host.startswith("-") or any(ch.isspace() for ch in host):
+            c.error(f"{where}.host", f"invalid host {host!r}")
+        identity = Path(t["identity_file"]).expanduser() if "identity_file" in t else None
+        targets[name] = Target(name, host, port, t.get("user"), identity, tuple(tags))
+    return targets
+
+
+def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Action]:
+    all_tags = {tag for t in targets.values() for tag in t.tags}
+    actions = {}
+    for action_id, body in raw.items():
+        where = f"actions.{action_id}"
+        if not _ID.match(action_id):
+            c.error(where, "invalid action id (letters, digits, '.', '_', '-')")
+            continue
+        if not isinstance(body, dict):
+            c.error(where, f"expected a table, got {_type_name(body)}")
+            continue
+        t = c.table(body, where, {
+            "title": (str,), "description": (str,), "risk": (str,), "targets": (list,), "command": (str,),
+            "timeout": (int, str), "params": (dict,),
+        }, required=("title", "risk", "targets", "command"))
+        risk = t.get("risk", "low")
+        if "risk" in t and risk not in RISKS:
+            c.error(f"{where}.risk", f"unknown risk level {risk!r} (expected one of: {', '.join(RISKS)})")
+        refs = []
+        for i, ref in enumerate(t.get("targets", [])):
+            if not isinstance(ref, str):
+                c.error(f"{where}.targets[{i}]", f"expected a string, got {_type_name(ref)}")
+            elif ref.startswith("tag:"):
+                if ref[4:] not in all_tags:
+                    c.error(f"{where}.targets[{i}]", f"no target has tag {ref[4:]!r}")
+                refs.append(ref)
+            elif ref not in targets:
+                c.error(f"{where}.targets[{i}]", f"unknown target {ref!r}")
+            else:
+                refs.append(ref)
+        if "targets" in t and not t["targets"]:
+            c.error(f"{where}.targets", "an action needs at least one target")
+        timeout = None
+        if "timeout" in t:
+            try:
+                timeout = parse_duration(t["timeout"]) or None
+            except ValueError as e:
+                c.error(f"{where}.timeout", str(e))
+        params = _params(c, t.get("params", {}), f"{where}.params")
+        command = t.get("command", "")
+        if "command" in t:
+            if not command.strip():
+                c.error(f"{where}.command", "must not be empty")
+            try:
+                used = template_fields(command)
+            except ValueError as e:
+                c.error(f"{where}.command", str(e))
+                used = set(params)
+            for name in sorted(used - set(params)):
+                c.error(f"{where}.command", f"uses {{{name}}} but no param {name!r} is declared")
+            for name in sorted(set(params) - used):
+                c.error(f"{where}.params.{name}", "declared but not used in the command")
+        actions[action_id] = Action(action_id, t.get("title", action_id), risk, command, tuple(refs),
+                                    t.get("description", ""), timeout, params)
+    return actions
+
+
+def _params(c: _Checker, raw: dict, path: str) -> dict[str, Param]:
+    params = {}
+    for name, body in raw.items():
+        where = f"{path}.{name}"
+        if not _PARAM_NAME.match(name):
+            c.error(where, "invalid param name (a letter or '_', then letters, digits or '_')")
+            continue
+        if not isinstance(body, dict):
+            c.error(where, f"expected a table, got {_type_name(body)}")
+            continue
+        t = c.table(body, where, {
+            "description": (str,), "type": (str,), "choices": (list,), "pattern": (str,), "min": (int,),
+            "max": (int,), "default": (str, int), "secret": (bool,),
+        })
+        ptype = t.get("type", "str")
+        if ptype not in ("str", "int"):
+            c.error(f"{where}.type", f"unknown type {ptype!r} (expected str or int)")
+            ptype = "str"
+        item_type = int if ptype == "int" else str
+        choices = None
+        if "choices" in t:
+            choices = tuple(t["choices"])
+            if not choices:
+                c.error(f"{where}.choices", "must not be empty")
+            for i, choice in enumerate(choices):
+                if not _is_type(choice, (item_type,)):
+                    c.error(f"{where}.choices[{i}]", f"expected {_type_names((item_type,))}, got {_type_name(choice)}")
+        pattern = t.get("pattern")
+        if pattern is not None:
+            if ptype == "int":
+                c.error(f"{where}.pattern", "only for str params (int params use min and max)")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                c.error(f"{where}.pattern", f"invalid regular expression: {e}")
+        for bound in ("min", "max"):
+            if bound in t and ptype != "int":
+                c.error(f"{where}.{bound}", "only for int params (set type = \"int\")")
+        if "min" in t and "max" in t and t["min"] > t["max"]:
+            c.error(f"{where}.min", "greater than max")
+        if ptype == "str" and choices is None and pattern is None:
+            # Quoting keeps a value from escaping the command, but only a rule says what is sane.
+            c.error(where, "a str param needs choices or a pattern")
+        param = Param(name, t.get("description", ""), ptype, choices, pattern, t.get("min"), t.get("max"),
+                      t.get("default"), t.get("secret", False))
+        if param.default is not None:
+            from .params import check_value
+
+            try:
+                check_value(param, str(param.default))
+            except ValueError as e:
+                c.error(f"{where}.default", str(e))
+        params[name] = param
+    return params

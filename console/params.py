@@ -1,0 +1,92 @@
+"""Parameters: parse ``K=V``, validate against the action's schema, render the command safely."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .config import Action, Param
+from .errors import ParamError
+from .template import render
+
+_INT = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["service=nginx", "n=3"]`` -> ``{"service": "nginx", "n": "3"}``; a repeated key is an error."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamError(f"bad --param {item!r}: expected NAME=VALUE")
+        if key in out:
+            raise ParamError(f"--param {key} given twice")
+        out[key] = value
+    return out
+
+
+def check_value(param: Param, raw: str) -> str | int:
+    """Validate one raw value; return it typed. Raises ValueError saying what is accepted."""
+    if "\x00" in raw:
+        raise ValueError("contains a NUL byte")
+    if param.type == "int":
+        if not _INT.match(raw):
+            raise ValueError(f"expected an integer, got {raw!r}")
+        value: str | int = int(raw)
+        if param.min is not None and value < param.min:
+            raise ValueError(f"{value} is below the minimum {param.min}")
+        if param.max is not None and value > param.max:
+            raise ValueError(f"{value} is above the maximum {param.max}")
+    else:
+        value = raw
+    if param.choices is not None and value not in param.choices:
+        raise ValueError(f"{_show(param, raw)} is not one of: {', '.join(str(c) for c in param.choices)}")
+    if param.pattern is not None:
+        try:
+            matched = re.fullmatch(param.pattern, raw)
+        except re.error as e:
+            raise ValueError(f"invalid pattern: {e}") from None
+        if not matched:
+            raise ValueError(f"{_show(param, raw)} does not match {param.pattern}")
+    return value
+
+
+def _show(param: Param, raw: str) -> str:
+    return "the value" if param.secret else repr(raw)
+
+
+def resolve_params(action: Action, given: Mapping[str, str]) -> dict[str, str | int]:
+    """Validate every given value, fill defaults, and report all problems in one ParamError."""
+    problems = []
+    values: dict[str, str | int] = {}
+    for name in given:
+        if name not in action.params:
+            known = ", ".join(action.params) or "none"
+            problems.append(f"unknown param {name!r} for {action.id} (params: {known})")
+    for name, param in action.params.items():
+        if name in given:
+            try:
+                values[name] = check_value(param, given[name])
+            except ValueError as e:
+                problems.append(f"param {name}: {e}")
+        elif param.default is not None:
+            values[name] = param.default
+        else:
+            problems.append(f"param {name}: required ({param.describe()})")
+    if problems:
+        raise ParamError("; ".join(problems))
+    return values
+
+
+@dataclass(frozen=True)
+class RenderedCommand:
+    """The command that runs, and the same with secret values redacted (for audit and screens)."""
+
+    command: str
+    redacted: str
+
+
+def render_command(action: Action, values: Mapping[str, str | int]) -> RenderedCommand:
+    secrets = frozenset(n for n, p in action.params.items() if p.secret)
+    return RenderedCommand(render(action.command, values), render(action.command, values, redact=secrets))

@@ -1,0 +1,60 @@
+"""Where the config and the state live: flags, then environment, then defaults (platformdirs)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import platformdirs
+
+from .errors import ConfigError, UsageError
+
+APP = "opsgate"
+
+
+def find_config(flag: str | None) -> Path:
+    """``--config``, then ``OPSGATE_CONFIG``, then ``./opsgate.toml``, then the user config dir."""
+    if flag:
+        return Path(flag).expanduser()
+    env = os.environ.get("OPSGATE_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    local = Path("opsgate.toml")
+    if local.exists():
+        return local
+    user = Path(platformdirs.user_config_dir(APP)) / "config.toml"
+    if user.exists():
+        return user
+    raise ConfigError(
+        f"no config found: pass --config PATH, set OPSGATE_CONFIG, or create ./opsgate.toml or {user} "
+        "(see config.example.toml; `opsgate demo` runs without one)"
+    )
+
+
+def state_dir(flag: str | None, configured: Path | None) -> Path:
+    """``--state-dir``, then ``OPSGATE_STATE_DIR``, then ``console.state_dir``, then the user state dir."""
+    env = os.environ.get("OPSGATE_STATE_DIR")
+    if flag:
+        path = Path(flag).expanduser()
+    elif env:
+        path = Path(env).expanduser()
+    elif configured is not None:
+        path = configured
+    else:
+        path = Path(platformdirs.user_state_dir(APP))
+    return ensure_private_dir(path)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` 0700 if missing; refuse one that others can write to or that another user owns."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create state dir: {e.strerror or e}") from None
+    if st.st_uid != os.getuid():
+        raise UsageError(f"{path}: state dir is owned by uid {st.st_uid}, not by you; refusing to use it")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(f"{path}: state dir is writable by group or others; run: chmod 700 {path}")
+    return path

@@ -1,0 +1,103 @@
+"""Step-up policy: factors, requirements, grants, and whether a grant satisfies a requirement.
+
+After RFC 9470: a requirement is (factor, max_age); a grant is (operator, factor, auth_time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FACTORS = ("none", "otp", "fido2")  # weakest to strongest
+RISKS = ("low", "medium", "high", "critical")
+FACTOR_WORDS = {"none": "no step-up", "otp": "OTP", "fido2": "security key"}
+FACTOR_SHORT = {"none": "-", "otp": "OTP", "fido2": "KEY"}
+
+
+def factor_rank(factor: str) -> int:
+    return FACTORS.index(factor)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What an action of a given risk needs before it runs."""
+
+    factor: str = "none"
+    max_age: float = 0.0  # seconds; 0 means a fresh step-up for every run
+    confirm: bool = False  # type the target's name
+    approvals: int = 0  # other operators who must approve with their own factor
+    user_verification: bool = False  # FIDO2: require UV (PIN/biometric), not only presence
+
+    @property
+    def needs_stepup(self) -> bool:
+        return self.factor != "none"
+
+    def describe(self) -> str:
+        """In words: "OTP within 15 min", "security key, every run, typed confirmation, 1 approval"."""
+        if self.factor == "none":
+            parts = ["no step-up"]
+        elif self.max_age == 0:
+            parts = [FACTOR_WORDS[self.factor], "every run"]
+        else:
+            parts = [f"{FACTOR_WORDS[self.factor]} within {format_duration(self.max_age)}"]
+        if self.confirm:
+            parts.append("typed confirmation")
+        if self.approvals:
+            parts.append(f"{self.approvals} approval" + ("s" if self.approvals > 1 else ""))
+        return ", ".join(parts)
+
+    def short(self) -> str:
+        """For list badges: "OTP 15m", "KEY every run", "-"."""
+        if self.factor == "none":
+            text = "-"
+        elif self.max_age == 0:
+            text = f"{FACTOR_SHORT[self.factor]} every run"
+        else:
+            text = f"{FACTOR_SHORT[self.factor]} {format_duration(self.max_age, short=True)}"
+        if self.approvals:
+            text += f" +{self.approvals}"
+        return text
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The result of a successful step-up."""
+
+    operator: str
+    factor: str
+    auth_time: float  # unix seconds
+
+
+def satisfies(grant: Grant | None, requirement: Requirement, now: float, *, used: bool = False) -> bool:
+    """True when ``grant`` meets ``requirement`` at ``now``.
+
+    ``max_age == 0`` means every run: only a grant that has not been used for a run yet counts.
+    """
+    if requirement.factor == "none":
+        return True
+    if grant is None:
+        return False
+    if factor_rank(grant.factor) < factor_rank(requirement.factor):
+        return False
+    if grant.auth_time > now + 5:  # from the future: clock trouble, do not trust it
+        return False
+    if requirement.max_age == 0:
+        return not used
+    return now - grant.auth_time <= requirement.max_age
+
+
+def seconds_left(grant: Grant | None, requirement: Requirement, now: float) -> float:
+    """How long ``grant`` keeps satisfying ``requirement`` (0 when it does not)."""
+    if grant is None or not satisfies(grant, requirement, now) or requirement.max_age == 0:
+        return 0.0
+    return max(0.0, grant.auth_time + requirement.max_age - now)
+
+
+def format_duration(seconds: float, short: bool = False) -> str:
+    seconds = int(seconds)
+    if seconds % 3600 == 0 and seconds >= 3600:
+        n, unit, word = seconds // 3600, "h", "h"
+    elif seconds % 60 == 0 and seconds >= 60:
+        n, unit, word = seconds // 60, "m", "min"
+    else:
+        n, unit, word = seconds, "s", "s"
+    return f"{n}{unit}" if short else f"{n} {word}"
