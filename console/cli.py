@@ -29,7 +29,12 @@ class Context:
 
     @cached_property
     def state_dir(self) -> Path:
-        return paths.state_dir(self.args.state_dir, self.config.settings.state_dir)
+        # --state-dir or OPSGATE_STATE_DIR alone is enough (a reviewer may verify a trail without the config).
+        import os
+
+        if self.args.state_dir or os.environ.get("OPSGATE_STATE_DIR"):
+            return paths.state_dir(self.args.state_dir, None)
+        return paths.state_dir(None, self.config.settings.state_dir)
 
     @property
     def operator(self) -> str:
@@ -166,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("opsgate: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:  # `opsgate list | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""Parameters: validation, and rendering that no accepted value can escape."""
+
+import shlex
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from console.config import Action, Param
+from console.errors import ParamError
+from console.params import check_value, parse_assignments, render_command, resolve_params
+from console.template import render, template_fields
+
+FREE = Param("v", pattern=r"(?s).*")  # the loosest str param a config can declare
+
+
+def action(command: str, **params: Param) -> Action:
+    return Action("a", "A", "low", command, ("t",), params={n: p for n, p in params.items()})
+
+
+def test_parse_assignments():
+    assert parse_assignments(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    with pytest.raises(ParamError, match="expected NAME=VALUE"):
+        parse_assignments(["novalue"])
+    with pytest.raises(ParamError, match="given twice"):
+        parse_assignments(["a=1", "a=2"])
+
+
+def test_check_value_rules():
+    assert check_value(Param("n", type="int", min=1, max=10), "7") == 7
+    for bad in ["0", "11", "7.0", "+7", " 7", "0x7", ""]:
+        with pytest.raises(ValueError):
+            check_value(Param("n", type="int", min=1, max=10), bad)
+    assert check_value(Param("s", choices=("nginx", "haproxy")), "nginx") == "nginx"
+    with pytest.raises(ValueError, match="not one of: nginx, haproxy"):
+        check_value(Param("s", choices=("nginx", "haproxy")), "nginx; rm -rf /")
+    # patterns must match in full, not only a prefix
+    with pytest.raises(ValueError, match="does not match"):
+        check_value(Param("s", pattern="[a-z]+"), "abc; reboot")
+    with pytest.raises(ValueError, match="NUL"):
+        check_value(FREE, "a\x00b")
+
+
+def test_secret_value_is_not_echoed_in_errors():
+    with pytest.raises(ValueError) as e:
+        check_value(Param("k", pattern="[a-z]{20}", secret=True), "hunter2-TOPSECRET")
+    assert "TOPSECRET" not in str(e.value)
+
+
+def test_resolve_reports_every_problem_and_fills_defaults():
+    a = action("x {s} {n} {d}", s=Param("s", choices=("a",)), n=Param("n", type="int", max=3),
+               d=Param("d", choices=("z",), default="z"))
+    assert resolve_params(a, {"s": "a", "n": "3"}) == {"s": "a", "n": 3, "d": "z"}
+    with pytest.raises(ParamError) as e:
+        resolve_params(a, {"s": "b", "bogus": "1"})
+    msg = str(e.value)
+    assert "unknown param 'bogus'" in msg and "param s:" in msg and "param n: required" in msg
+
+
+def test_render_quotes_values_and_redacts_secrets():
+    a = action("echo {msg} | tool --key {key} ${HOME} '{print $1}' {{x}}",
+               msg=Param("msg", pattern=".*"), key=Param("key", pattern=".*", secret=True))
+    rc = render_command(a, {"msg": "it's $(reboot)", "key": "s3cr3t"})
+    assert rc.command == "echo 'it'\"'\"'s $(reboot)' | tool --key s3cr3t ${HOME} '{print $1}' {x}"
+    assert rc.redacted == "echo 'it'\"'\"'s $(reboot)' | tool --key <redacted> ${HOME} '{print $1}' {x}"
+    assert "s3cr3t" not in rc.redacted
+
+
+def test_template_fields():
+    assert template_fields("a {x} ${Y} {{z}} {1} {print $1} {a_b}") == {"x", "a_b"}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=60))
+def test_any_accepted_value_is_exactly_one_token(value):
+    """For any value a param accepts, the rendered command splits back into that value, alone."""
+    accepted = check_value(FREE, value)
+    rendered = render("cmd --opt {v} tail", {"v": accepted})
+    assert shlex.split(rendered) == ["cmd", "--opt", value, "tail"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-10**12, max_value=10**12))
+def test_int_values_render_as_one_token(n):
+    value = check_value(Param("n", type="int"), str(n))
+    assert shlex.split(render("x {n}", {"n": value})) == ["x", str(n)]
