@@ -1,0 +1,210 @@
+"""The credentials store: each operator's TOTP secret, FIDO2 credentials and TOTP replay/lockout state.
+
+One TOML file in the state dir, mode 0600, written atomically (temp file, fsync, rename) under an
+exclusive ``fcntl`` lock so two consoles never lose each other's updates. Like ssh, the store is
+refused when group or others may read it or when another user owns it (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import stat
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import tomli_w
+
+from .errors import CredentialsError
+
+FILENAME = "credentials.toml"
+LOCKNAME = ".credentials.lock"
+VERSION = 1
+
+
+@dataclass
+class FidoCredential:
+    """One registered security key credential."""
+
+    credential_id: bytes
+    credential_data: bytes  # AttestedCredentialData: aaguid, id and COSE public key
+    sign_count: int = 0
+    name: str = "security key"
+    created: float = 0.0
+
+
+@dataclass
+class OperatorCredentials:
+    """What one operator has enrolled, and their TOTP replay and lockout state."""
+
+    totp_secret: str | None = None  # base32
+    totp_last_step: int = -1  # the last accepted time step; codes at or before it are replays
+    totp_failures: int = 0  # consecutive failures
+    totp_locked_until: float = 0.0
+    fido2: list[FidoCredential] = field(default_factory=list)
+
+    def factors(self) -> list[str]:
+        """Enrolled factors, weakest first."""
+        return [f for f, ok in (("otp", self.totp_secret), ("fido2", self.fido2)) if ok]
+
+
+def check_private_file(path: Path, fd: int, what: str) -> None:
+    """Refuse a secrets file that another user owns or that group or others can access (like ssh)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise CredentialsError(f"{path}: {what} is not a regular file; refusing to use it")
+    if st.st_uid != os.getuid():
+        raise CredentialsError(f"{path}: {what} is owned by uid {st.st_uid}, not by you; refusing to use it")
+    if st.st_mode & 0o077:
+        raise CredentialsError(
+            f"{path}: {what} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"refusing to use it: run chmod 600 {path}"
+        )
+
+
+def read_private(path: Path, what: str) -> bytes | None:
+    """The bytes of a 0600 file we own, or None when it does not exist. Symlinks are refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CredentialsError(f"{path}: cannot open {what}: {e.strerror or e}") from None
+    try:
+        check_private_file(path, fd, what)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically: a 0600 temp file beside ``path``, fsync, rename, fsync the dir."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT honours the umask; make the mode exact
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)  # the rename itself must survive a crash
+    finally:
+        os.close(dfd)
+
+
+@contextmanager
+def file_lock(lock_path: Path, exclusive: bool) -> Iterator[None]:
+    """An fcntl lock on a separate lock file (the data file is replaced by rename, so it cannot hold one)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CredentialStore:
+    """The operators' enrolled factors, in ``<state_dir>/credentials.toml``."""
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / FILENAME
+        self._lock_path = Path(state_dir) / LOCKNAME
+
+    def load(self) -> dict[str, OperatorCredentials]:
+        """Every operator's credentials (empty when nothing is enrolled yet)."""
+        with file_lock(self._lock_path, exclusive=False):
+            return self._read()
+
+    def operator(self, name: str) -> OperatorCredentials:
+        """One operator's credentials (empty when they enrolled nothing)."""
+        return self.load().get(name, OperatorCredentials())
+
+    @contextmanager
+    def transaction(self) -> Iterator[dict[str, OperatorCredentials]]:
+        """Read-modify-write under an exclusive lock; written back when the block ends without error."""
+        with file_lock(self._lock_path, exclusive=True):
+            data = self._read()
+            yield data
+            self._write(data)
+
+    def _read(self) -> dict[str, OperatorCredentials]:
+        raw = read_private(self.path, "credentials file")
+        if raw is None:
+            return {}
+        try:
+            doc = tomllib.loads(raw.decode("utf-8"))
+            return _parse(doc)
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
+            raise CredentialsError(
+                f"{self.path}: corrupted credentials file ({type(e).__name__}: {e}); "
+                "restore it from a backup or move it away and enrol again"
+            ) from None
+
+    def _write(self, data: dict[str, OperatorCredentials]) -> None:
+        doc: dict[str, Any] = {"version": VERSION, "operators": {}}
+        for name, op in sorted(data.items()):
+            entry: dict[str, Any] = {
+                "totp_last_step": op.totp_last_step,
+                "totp_failures": op.totp_failures,
+                "totp_locked_until": float(op.totp_locked_until),
+            }
+            if op.totp_secret:
+                entry["totp_secret"] = op.totp_secret
+            entry["fido2"] = [
+                {"credential_id": _b64e(c.credential_id), "credential_data": _b64e(c.credential_data),
+                 "sign_count": c.sign_count, "name": c.name, "created": float(c.created)}
+                for c in op.fido2
+            ]
+            doc["operators"][name] = entry
+        try:
+            write_private(self.path, tomli_w.dumps(doc).encode("utf-8"))
+        except OSError as e:
+            raise CredentialsError(f"{self.path}: cannot write credentials file: {e.strerror or e}") from None
+
+
+def _parse(doc: dict) -> dict[str, OperatorCredentials]:
+    if doc.get("version") != VERSION:
+        raise ValueError(f"unsupported version {doc.get('version')!r}")
+    out = {}
+    for name, entry in doc.get("operators", {}).items():
+        secret = entry.get("totp_secret")
+        if secret is not None and (not isinstance(secret, str) or len(_b32(secret)) < 16):
+            raise ValueError(f"operators.{name}.totp_secret: not a base32 secret of at least 128 bits")
+        creds = []
+        for c in entry.get("fido2", []):
+            creds.append(FidoCredential(_b64d(c["credential_id"]), _b64d(c["credential_data"]),
+                                        _int(c["sign_count"]), str(c.get("name", "security key")),
+                                        float(c.get("created", 0.0))))
+        out[name] = OperatorCredentials(secret, _int(entry.get("totp_last_step", -1)),
+                                        _int(entry.get("totp_failures", 0)),
+                                        float(entry.get("totp_locked_until", 0.0)), creds)
+    return out
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _b32(secret: str) -> bytes:
+    return base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
