@@ -11,6 +11,8 @@ FACTORS = ("none", "otp", "fido2")  # weakest to strongest
 RISKS = ("low", "medium", "high", "critical")
 FACTOR_WORDS = {"none": "no step-up", "otp": "OTP", "fido2": "security key"}
 FACTOR_SHORT = {"none": "-", "otp": "OTP", "fido2": "KEY"}
+CLOCK_SKEW = 5.0  # seconds a grant's auth_time may lie in the future (clock steps between processes)
+ONE_RUN_WINDOW = 120.0  # max_age 0: an unused grant older than this is stale, not "this run's" step-up
 
 
 def factor_rank(factor: str) -> int:
@@ -70,18 +72,23 @@ class Grant:
 def satisfies(grant: Grant | None, requirement: Requirement, now: float, *, used: bool = False) -> bool:
     """True when ``grant`` meets ``requirement`` at ``now``.
 
-    ``max_age == 0`` means every run: only a grant that has not been used for a run yet counts.
+    ``max_age == 0`` means every run: only a grant that has not been used for a run yet, and that is at
+    most ``ONE_RUN_WINDOW`` old, counts. An unknown factor, or an auth_time more than ``CLOCK_SKEW``
+    in the future, never counts.
     """
     if requirement.factor == "none":
         return True
     if grant is None:
         return False
+    if grant.factor not in FACTORS:
+        return False
     if factor_rank(grant.factor) < factor_rank(requirement.factor):
         return False
-    if grant.auth_time > now + 5:  # from the future: clock trouble, do not trust it
+    if not grant.auth_time <= now + CLOCK_SKEW:  # from the future (or NaN): clock trouble, do not trust it
         return False
     if requirement.max_age == 0:
-        return not used
+        # Every run: an unused grant from a moment ago, never one left lying around for hours.
+        return not used and now - grant.auth_time <= ONE_RUN_WINDOW
     return now - grant.auth_time <= requirement.max_age
 
 

@@ -1,0 +1,382 @@
+"""Step-up authentication: the one entry point the run pipeline, the CLI and the TUI call.
+
+``StepUp.ensure`` decides whether an existing grant meets an action's requirement; if not it asks for a
+TOTP code or a security-key touch (whose challenge is the request digest, so a touch approves exactly
+what runs), then the typed confirmation, then the other operators' approvals. Every success, failure,
+replay, lockout and clone signal goes to the caller's audit hook; no hook field carries a secret or code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from .config import Settings
+from .credentials import CredentialStore, FidoCredential, OperatorCredentials
+from .errors import StepUpDenied
+from .grants import GrantBook, GrantRecord
+from .policy import FACTOR_WORDS, Grant, Requirement, factor_rank, satisfies
+from .securitykey import (
+    DEFAULT_TIMEOUT,
+    CloneSuspected,
+    KeyAccepted,
+    KeyRejected,
+    SecurityKey,
+    SecurityKeyError,
+    counter_ok,
+)
+from .totp import (
+    TotpAccepted,
+    TotpLockedOut,
+    TotpMalformed,
+    TotpNotEnrolled,
+    TotpRejected,
+    TotpReplay,
+    TotpVerifier,
+    check_enrolment_code,
+)
+
+if TYPE_CHECKING:
+    from fido2.ctap import CtapDevice
+
+_DIGEST_DOMAIN = b"opsgate step-up request v1\0"
+
+
+@dataclass(frozen=True)
+class StepUpRequest:
+    """What a code or a touch approves: this action, this exact command, these targets, this run."""
+
+    action_id: str
+    command: str  # the rendered command; only hashed, never shown or audited from here
+    targets: tuple[str, ...]
+    nonce: bytes  # random per run (new_nonce())
+    display_command: str | None = field(default=None, compare=False)  # redacted command for prompts
+
+    def digest(self) -> bytes:
+        """sha256 over a length-prefixed encoding (targets sorted): no two requests share an encoding."""
+        h = hashlib.sha256(_DIGEST_DOMAIN)
+        for part in (self.action_id.encode(), self.command.encode(), self.nonce):
+            h.update(struct.pack(">I", len(part)) + part)
+        targets = sorted(self.targets)
+        h.update(struct.pack(">I", len(targets)))
+        for t in targets:
+            h.update(struct.pack(">I", len(t.encode())) + t.encode())
+        return h.digest()
+
+    def summary(self) -> str:
+        """"restart-service on db-1, db-2: sudo systemctl restart nginx" (the redacted command, if given)."""
+        text = self.action_id
+        if self.targets:
+            text += " on " + ", ".join(self.targets)
+        if self.display_command:
+            text += ": " + self.display_command
+        return text
+
+
+def new_nonce() -> bytes:
+    """A fresh per-run nonce for StepUpRequest."""
+    return os.urandom(16)
+
+
+@dataclass
+class Prompt:
+    """What the front end shows while asking."""
+
+    operator: str  # who must answer (the requester, or an approver)
+    factor: str  # "otp" | "fido2"
+    purpose: str  # "step-up" | "approval" | "enrol"
+    summary: str
+    attempts_left: int | None = None
+    locked_until: float | None = None
+    error: str | None = None  # why the last attempt failed
+
+
+class Prompter(Protocol):
+    """Implemented by the CLI and the TUI; every call comes from a worker thread."""
+
+    def ask_code(self, prompt: Prompt) -> str | None: ...  # None: cancelled
+    def touch_started(self, prompt: Prompt, cancel: threading.Event) -> None: ...
+    def touch_finished(self) -> None: ...
+    def ask_confirmation(self, expected: str, prompt: Prompt) -> str | None: ...
+    def ask_approver(self, candidates: list[str], prompt: Prompt) -> str | None: ...
+
+
+AuditHook = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class StepUpOutcome:
+    grant: Grant | None  # None when the requirement needed no step-up
+    fresh: bool  # a step-up happened now
+    digest: str | None  # hex request digest when FIDO2 was used
+    approvals: tuple[str, ...]  # approver names
+
+
+def confirmation_text(targets: tuple[str, ...]) -> str:
+    """What the operator must type: the target's name; for several, every name comma-separated."""
+    return ", ".join(targets)
+
+
+def confirmation_matches(typed: str, targets: tuple[str, ...]) -> bool:
+    """Each target named exactly once, comma-separated, any order, blanks around names ignored."""
+    names = [n.strip() for n in typed.split(",")]
+    return len(names) == len(targets) and sorted(names) == sorted(targets)
+
+
+def enrol_hint(factor: str) -> str:
+    return "run `opsgate enroll fido2`" if factor == "fido2" else "run `opsgate enroll otp`"
+
+
+class StepUp:
+    """Step-up, confirmation and approvals for one state dir."""
+
+    def __init__(self, state_dir: Path, settings: Settings, *, persist_grants: bool = True,
+                 authenticator: Callable[[], "CtapDevice"] | None = None,
+                 clock: Callable[[], float] = time.time, touch_timeout: float = DEFAULT_TIMEOUT):
+        self.store = CredentialStore(state_dir)
+        self.clock = clock
+        self.totp = TotpVerifier(self.store, clock)
+        self.key = SecurityKey(settings.rp_id, authenticator, timeout=touch_timeout)
+        self.grants = GrantBook(state_dir if persist_grants else None)
+
+    # Grants ---------------------------------------------------------------------------------
+    def grant_for(self, operator: str) -> Grant | None:
+        """The operator's current grant (memory, and the state dir when grants persist)."""
+        record = self.grants.get(operator)
+        return record.grant if record else None
+
+    def _usable_grant(self, operator: str, requirement: Requirement, request: StepUpRequest) -> GrantRecord | None:
+        record = self.grants.get(operator)
+        if record is None or record.grant.operator != operator:
+            return None
+        if not satisfies(record.grant, requirement, self.clock(), used=record.used):
+            return None
+        # Every run: only a step-up made for this very request counts (a touch approves what runs).
+        if requirement.max_age == 0 and record.request_digest != request.digest().hex():
+            return None
+        return record
+
+    # The pipeline's entry point -------------------------------------------------------------
+    def ensure(self, operator: str, requirement: Requirement, request: StepUpRequest,
+               prompter: Prompter, audit: AuditHook) -> StepUpOutcome:
+        """Make sure ``operator`` may run ``request`` under ``requirement``; raise StepUpDenied if not."""
+        grant, fresh, digest = None, False, None
+        if requirement.needs_stepup:
+            record = self._usable_grant(operator, requirement, request)
+            if record is not None:
+                grant = record.grant
+            else:
+                grant, digest = self._authenticate(operator, requirement.factor, requirement, request,
+                                                   prompter, audit, purpose="step-up")
+                self.grants.put(GrantRecord(grant, False, request.digest().hex()))
+                fresh = True
+        if requirement.confirm:
+            self._confirm(operator, request, requirement, prompter)
+        approvals = self._approvals(operator, requirement, request, prompter, audit) if requirement.approvals else ()
+        if grant is not None and requirement.max_age == 0:
+            self.grants.mark_used(operator)
+        return StepUpOutcome(grant, fresh, digest.hex() if digest else None, approvals)
+
+    def step_up_now(self, operator: str, factor: str | None, prompter: Prompter, audit: AuditHook) -> Grant:
+        """Step up now with ``factor`` (default: the strongest enrolled) and keep the grant (``opsgate auth``)."""
+        creds = self.store.operator(operator)
+        enrolled = creds.factors()
+        if factor is None:
+            if not enrolled:
+                raise StepUpDenied(f"no factor enrolled for {operator}: {enrol_hint('otp')}")
+            factor = enrolled[-1]
+        elif factor not in enrolled:
+            raise StepUpDenied(f"{operator} has no {FACTOR_WORDS[factor]} enrolled: {enrol_hint(factor)}")
+        request = StepUpRequest("opsgate.auth", "opsgate auth", (), new_nonce())
+        grant, _ = self._authenticate(operator, factor, Requirement(factor), request, prompter, audit,
+                                      purpose="step-up", exact=True)
+        self.grants.put(GrantRecord(grant, False, None))
+        return grant
+
+    # Enrolment ------------------------------------------------------------------------------
+    def enrol_otp(self, operator: str, secret: str, code: str) -> bool:
+        """Save ``secret`` for ``operator`` only if ``code`` is current for it; the code is then spent."""
+        step = check_enrolment_code(secret, code, self.clock())
+        if step is None:
+            return False
+        with self.store.transaction() as data:
+            op = data.setdefault(operator, OperatorCredentials())
+            op.totp_secret = secret
+            op.totp_last_step = step  # the enrolment code cannot be replayed for a step-up
+            op.totp_failures = 0
+            op.totp_locked_until = 0.0
+        return True
+
+    def enrol_fido2(self, operator: str, name: str, prompter: Prompter) -> FidoCredential:
+        """Register a security key for ``operator`` (one touch) and save its credential."""
+        existing = self.store.operator(operator).fido2
+        if any(c.name == name for c in existing):
+            raise StepUpDenied(f"{operator} already has a security key named {name!r}: pick another --name")
+        cancel = threading.Event()
+        prompter.touch_started(Prompt(operator, "fido2", "enrol", f"register security key {name!r}"), cancel)
+        try:
+            cred = self.key.register(operator, name, existing, cancel=cancel)
+        finally:
+            prompter.touch_finished()
+        with self.store.transaction() as data:
+            data.setdefault(operator, OperatorCredentials()).fido2.append(cred)
+        return cred
+
+    # Factors --------------------------------------------------------------------------------
+    def _pick_factor(self, operator: str, required: str, creds: OperatorCredentials) -> str:
+        usable = [f for f in creds.factors() if factor_rank(f) >= factor_rank(required)]
+        if not usable:
+            raise StepUpDenied(f"no factor enrolled for {operator} that meets {FACTOR_WORDS[required]}: "
+                               f"{enrol_hint(required)}")
+        return required if required in usable else usable[0]  # the one asked for, else the next stronger
+
+    def _authenticate(self, operator: str, factor: str, requirement: Requirement, request: StepUpRequest,
+                      prompter: Prompter, audit: AuditHook, *, purpose: str, exact: bool = False,
+                      summary: str | None = None) -> tuple[Grant, bytes | None]:
+        creds = self.store.operator(operator)
+        use = factor if exact else self._pick_factor(operator, factor, creds)
+        prompt = Prompt(operator, use, purpose, summary or request.summary())
+        if use == "otp":
+            self._otp(prompt, prompter, audit)
+            return Grant(operator, "otp", self.clock()), None
+        digest = request.digest()
+        self._fido2(operator, creds.fido2, digest, requirement.user_verification, prompt, prompter, audit)
+        return Grant(operator, "fido2", self.clock()), digest
+
+    def _otp(self, prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:
+        """Ask for codes until one verifies; deny on cancel, lockout, or a front end that stops asking."""
+        operator = prompt.operator
+        until = self.totp.locked_until(operator)
+        if until is not None:
+            self._event(audit, "stepup.lockout", prompt, locked_until=until)
+            raise StepUpDenied(_locked_message(operator, until, self.clock()))
+        prompt.attempts_left = self.totp.attempts_left(operator)
+        while True:
+            code = prompter.ask_code(prompt)
+            if code is None:
+                # A front end that will not ask again (a script's stdin) ends here with the last reason.
+                reason = f"step-up failed for {operator}: {prompt.error}" if prompt.error else f"step-up cancelled by {operator}"
+                raise StepUpDenied(reason)
+            result = self.totp.verify(operator, code)
+            match result:
+                case TotpAccepted():
+                    self._event(audit, "stepup.success", prompt)
+                    return
+                case TotpMalformed(reason=reason):
+                    self._event(audit, "stepup.failure", prompt, reason="malformed", attempts_left=prompt.attempts_left)
+                    prompt.error = f"not a code: {reason}"
+                case TotpReplay(attempts_left=left):
+                    self._event(audit, "stepup.replay", prompt, attempts_left=left)
+                    prompt.error, prompt.attempts_left = "code already used; wait for the next one", left
+                case TotpRejected(attempts_left=left):
+                    self._event(audit, "stepup.failure", prompt, reason="wrong code", attempts_left=left)
+                    prompt.error = f"wrong code, {left} attempt{'s' if left != 1 else ''} left"
+                    prompt.attempts_left = left
+                case TotpLockedOut(locked_until=until, failures=failures):
+                    prompt.locked_until = until
+                    self._event(audit, "stepup.lockout", prompt, locked_until=until, failures=failures)
+                    raise StepUpDenied(_locked_message(operator, until, self.clock()))
+                case TotpNotEnrolled():
+                    raise StepUpDenied(f"no OTP enrolled for {operator}: {enrol_hint('otp')}")
+
+    def _fido2(self, operator: str, credentials: list[FidoCredential], digest: bytes, user_verification: bool,
+               prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:
+        """One touch over the request digest; refuse a bad assertion or a counter that did not grow."""
+        cancel = threading.Event()
+        prompter.touch_started(prompt, cancel)
+        try:
+            result = self.key.verify(credentials, digest, user_verification=user_verification, cancel=cancel)
+        except SecurityKeyError as e:
+            self._event(audit, "stepup.failure", prompt, reason=str(e), digest=digest.hex())
+            raise
+        finally:
+            prompter.touch_finished()
+        if isinstance(result, KeyRejected):
+            self._event(audit, "stepup.failure", prompt, reason=result.reason, digest=digest.hex())
+            raise StepUpDenied(f"security key assertion refused for {operator}: {result.reason}")
+        # Re-check and store the counter under the store's lock: another console may have used the key.
+        clone = result if isinstance(result, CloneSuspected) else None
+        name = "?"
+        if clone is None:
+            assert isinstance(result, KeyAccepted)
+            with self.store.transaction() as data:
+                for cred in data.get(operator, OperatorCredentials()).fido2:
+                    if cred.credential_id == result.credential_id:
+                        name = cred.name
+                        if counter_ok(cred.sign_count, result.sign_count):
+                            cred.sign_count = result.sign_count
+                        else:
+                            clone = CloneSuspected(cred.credential_id, cred.sign_count, result.sign_count)
+        if clone is not None:
+            name = next((c.name for c in credentials if c.credential_id == clone.credential_id), name)
+            self._event(audit, "stepup.clone_suspected", prompt, credential=name,
+                        stored_count=clone.stored_count, received_count=clone.received_count, digest=digest.hex())
+            raise StepUpDenied(f"security key {name!r} of {operator} reported sign counter {clone.received_count}, "
+                               f"not above {clone.stored_count}: possibly cloned; refused")
+        self._event(audit, "stepup.success", prompt, credential=name, sign_count=result.sign_count,
+                    user_verified=result.user_verified, digest=digest.hex())
+
+    # Confirmation and approvals -------------------------------------------------------------
+    def _confirm(self, operator: str, request: StepUpRequest, requirement: Requirement, prompter: Prompter) -> None:
+        expected = confirmation_text(request.targets)
+        prompt = Prompt(operator, requirement.factor, "confirm", request.summary())
+        typed = prompter.ask_confirmation(expected, prompt)
+        if typed is None:
+            raise StepUpDenied(f"confirmation cancelled by {operator}")
+        if not confirmation_matches(typed, request.targets):
+            raise StepUpDenied(f"confirmation did not match: type {expected!r}")
+
+    def _approvals(self, operator: str, requirement: Requirement, request: StepUpRequest,
+                   prompter: Prompter, audit: AuditHook) -> tuple[str, ...]:
+        """Two-person rule: ``requirement.approvals`` other operators each pass their own factor."""
+        needed = requirement.approvals
+        approved: list[str] = []
+        everyone = self.store.load()
+        eligible = sorted(name for name, creds in everyone.items()
+                          if name != operator and any(factor_rank(f) >= factor_rank(requirement.factor)
+                                                      for f in creds.factors()))
+        while len(approved) < needed:
+            candidates = [n for n in eligible if n not in approved]
+            summary = f"approve {request.summary()} requested by {operator}"
+            prompt = Prompt(operator, requirement.factor, "approval", summary)
+            if not candidates:
+                audit("approval.denied", {"operator": None, "requester": operator,
+                                          "reason": "no eligible approver", "approvals": len(approved)})
+                raise StepUpDenied(f"needs {needed} approval{'s' if needed > 1 else ''} by another operator "
+                                   f"enrolled for {FACTOR_WORDS[requirement.factor]}; {len(approved)} available")
+            approver = prompter.ask_approver(candidates, prompt)
+            if approver is None:
+                audit("approval.denied", {"operator": None, "requester": operator, "reason": "cancelled"})
+                raise StepUpDenied(f"approval cancelled: {len(approved)} of {needed} approvals")
+            reason = None
+            if approver == operator:
+                reason = "an operator cannot approve their own request"
+            elif approver in approved:
+                reason = f"{approver} already approved this request"
+            elif approver not in candidates:
+                reason = f"{approver} is not an operator enrolled for {FACTOR_WORDS[requirement.factor]}"
+            if reason:
+                audit("approval.denied", {"operator": approver, "requester": operator, "reason": reason})
+                raise StepUpDenied(f"approval refused: {reason}")
+            try:
+                _, digest = self._authenticate(approver, requirement.factor, requirement, request,
+                                               prompter, audit, purpose="approval", summary=summary)
+            except StepUpDenied as e:
+                audit("approval.denied", {"operator": approver, "requester": operator, "reason": str(e)})
+                raise StepUpDenied(f"approval by {approver} failed: {e}") from None
+            fields = {"operator": approver, "requester": operator, "factor": requirement.factor}
+            if digest:
+                fields["digest"] = digest.hex()
+            audit("approval.granted", fields)
+            approved.append(approver)
+        return tuple(approved)
+
+
+def _locked_message(operator: str, until: float, now: float) -> str:
+    return f"{operator} is locked out of OTP for {max(1, int(until - now + 0.999))} s after repeated wrong codes"
