@@ -322,6 +322,9 @@ class StepUp:
         self._event(audit, "stepup.success", prompt, credential=name, sign_count=result.sign_count,
                     user_verified=result.user_verified, digest=digest.hex())
 
+    def _event(self, audit: AuditHook, name: str, prompt: Prompt, **fields) -> None:
+        audit(name, {"operator": prompt.operator, "factor": prompt.factor, "purpose": prompt.purpose, **fields})
+
     # Confirmation and approvals -------------------------------------------------------------
     def _confirm(self, operator: str, request: StepUpRequest, requirement: Requirement, prompter: Prompter) -> None:
         expected = confirmation_text(request.targets)
