@@ -1,0 +1,194 @@
+"""Session recordings: one asciicast v2 file per (run, target), playable by ``asciinema play``.
+
+File: ``STATE/recordings/<run>/<target>.cast`` (see ``recording_path``), created 0600 and never
+overwritten. Line 1 is the header (version 2, width, height, timestamp, ``idle_time_limit`` 2 s as
+``opsgate replay`` uses, ``title`` "RUN action@target", ``command`` as rendered (already redacted by
+the pipeline) and ``env`` {"TERM": "xterm-256color"}); then one event per line, ``[t, "o", text]`` or
+``[t, "m", label]``, with ``t`` in seconds since the recording started (6 decimals, never decreasing).
+
+- Bytes are decoded with one incremental UTF-8 decoder per stream (``errors="replace"``), so a
+  multi-byte character split across chunks survives intact; only invalid bytes become U+FFFD.
+- stderr text is wrapped in red SGR (``\\x1b[31m...\\x1b[0m``) so it stays distinguishable on replay.
+- Newlines: a command run without a PTY writes bare ``\\n``; a terminal replaying that would only
+  move down, not back to column 0, so each bare ``\\n`` is written as ``\\r\\n`` (``\\r\\n`` already
+  sent stays as is, also when the ``\\r`` and the ``\\n`` arrive in different chunks).
+- Markers: ``start`` is written when the recording opens and ``end`` when it closes; the pipeline
+  adds others (step-up, exit status) with ``marker``.
+- Written incrementally: events are buffered and written in batches, when 64 KiB are pending or
+  every 100 ms (a background thread flushes a quiet command's last output), so a crash keeps what
+  was received up to the last batch. ``close`` fsyncs and returns the sha256 of the file's bytes,
+  which the pipeline puts in the ``action.target`` audit record with the path relative to the state dir.
+- A write failure (disk full...) does not disturb the command: it is kept in ``error``, later events
+  are dropped, and ``close`` still returns the sha256 of what reached the file. The pipeline should
+  audit ``error`` with the target.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from .audit import file_sha256
+from .errors import EXIT_FAILED, OpsgateError
+
+FLUSH_BYTES = 64 * 1024
+FLUSH_INTERVAL = 0.1
+IDLE_TIME_LIMIT = 2.0
+STREAMS = ("stdout", "stderr")
+_RED, _RESET = "\x1b[31m", "\x1b[0m"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@:+=-]")
+
+
+class RecordingError(OpsgateError):
+    """A recording could not be created (exists already, unwritable directory...)."""
+
+    exit_code = EXIT_FAILED
+
+
+def _safe_name(name: str) -> str:
+    """A single path component: unsafe characters become ``_`` and it cannot start with a dot."""
+    safe = _UNSAFE.sub("_", name) or "_"
+    return "_" + safe if safe.startswith(".") else safe
+
+
+def recording_path(state_dir: Path, run: str, target: str) -> Path:
+    """``STATE/recordings/<run>/<target>.cast``, with run and target made safe as file names."""
+    return Path(state_dir) / "recordings" / _safe_name(run) / f"{_safe_name(target)}.cast"
+
+
+class Recording:
+    """An asciicast v2 recording being written; thread-safe (stdout and stderr readers may share it)."""
+
+    def __init__(self, path: Path, *, run: str, action: str, target: str, command: str,
+                 width: int = 120, height: int = 40):
+        self.path = Path(path)
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._buf: list[bytes] = []
+        self._buf_len = 0
+        self._sha = hashlib.sha256()
+        self._digest: str | None = None
+        self._last_t = 0.0
+        self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in STREAMS}
+        self._ends_cr = dict.fromkeys(STREAMS, False)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise RecordingError(f"{self.path}: a recording with this name exists already; not overwriting it") from None
+        except OSError as e:
+            raise RecordingError(f"{self.path}: cannot create the recording: {e.strerror or e}") from None
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._t0 = time.monotonic()
+        header = {
+            "version": 2, "width": width, "height": height, "timestamp": int(time.time()),
+            "idle_time_limit": IDLE_TIME_LIMIT, "title": f"{run} {action}@{target}", "command": command,
+            "env": {"TERM": "xterm-256color"},
+        }
+        with self._lock:
+            self._add(json.dumps(header, ensure_ascii=False) + "\n")
+            self._event(self._t0, "m", "start")
+            self._flush()  # the header reaches the file at once
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name=f"recording {self.path.name}", daemon=True)
+        self._flusher.start()
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def output(self, stream: str, data: bytes, t: float | None = None) -> None:
+        """Record bytes from ``stream`` ("stdout" or "stderr") that arrived at ``t`` (time.monotonic())."""
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; expected stdout or stderr")
+        t = time.monotonic() if t is None else t
+        with self._lock:
+            self._check_open()
+            self._text(stream, self._decoders[stream].decode(data), t)
+
+    def marker(self, label: str, t: float | None = None) -> None:
+        """Add a marker (``"m"`` event), e.g. "step-up otp" or "exit 0"."""
+        t = time.monotonic() if t is None else t
+        with self._lock:
+            self._check_open()
+            self._event(t, "m", label)
+
+    def close(self) -> str:
+        """Finish the file (pending partial characters, ``end`` marker, fsync) and return its sha256 hex."""
+        with self._lock:
+            if self._digest is not None:
+                return self._digest
+            now = time.monotonic()
+            for stream in STREAMS:
+                self._text(stream, self._decoders[stream].decode(b"", final=True), now)
+            self._event(now, "m", "end")
+            self._flush()
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as e:
+                self.error = self.error or f"{self.path}: cannot sync the recording: {e.strerror or e}"
+            self._file.close()
+            self._stop.set()
+            self._digest = self._sha.hexdigest() if self.error is None else file_sha256(self.path)
+        self._flusher.join()
+        return self._digest
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals (called with the lock held) ---------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._digest is not None:
+            raise ValueError(f"{self.path}: the recording is closed")
+
+    def _text(self, stream: str, text: str, t: float) -> None:
+        if not text:
+            return
+        out = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        if self._ends_cr[stream] and text[0] == "\n":
+            out = out[1:]  # its \r ended the previous chunk
+        self._ends_cr[stream] = text[-1] == "\r"
+        self._event(t, "o", f"{_RED}{out}{_RESET}" if stream == "stderr" else out)
+
+    def _event(self, t: float, kind: str, text: str) -> None:
+        # Events must never go back in time, even when threads deliver out of order.
+        self._last_t = max(self._last_t, t - self._t0)
+        self._add(f"[{self._last_t:.6f}, {json.dumps(kind)}, {json.dumps(text, ensure_ascii=False)}]\n")
+        if self._buf_len >= FLUSH_BYTES:
+            self._flush()
+
+    def _add(self, line: str) -> None:
+        data = line.encode("utf-8")
+        self._buf.append(data)
+        self._buf_len += len(data)
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self._buf_len = 0
+        if self.error is not None:
+            return  # after a failed write the file's tail is unknown: add nothing more
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view):]
+        except OSError as e:
+            self.error = f"{self.path}: cannot write the recording: {e.strerror or e}"
+            return
+        self._sha.update(data)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL):
+            with self._lock:
+                if self._digest is None:
+                    self._flush()
