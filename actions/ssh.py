@@ -281,6 +281,26 @@ def _authenticate(transport: paramiko.Transport, endpoint: Endpoint, target: _Re
     )
 
 
+def _handshake(transport: paramiko.Transport, endpoint: Endpoint, target: _Resolved) -> None:
+    """Banner, key exchange; raises Unreachable naming the stage that failed."""
+    where = f"{target.host}:{target.port}"
+    done = threading.Event()
+    try:
+        transport.start_client(event=done)  # returns at once; `done` is set on success or failure
+    except (paramiko.SSHException, EOFError, OSError) as e:
+        raise Unreachable(f"{endpoint.name}: SSH handshake with {where} failed: {e}") from e
+    finished = done.wait(endpoint.connect_timeout)
+    if finished and transport.is_active():
+        return
+    if not transport.remote_version:
+        raise Unreachable(f"{endpoint.name}: no SSH banner from {where} within "
+                          f"{endpoint.connect_timeout:g}s (not an SSH server?)")
+    if not finished:
+        raise Unreachable(f"{endpoint.name}: SSH handshake with {where} timed out after {endpoint.connect_timeout:g}s")
+    error = transport.get_exception()
+    raise Unreachable(f"{endpoint.name}: SSH handshake with {where} failed: {error or 'connection closed'}")
+
+
 def connect(endpoint: Endpoint) -> "Connection":
     """Open an authenticated SSH connection; raises an SSHError subclass on failure."""
     target = _resolve(endpoint)
@@ -302,16 +322,7 @@ def connect(endpoint: Endpoint) -> "Connection":
         options.key_types = preferred_key_types(trusted, tuple(options.key_types))
         transport.banner_timeout = endpoint.connect_timeout
         transport.handshake_timeout = endpoint.connect_timeout
-        try:
-            transport.start_client(timeout=endpoint.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError) as e:
-            text = str(e) or type(e).__name__
-            if "banner" in text.lower():
-                raise Unreachable(
-                    f"{endpoint.name}: no SSH banner from {target.host}:{target.port} "
-                    f"within {endpoint.connect_timeout:g}s (not an SSH server?)"
-                ) from e
-            raise Unreachable(f"{endpoint.name}: SSH handshake with {target.host}:{target.port} failed: {text}") from e
+        _handshake(transport, endpoint, target)
         _check_host_key(endpoint.name, target.host, target.port, transport.get_remote_server_key(),
                         known, trusted, revoked)
         _authenticate(transport, endpoint, target)
@@ -362,6 +373,8 @@ class Connection:
     def __init__(self, name: str, transport: paramiko.Transport):
         self.name = name
         self._transport = transport
+        self._lock = threading.Lock()
+        self._running: set[_Run] = set()  # runs in progress, stopped remotely by close()
 
     def __enter__(self) -> "Connection":
         return self
@@ -374,7 +387,17 @@ class Connection:
         return self._transport.is_active()
 
     def close(self) -> None:
-        """Close the connection; running commands lose their channel."""
+        """Close the connection; commands still running are killed remotely first."""
+        with self._lock:
+            running = [r.pid for r in self._running if r.pid is not None]
+            self._running.clear()
+        for pid, pgid in running:
+            # sshd does not kill a no-pty command when its client goes away: do it, without waiting
+            try:
+                killer = self._transport.open_session(timeout=5)
+                killer.exec_command(_stop_script(pid, pgid))
+            except (paramiko.SSHException, EOFError, OSError):
+                pass
         self._transport.close()
 
     def run(
@@ -398,9 +421,14 @@ class Connection:
         except (paramiko.SSHException, EOFError, OSError) as e:
             return TargetResult(self.name, "unreachable", None, time.monotonic() - start, 0, 0,
                                 f"{self.name}: cannot start the command: {e or type(e).__name__}")
+        reader = _Run(self, channel, sink, start, timeout, cancel)
+        with self._lock:
+            self._running.add(reader)
         try:
-            return _Run(self, channel, sink, start, timeout, cancel).wait()
+            return reader.wait()
         finally:
+            with self._lock:
+                self._running.discard(reader)
             channel.close()
 
     def _stop_remote(self, pid: int, pgid: int) -> str | None:

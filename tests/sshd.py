@@ -58,12 +58,12 @@ def sshd_available() -> bool:
     return os.access(SSHD, os.X_OK) and shutil.which("ssh-keygen") is not None
 
 
-def keygen(path: Path, comment: str = "opsgate-test") -> str:
-    """Generate an unencrypted ed25519 key at `path`; return the public key "type base64"."""
+def keygen(path: Path, comment: str = "opsgate-test", key_type: str = "ed25519") -> str:
+    """Generate an unencrypted key at `path`; return the public key "type base64"."""
     if path.exists():
         path.unlink()
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", comment, "-f", str(path)],
         check=True,
         stdin=subprocess.DEVNULL,
     )
@@ -109,11 +109,13 @@ def start_sshd(
     addresses: tuple[str, ...] = DEFAULT_ADDRESSES,
     user_key: Path | str | None = None,
     port: int | None = None,
+    extra_host_keys: tuple[str, ...] = (),
 ) -> SshServer:
     """Start `sshd -D -e` on `addresses` with a fresh ed25519 host key.
 
     `user_key` reuses an existing private key (its .pub must sit beside it);
-    otherwise a new one is generated. Raises SshdUnavailable if sshd is missing.
+    otherwise a new one is generated. `extra_host_keys` ("ecdsa", "rsa") adds host
+    keys of those types, at WORKDIR/ssh_host_TYPE_key(.pub). Raises SshdUnavailable if sshd is missing.
     """
     if not sshd_available():
         raise SshdUnavailable(f"{SSHD} or ssh-keygen not found (apt-get install openssh-server)")
@@ -125,6 +127,9 @@ def start_sshd(
 
     host_key = work / "ssh_host_ed25519_key"
     host_pub = keygen(host_key, "opsgate-test-host")
+    extra_keys = [work / f"ssh_host_{t}_key" for t in extra_host_keys]
+    for path, key_type in zip(extra_keys, extra_host_keys):
+        keygen(path, "opsgate-test-host", key_type)
     if user_key is None:
         user_key = work / "id_ed25519"
         keygen(Path(user_key), "opsgate-test-user")
@@ -141,6 +146,7 @@ def start_sshd(
             f"Port {chosen}",
             *(f"ListenAddress {a}:{chosen}" for a in addresses),
             f"HostKey {host_key}",
+            *(f"HostKey {k}" for k in extra_keys),
             f"AuthorizedKeysFile {authorized}",
             "PidFile none",
             "UsePAM no",
