@@ -1,0 +1,241 @@
+"""`opsgate run` end to end: real sshd, real audit trail, real recordings, real TOTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from console.audit import AUDIT_FILE
+from console.config import load_config
+from console.stepup import StepUp
+from run_fixtures import write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def opsgate(config: Path, state: Path, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
+    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+                           *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def records(state: Path) -> list[dict]:
+    path = state / AUDIT_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def events(state: Path) -> list[str]:
+    return [r["event"] for r in records(state)]
+
+
+@pytest.fixture
+def lab(tmp_path, sshd):
+    config = write_config(tmp_path, sshd, unreachable=False)
+    state = tmp_path / "state"
+    return config, state
+
+
+def enrol_otp(config: Path, state: Path, operator: str = "alice") -> str:
+    """Enrol a TOTP secret for ``operator`` through the real StepUp code; return the secret."""
+    secret = pyotp.random_base32(32)
+    state.mkdir(mode=0o700, exist_ok=True)
+    stepup = StepUp(state, load_config(config).settings)
+    assert stepup.enrol_otp(operator, secret, pyotp.TOTP(secret).now())
+    return secret
+
+
+def next_code(secret: str) -> str:
+    """A code the verifier accepts after enrolment spent the current step (the next step is within ±1)."""
+    return pyotp.TOTP(secret).at(time.time() + 30)
+
+
+def test_low_action_runs_on_all_targets_with_live_prefixed_output(lab):
+    config, state = lab
+    r = opsgate(config, state, "run", "hello", "--param", "name=Ada Lovelace")
+    assert r.returncode == 0, r.stderr
+    assert "t1 | hello from" in r.stdout and "Ada Lovelace" in r.stdout
+    assert "t2 ! warn" in r.stdout
+    assert "t1  ok" in r.stdout and "t2  ok" in r.stdout
+    assert events(state) == ["config.loaded", "action.start", "action.target", "action.target", "action.end"]
+    start = records(state)[1]
+    assert start["command"].endswith("'Ada Lovelace'; echo warn >&2")
+    assert opsgate(config, state, "audit", "verify").returncode == 0
+
+
+def test_some_target_failing_is_exit_1(lab):
+    config, state = lab
+    r = opsgate(config, state, "run", "fail-on-two", "--target", "t2", "--target", "t1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "t2  exit 3" in r.stdout
+    ends = [x for x in records(state) if x["event"] == "action.end"]
+    assert ends[-1]["outcomes"] == {"failed": 1, "ok": 1}
+
+
+def test_unreachable_target_does_not_stop_the_others(tmp_path, sshd):
+    config = write_config(tmp_path, sshd, unreachable=True)
+    state = tmp_path / "state"
+    r = opsgate(config, state, "run", "hello")
+    assert r.returncode == 1
+    targets = {x["target"]: x for x in records(state) if x["event"] == "action.target"}
+    assert targets["t1"]["outcome"] == "ok" and targets["t2"]["outcome"] == "ok"
+    assert targets["down"]["outcome"] == "unreachable"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nope"], "unknown action 'nope'"),
+    (["run", "restart", "--param", "service=sshd", "--yes"], "param service:"),
+    (["run", "restart", "--param", "service=nginx", "--target", "t2", "--yes"], "target 't2' is not allowed"),
+    (["run", "hello", "--param", "name=x;reboot"], "does not match"),
+    (["run", "hello", "--param", "oops"], "expected NAME=VALUE"),
+])
+def test_bad_input_is_exit_2_and_nothing_runs(lab, args, message):
+    config, state = lab
+    r = opsgate(config, state, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr
+    assert "action.start" not in events(state)
+
+
+def test_medium_without_yes_and_without_terminal_is_refused(lab):
+    config, state = lab
+    r = opsgate(config, state, "run", "restart", "--param", "service=nginx", stdin="123456\n")
+    assert r.returncode == 2 and "pass --yes" in r.stderr
+    assert "action.start" not in events(state)
+
+
+def test_dry_run_prints_and_audits_but_runs_nothing(lab):
+    config, state = lab
+    r = opsgate(config, state, "run", "rotate-key", "--param", "key=Sup3rS3cretValue", "--dry-run")
+    assert r.returncode == 0
+    assert "printf 'key=%s\\n' <redacted> | wc -c" in r.stdout and "OTP within 15 min" in r.stdout
+    assert "Sup3rS3cretValue" not in r.stdout
+    assert events(state) == ["config.loaded", "action.dry_run"]
+    assert not (state / "recordings").exists()
+
+
+def test_medium_action_with_otp_on_stdin_end_to_end(lab):
+    """The acceptance path: enrol, run with the code on stdin, verify, replay, asciinema cat, tamper."""
+    config, state = lab
+    secret = enrol_otp(config, state)
+    r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin=next_code(secret) + "\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "t1 | restarting nginx" in r.stdout
+    assert events(state)[-4:] == ["stepup.success", "action.start", "action.target", "action.end"]
+    start = records(state)[-3]
+    assert start["grant"]["factor"] == "otp" and start["grant"]["fresh"] is True
+    run_id = start["run"]
+
+    verify = opsgate(config, state, "audit", "verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("OK: ")
+
+    replay = opsgate(config, state, "replay", run_id, "--speed", "100")
+    assert replay.returncode == 0 and "restarting nginx" in replay.stdout
+
+    target = [x for x in records(state) if x["event"] == "action.target"][-1]
+    cast = state / target["recording"]
+    cat = subprocess.run([str(Path(sys.executable).parent / "asciinema"), "cat", str(cast)],
+                         capture_output=True, text=True, timeout=30)
+    assert "restarting nginx" in cat.stdout
+
+    # Within max_age the grant is reused: no code needed for the second run.
+    again = opsgate(config, state, "run", "restart", "--param", "service=haproxy", "--yes")
+    assert again.returncode == 0, again.stderr
+    assert records(state)[-3]["grant"]["fresh"] is False
+
+    # Tamper one byte of the trail: verify names that record.
+    path = state / AUDIT_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    victim = 3
+    lines[victim - 1] = lines[victim - 1].replace(b'"event":"', b'"event":"X', 1)
+    path.write_bytes(b"".join(lines))
+    bad = opsgate(config, state, "audit", "verify")
+    assert bad.returncode == 1
+    assert f"seq {victim}" in bad.stdout + bad.stderr
+
+
+def test_wrong_code_is_denied_exit_3_and_audited(lab):
+    config, state = lab
+    enrol_otp(config, state)
+    r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin="000000\n")
+    assert r.returncode == 3, r.stdout + r.stderr
+    ev = events(state)
+    assert "stepup.failure" in ev and ev[-1] == "action.denied" and "action.start" not in ev
+
+
+def test_no_enrolled_factor_says_how_to_enrol(lab):
+    config, state = lab
+    r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin="123456\n")
+    assert r.returncode == 3
+    assert "opsgate enroll otp" in r.stderr
+
+
+def test_secret_param_never_reaches_trail_or_terminal(lab):
+    config, state = lab
+    secret = enrol_otp(config, state)
+    value = "TopSecretKey12345"
+    r = opsgate(config, state, "run", "rotate-key", "--param", f"key={value}", "--yes", stdin=next_code(secret) + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "t1 | 22" in r.stdout  # the remote side got the real value: len("key=TopSecretKey12345\n")
+    assert value not in r.stdout + r.stderr
+    assert value not in (state / AUDIT_FILE).read_text()
+    assert "<redacted>" in records(state)[-3]["command"]
+
+
+def test_json_output_is_one_document(lab):
+    config, state = lab
+    r = opsgate(config, state, "run", "hello", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["exit_code"] == 0 and [x["target"] for x in doc["results"]] == ["t1", "t2"]
+    assert "hello from" in doc["results"][0]["stdout"] and doc["results"][0]["stderr"] == "warn\n"
+
+
+def test_full_audit_disk_fails_closed_exit_4(lab, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    config, _ = lab
+    state = tmp_path / "tiny"
+    state.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(state)], check=True)
+    try:
+        with open(state / "filler", "wb") as f:
+            try:
+                f.write(b"x" * (1 << 20))
+            except OSError:
+                pass
+        r = opsgate(config, state, "run", "hello")
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "hello from" not in r.stdout
+        assert not list((state / "recordings").glob("*/*.cast")) if (state / "recordings").exists() else True
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
+
+
+def test_ctrl_c_cancels_remote_process_and_exits_130(lab):
+    config, state = lab
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+                             "run", "sleepy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=env)
+    deadline = time.monotonic() + 30
+    while "action.start" not in events(state) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # let the remote command start
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "action.cancelled" in events(state)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("remote sleep 300 still running after cancel")
