@@ -12,8 +12,8 @@ the pipeline) and ``env`` {"TERM": "xterm-256color"}); then one event per line, 
 - Newlines: a command run without a PTY writes bare ``\\n``; a terminal replaying that would only
   move down, not back to column 0, so each bare ``\\n`` is written as ``\\r\\n`` (``\\r\\n`` already
   sent stays as is, also when the ``\\r`` and the ``\\n`` arrive in different chunks).
-- Markers: ``start`` is written when the recording opens and ``end`` when it closes; the pipeline
-  adds others (step-up, exit status) with ``marker``.
+- Markers (``"m"`` events) are the caller's: the pipeline adds "step-up <factor>", "start" and
+  "end <outcome> exit <n>" with ``marker``; a Recording adds none of its own, so none appear twice.
 - Written incrementally: events are buffered and written in batches, when 64 KiB are pending or
   every 100 ms (a background thread flushes a quiet command's last output), so a crash keeps what
   was received up to the last batch. ``close`` fsyncs and returns the sha256 of the file's bytes,
@@ -93,7 +93,6 @@ class Recording:
         }
         with self._lock:
             self._add(json.dumps(header, ensure_ascii=False) + "\n")
-            self._event(self._t0, "m", "start")
             self._flush()  # the header reaches the file at once
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name=f"recording {self.path.name}", daemon=True)
@@ -118,14 +117,13 @@ class Recording:
             self._event(t, "m", label)
 
     def close(self) -> str:
-        """Finish the file (pending partial characters, ``end`` marker, fsync) and return its sha256 hex."""
+        """Finish the file (pending partial characters, fsync) and return its sha256 hex."""
         with self._lock:
             if self._digest is not None:
                 return self._digest
             now = time.monotonic()
             for stream in STREAMS:
                 self._text(stream, self._decoders[stream].decode(b"", final=True), now)
-            self._event(now, "m", "end")
             self._flush()
             try:
                 os.fsync(self._file.fileno())

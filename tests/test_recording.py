@@ -38,7 +38,9 @@ def asciinema_cat(path: Path) -> str:
 def test_header_markers_and_hash(tmp_path):
     rec = new_recording(tmp_path)
     rec.marker("step-up otp")
+    rec.marker("start")
     rec.output("stdout", b"hello\n")
+    rec.marker("end ok exit 0")
     digest = rec.close()
     assert rec.path == tmp_path / "recordings" / "run-0001" / "web1.cast"
     assert digest == hashlib.sha256(rec.path.read_bytes()).hexdigest()
@@ -47,7 +49,7 @@ def test_header_markers_and_hash(tmp_path):
     assert header["version"] == 2 and (header["width"], header["height"]) == (100, 30)
     assert header["title"] == "run-0001 restart-nginx@web1" and header["command"] == "systemctl restart nginx"
     assert header["env"] == {"TERM": "xterm-256color"} and abs(header["timestamp"] - time.time()) < 60
-    assert [e[2] for e in evs if e[1] == "m"] == ["start", "step-up otp", "end"]
+    assert [e[2] for e in evs if e[1] == "m"] == ["step-up otp", "start", "end ok exit 0"]
     times = [e[0] for e in evs]
     assert times == sorted(times)
     assert all(len(line.split(",")[0].split(".")[1]) == 6 for line in rec.path.read_text().splitlines()[1:])
