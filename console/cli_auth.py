@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 SOFTKEY_ENV = "OPSGATE_SOFTKEY"
 
 
-def _authenticator() -> Callable | None:
+def authenticator_from_env() -> Callable | None:
     """The software key named by $OPSGATE_SOFTKEY (tests/demo), else None: discover a USB key."""
     path = os.environ.get(SOFTKEY_ENV)
     if not path:
@@ -35,7 +35,7 @@ def _authenticator() -> Callable | None:
 
 
 def _stepup(ctx: "Context") -> StepUp:
-    return StepUp(ctx.state_dir, ctx.config.settings, persist_grants=True, authenticator=_authenticator())
+    return StepUp(ctx.state_dir, ctx.config.settings, persist_grants=True, authenticator=authenticator_from_env())
 
 
 def _audit_hook(ctx: "Context"):
