@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import shlex
 import socket
 import subprocess
@@ -64,6 +65,11 @@ def remote_processes(pattern: str) -> list[str]:
     """Processes matching `pattern` (the sshd is local, so its children are ours to see)."""
     out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def marker() -> int:
+    """A sleep length no other test (or engineer) uses, so pgrep finds only our processes."""
+    return random.randrange(400_000, 900_000)
 
 
 def wait_gone(pattern: str, seconds: float) -> list[str]:
@@ -152,11 +158,12 @@ def test_5_mb_on_stderr_only_does_not_deadlock(conn):
 
 
 def test_timeout_stops_the_remote_process(conn):
+    a, b = marker(), marker()
     start = time.monotonic()
-    result, _ = run(conn, "sleep 3171 & sleep 3172; wait", timeout=0.5)
+    result, _ = run(conn, f"sleep {a} & sleep {b}; wait", timeout=0.5)
     assert result.outcome == "timeout" and "timed out" in result.error
     assert time.monotonic() - start < 3
-    assert wait_gone("sleep 317[12]", 2) == []
+    assert wait_gone(f"sleep ({a}|{b})", 2) == []
 
 
 def test_cancel_kills_the_remote_process_group_within_2s(conn):
@@ -168,18 +175,20 @@ def test_cancel_kills_the_remote_process_group_within_2s(conn):
         if b"started" in chunk.data:
             started.set()
 
+    a, b = marker(), marker()
     worker = threading.Thread(target=lambda: results.append(
-        conn.run("echo started; sleep 300 & sleep 301; wait", sink, cancel=cancel)))
+        conn.run(f"echo started; sleep {a} & sleep {b}; wait", sink, cancel=cancel)))
     worker.start()
     try:
         assert started.wait(10)
-        assert [p.split(None, 1)[1] for p in remote_processes("^sleep 30[01]")] == ["sleep 300", "sleep 301"]
+        assert sorted(p.split(None, 1)[1] for p in remote_processes(f"^sleep ({a}|{b})")) \
+            == sorted([f"sleep {a}", f"sleep {b}"])
     finally:
         cancelled_at = time.monotonic()
         cancel.set()
         worker.join(10)
     assert results and results[0].outcome == "cancelled"
-    assert wait_gone("sleep 30[01]", 2 - (time.monotonic() - cancelled_at)) == []
+    assert wait_gone(f"sleep ({a}|{b})", 2 - (time.monotonic() - cancelled_at)) == []
     assert time.monotonic() - cancelled_at < 2
 
 
@@ -304,10 +313,11 @@ def test_ssh_config_alias_is_honoured(sshd, tmp_path):
 def test_closing_the_connection_stops_commands_still_running(sshd):
     connection = connect(endpoint(sshd))
     started = threading.Event()
+    a = marker()
     worker = threading.Thread(target=connection.run, args=(
-        "echo started; sleep 3181", lambda chunk: started.set()))
+        f"echo started; sleep {a}", lambda chunk: started.set()))
     worker.start()
     assert started.wait(10)
     connection.close()
     worker.join(10)
-    assert wait_gone("sleep 3181", 2) == []
+    assert wait_gone(f"sleep {a}", 2) == []
