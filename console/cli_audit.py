@@ -1,0 +1,133 @@
+"""``opsgate audit verify|head|tail|show`` and ``opsgate replay``: reading the trail and the recordings.
+
+Each needs only the state dir, so ``--state-dir DIR`` (or ``OPSGATE_STATE_DIR``) works without a
+config: a reviewer can check a copied state dir on their own machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .audit import AUDIT_FILE, AuditTrail, check_recording, format_record, record_hash, verify
+from .errors import EXIT_FAILED, EXIT_OK, UsageError
+from .replay import Cast, ReplayError, play
+
+FOLLOW_POLL = 0.25
+
+
+def _trail(ctx) -> AuditTrail:
+    return AuditTrail(ctx.state_dir / AUDIT_FILE)
+
+
+def cmd_verify(ctx) -> int:
+    """Check the chain and the recordings: "OK: N records, head H" (exit 0) or the first problem (exit 1)."""
+    path = ctx.state_dir / AUDIT_FILE
+    report = verify(path, state_dir=ctx.state_dir)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if report.ok:
+        print(f"OK: {report.count} records, head {report.head or 'none'}")
+        return EXIT_OK
+    print(f"FAIL: {report.problems[0]}")
+    for problem in report.problems[1:]:
+        print(f"FAIL: {problem}")
+    print(f"{report.count} records verified before the first problem; head of those {report.head or 'none'}")
+    return EXIT_FAILED
+
+
+def cmd_head(ctx) -> int:
+    """Print the head hash (to anchor it elsewhere)."""
+    head = _trail(ctx).head()
+    if head is None:
+        print(f"opsgate: the audit trail {ctx.state_dir / AUDIT_FILE} is empty", file=sys.stderr)
+        return EXIT_FAILED
+    print(head)
+    return EXIT_OK
+
+
+def _print(records: list[dict]) -> None:
+    for record in records:
+        print(format_record(record))
+    sys.stdout.flush()
+
+
+def cmd_tail(ctx) -> int:
+    """Print the newest records; with -f keep printing records other processes append."""
+    trail = _trail(ctx)
+    records, offset = trail.tail(ctx.args.n)
+    _print(records)
+    if not ctx.args.follow:
+        return EXIT_OK
+    size = offset
+    try:
+        while True:
+            time.sleep(FOLLOW_POLL)
+            try:
+                now = os.stat(trail.path).st_size
+            except FileNotFoundError:
+                continue
+            if now != size:
+                records, offset = trail.read_new(offset)
+                size = now
+                _print(records)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how one stops following
+
+
+def cmd_show(ctx) -> int:
+    """Print one run's records; a unique run id prefix of 6+ characters is enough."""
+    trail = _trail(ctx)
+    _print(trail.run_records(trail.find_run(ctx.args.run)))
+    return EXIT_OK
+
+
+def cmd_replay(ctx) -> int:
+    """Play a run's recordings after checking each against the sha256 in the audit trail."""
+    args = ctx.args
+    if args.speed <= 0:
+        raise UsageError(f"--speed must be positive, not {args.speed}")
+    state = ctx.state_dir
+    trail = _trail(ctx)
+    run = trail.find_run(args.run)
+    records = trail.run_records(run)
+    action = next((r.get("action") for r in records if r.get("action")), "?")
+    targets = [r for r in records if r.get("event") == "action.target" and "recording" in r]
+    if args.target:
+        targets = [r for r in targets if r.get("target") == args.target]
+    if not targets:
+        wanted = f" for target {args.target}" if args.target else ""
+        raise ReplayError(f"the audit trail has no recording for run {run}{wanted}")
+
+    problems = []
+    for r in targets:
+        problem = check_recording(state, r.get("recording"), r.get("recording_sha256"))
+        if r.get("hash") != record_hash(r):
+            problem = "its audit record (seq {}) does not match its own hash".format(r.get("seq"))
+        if problem:
+            problems.append((r, problem))
+    for r, problem in problems:
+        print(f"opsgate: WARNING: recording {r.get('recording')} does not verify: {problem}", file=sys.stderr)
+    if problems and not args.force:
+        print("opsgate: refusing to replay an unverified recording (--force plays it anyway; "
+              "`opsgate audit verify` checks the whole trail)", file=sys.stderr)
+        return EXIT_FAILED
+    missing = [r for r, p in problems if p == "missing"]
+    if len(missing) == len(targets):
+        print("opsgate: nothing to play: every recording is missing", file=sys.stderr)
+        return EXIT_FAILED
+    out = sys.stdout.buffer
+    for r in targets:
+        if r in missing:
+            continue
+        cast = Cast(state / r["recording"])
+        if len(targets) > 1:
+            exit_code = r.get("exit_code", r.get("exit", "?"))
+            out.write(f"\x1b[0m\r\n=== {run} {action}@{r.get('target', '?')} (exit {exit_code}) ===\r\n".encode())
+        play(cast.events(), out, speed=args.speed)
+        out.write(b"\x1b[0m")  # the recording may end inside a colour
+        out.flush()
+    if problems:
+        print("opsgate: WARNING: what was played did not verify against the audit trail", file=sys.stderr)
+    return EXIT_OK
