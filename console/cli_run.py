@@ -110,9 +110,10 @@ def cmd_run(ctx: Context) -> int:
     args = ctx.args
     cfg = ctx.config
     state_dir = ctx.state_dir
+    from .cli_auth import authenticator_from_env
     from .cli_prompt import TerminalPrompter
 
-    stepup = StepUp(state_dir, cfg.settings, persist_grants=True)
+    stepup = StepUp(state_dir, cfg.settings, persist_grants=True, authenticator=authenticator_from_env())
     pipeline = Pipeline(cfg, state_dir, stepup=stepup, audit=AuditTrail(state_dir / AUDIT_FILE))
     request = RunRequest(args.action, tuple(args.target), parse_assignments(args.param), ctx.operator)
     plan = pipeline.plan(request)

@@ -164,7 +164,8 @@ class Pipeline:
         AuditWriteError (exit 4) when the trail cannot be written before the run.
         """
         self._cancel.clear()
-        request = StepUpRequest(plan.action.id, plan.command.command, plan.target_names, os.urandom(16))
+        request = StepUpRequest(plan.action.id, plan.command.command, plan.target_names, os.urandom(16),
+                                display_command=plan.command.redacted)
 
         def stepup_event(event: str, fields: dict) -> None:
             fields = dict(fields)

@@ -239,3 +239,29 @@ def test_ctrl_c_cancels_remote_process_and_exits_130(lab):
         time.sleep(0.2)
     else:
         pytest.fail("remote sleep 300 still running after cancel")
+
+
+def test_critical_action_with_security_key_and_typed_confirmation(lab, tmp_path):
+    config, state = lab
+    softkey = tmp_path / "softkey.json"
+    env_run = dict(os.environ, OPSGATE_SOFTKEY=str(softkey))
+    env_run = {k: v for k, v in env_run.items() if k not in ("OPSGATE_CONFIG", "OPSGATE_STATE_DIR")}
+
+    def cli(*args, stdin=""):
+        return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+                               *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env_run)
+
+    enrolled = cli("enroll", "fido2", "--name", "test-key")
+    assert enrolled.returncode == 0, enrolled.stderr
+    wrong = cli("run", "failover", "--yes", stdin="t2\n")
+    assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+    ok = cli("run", "failover", "--yes", stdin="t1\n")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "t1 | promoted" in ok.stdout
+    start = [r for r in records(state) if r["event"] == "action.start"][-1]
+    assert start["grant"]["factor"] == "fido2" and len(start["fido2_digest"]) == 64
+    # every run asks again: the grant of the last run does not carry over
+    again = cli("run", "failover", "--yes", stdin="t1\n")
+    assert again.returncode == 0
+    starts = [r for r in records(state) if r["event"] == "action.start"]
+    assert starts[-1]["grant"]["fresh"] is True and starts[-1]["fido2_digest"] != start["fido2_digest"]
