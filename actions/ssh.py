@@ -9,6 +9,7 @@ kills that group through a second channel on the same connection.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import select
@@ -22,6 +23,9 @@ from typing import Callable
 import paramiko
 
 from actions.hostkeys import KnownHosts, fingerprint, host_token, preferred_key_types
+
+# paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 OUTCOMES = ("ok", "failed", "timeout", "cancelled", "unreachable", "auth", "hostkey")
 
