@@ -1,0 +1,277 @@
+"""``opsgate demo``: the console on an embedded loopback SSH target and a throwaway state dir.
+
+Everything the demo needs is made here, in a temporary directory removed at exit: an SSH server on
+127.0.0.1 (console/demo_server.py) whose host key is pinned in the demo's own known_hosts, a client
+key, one scratch directory per demo target with fake services, the catalog (console/demo.toml), and
+a demo operator enrolled with TOTP and a software security key.
+
+Nothing here weakens the real code paths: the console, the pipeline, step-up, SSH (strict host keys)
+and the audit trail are the same as for real hosts. Only the authenticators are demo ones, and every
+place that shows their secrets says DEMO.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import Config, parse_config
+from .demo_server import DemoServer, generate_key_file
+from .softkey import SoftKey
+from .stepup import StepUp
+from .totp import STEP, code_at_step, new_secret, time_step
+
+OPERATOR = "demo"
+TARGETS = {
+    "web-1": ["web", "prod"],
+    "web-2": ["web", "prod"],
+    "db-primary": ["db", "prod"],
+    "db-replica": ["db", "prod"],
+}
+
+_SCRIPTS = {
+    "bin/service": r"""#!/bin/sh
+# A fake service manager: state lives in ./run/<service>.
+set -e
+mkdir -p run
+cmd=$1; svc=$2
+case "$cmd" in
+  restart)
+    echo "Stopping $svc ..."; sleep 0.4
+    echo "Starting $svc ..."; sleep 0.6
+    date +%s > "run/$svc"
+    echo "$svc restarted on $OPSGATE_DEMO_HOST" ;;
+  status)
+    if [ -f "run/$svc" ]; then
+      echo "● $svc.service - $svc (demo)"
+      echo "   Active: active (running) since $(date -d @"$(cat "run/$svc")" 2>/dev/null || cat "run/$svc")"
+    else
+      echo "$svc: inactive" >&2; exit 3
+    fi ;;
+  *) echo "usage: service restart|status NAME" >&2; exit 2 ;;
+esac
+""",
+    "bin/traffic": r"""#!/bin/sh
+# Fake access-log lines, ten a second, for $1 seconds.
+n=$(( $1 * 10 )); i=0
+paths="/ /api/orders /api/users /healthz /static/app.js /api/search"
+while [ $i -lt $n ]; do
+  set -- $paths; shift $(( i % 6 )); p=$1
+  code=200; [ $(( i % 17 )) -eq 0 ] && code=503; [ $(( i % 11 )) -eq 0 ] && code=404
+  echo "$(date +%H:%M:%S) $OPSGATE_DEMO_HOST GET $p $code $(( (i * 37) % 250 + 3 ))ms"
+  [ $code = 503 ] && echo "upstream timed out on $p" >&2
+  i=$(( i + 1 )); sleep 0.1
+done
+""",
+    "bin/maintenance": r"""#!/bin/sh
+mode=$1; shift
+[ "$1" = --token ] || { echo "missing --token" >&2; exit 2; }
+[ ${#2} -ge 8 ] || { echo "token too short" >&2; exit 2; }
+echo "$mode" > maintenance
+echo "maintenance mode is now $mode on $OPSGATE_DEMO_HOST (token accepted, not shown)"
+""",
+    "bin/rotate-cert": r"""#!/bin/sh
+set -e
+d=$1; mkdir -p certs
+echo "Generating a key for $d ..."; sleep 0.5
+echo "Requesting a certificate from the (fake) CA ..."; sleep 0.8
+serial=$(date +%s)
+echo "serial=$serial cn=$d" > "certs/$d.pem"
+echo "Installed certs/$d.pem (serial $serial)"
+echo "Reloading nginx ..."; sleep 0.3
+echo "done"
+""",
+    "bin/failover": r"""#!/bin/sh
+set -e
+[ "$1" = --promote ] || { echo "usage: failover --promote REPLICA" >&2; exit 2; }
+echo "Checking replication lag on $2 ..."; sleep 0.5
+echo "lag: 0 bytes"
+echo "Fencing $OPSGATE_DEMO_HOST (read-only) ..."; sleep 0.5
+echo "Promoting $2 ..."; sleep 0.8
+echo "$2 is now primary; $OPSGATE_DEMO_HOST follows it"
+""",
+}
+
+
+def _seed_target(root: Path, name: str) -> None:
+    """A scratch directory that looks a little like a server: a log, data, fake service scripts."""
+    (root / "log").mkdir(parents=True)
+    (root / "data" / "pg").mkdir(parents=True)
+    (root / "data" / "uploads").mkdir(parents=True)
+    (root / "data" / "pg" / "base.dat").write_bytes(b"\0" * (256 * 1024 if name.startswith("db") else 4096))
+    (root / "data" / "uploads" / "avatar.png").write_bytes(b"\0" * 32 * 1024)
+    lines = []
+    levels = ["INFO", "INFO", "INFO", "WARN", "INFO", "ERROR", "INFO"]
+    for i in range(200):
+        lines.append(f"2026-01-0{1 + i % 9}T12:{i % 60:02d}:{(i * 7) % 60:02d}Z {name} {levels[i % len(levels)]} "
+                     f"request {1000 + i} handled in {(i * 13) % 90 + 5}ms")
+    (root / "log" / "app.log").write_text("\n".join(lines) + "\n")
+    for rel, text in _SCRIPTS.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+
+
+class DemoSecurityKey(SoftKey):
+    """The demo's software FIDO2 key: a "touch" is a key press in the console (DEMO ONLY).
+
+    Everything else is the real CTAP2 exchange through the fido2 library and SoftKey.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touched = threading.Event()
+        self.auto_touch = False
+
+    def _wait_for_touch(self, event: threading.Event | None, on_keepalive) -> None:
+        if not self.auto_touch:
+            while not self.touched.wait(0.05):
+                if event is not None and event.is_set():
+                    break
+        self.touched.clear()
+        super()._wait_for_touch(event, on_keepalive)
+
+    def touch(self) -> None:
+        self.touched.set()
+
+
+class _SilentPrompter:
+    """For enrolling the demo key at start-up: nobody is asked."""
+
+    def ask_code(self, prompt):
+        return None
+
+    def touch_started(self, prompt, cancel):
+        pass
+
+    def touch_finished(self):
+        pass
+
+    def ask_confirmation(self, expected, prompt):
+        return None
+
+    def ask_approver(self, candidates, prompt):
+        return None
+
+
+class Demo:
+    """The demo environment. ``start()`` builds it; ``close()`` stops the server and removes it all."""
+
+    def __init__(self, *, root: Path | None = None, clock: Callable[[], float] = time.time,
+                 totp_secret: str | None = None):
+        self.clock = clock
+        self._own_root = root is None
+        self.root = Path(root or tempfile.mkdtemp(prefix="opsgate-demo-"))
+        self.state_dir = self.root / "state"
+        self.hosts_dir = self.root / "hosts"
+        self.key_path = self.root / "keys" / "id_ed25519"
+        self.known_hosts = self.root / "keys" / "known_hosts"
+        self.totp_secret = totp_secret or new_secret()
+        self.security_key = DemoSecurityKey()
+        self.server: DemoServer | None = None
+        self.config: Config | None = None
+        self.stepup: StepUp | None = None
+
+    @property
+    def operator(self) -> str:
+        return OPERATOR
+
+    def start(self) -> "Demo":
+        for d in (self.root, self.state_dir, self.hosts_dir, self.key_path.parent):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        for name in TARGETS:
+            _seed_target(self.hosts_dir / name, name)
+        client_key = generate_key_file(self.key_path)
+        self.server = DemoServer(self.hosts_dir, client_key).start()
+        self.known_hosts.write_text(self.server.known_hosts_line())
+        self.config = parse_config(self.config_text().encode(), "demo.toml")
+        self.stepup = StepUp(self.state_dir, self.config.settings, persist_grants=False,
+                             authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
+        self._enrol()
+        return self
+
+    def config_text(self) -> str:
+        """The catalog plus the generated [console] and [targets] tables."""
+        catalog = importlib.resources.files("console").joinpath("demo.toml").read_text()
+        lines = [
+            "[console]",
+            f'operator = "{OPERATOR}"',
+            f"known_hosts = [{_toml_str(self.known_hosts)}]",
+            'connect_timeout = "5s"',
+            "",
+        ]
+        for name, tags in TARGETS.items():
+            lines += [
+                f"[targets.{name}]",
+                f'host = "{self.server.host}"',
+                f"port = {self.server.port}",
+                f'user = "{name}"',  # the demo server runs commands as you, in hosts/<user>
+                f"identity_file = {_toml_str(self.key_path)}",
+                "tags = [" + ", ".join(f'"{t}"' for t in tags) + "]",
+                "",
+            ]
+        return "\n".join(lines) + "\n" + catalog
+
+    def _enrol(self) -> None:
+        # Enrol with the previous step's code so the code shown now is not a replay of the enrolment.
+        step = time_step(self.clock())
+        if not self.stepup.enrol_otp(OPERATOR, self.totp_secret, code_at_step(self.totp_secret, step - 1)):
+            raise RuntimeError("demo: TOTP enrolment failed")
+        self.security_key.auto_touch = True
+        try:
+            self.stepup.enrol_fido2(OPERATOR, "demo software key", _SilentPrompter())
+        finally:
+            self.security_key.auto_touch = False
+
+    # What the screens show (screens.app.DemoHooks) ----------------------------------------------
+
+    def codes(self, now: float) -> tuple[str, str, int]:
+        """The current TOTP code, the next one, and the seconds until the current one rolls over."""
+        step = time_step(now)
+        left = STEP - int(now) % STEP
+        return code_at_step(self.totp_secret, step), code_at_step(self.totp_secret, step + 1), left
+
+    def banner(self, now: float):
+        from rich.text import Text
+
+        code, nxt, left = self.codes(now)
+        return Text.assemble(
+            (" DEMO ", "bold #ffffff on #b3123a"),
+            f" TOTP code of {OPERATOR}: ", (f"{code[:3]} {code[3:]}", "bold"), f" ({left:2d}s, next {nxt})",
+            " · software security key: t in the touch dialog · state deleted on exit",
+        )
+
+    def otp_hint(self, operator: str) -> str | None:
+        if operator != OPERATOR:
+            return None
+        code, nxt, left = self.codes(self.clock())
+        return f" DEMO  the code now is {code} ({left}s left; next {nxt}) "
+
+    def touch(self) -> None:
+        self.security_key.touch()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Demo":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _toml_str(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+

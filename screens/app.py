@@ -1,0 +1,95 @@
+"""The opsgate Textual app and its one factory, ``make_app``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from rich.text import Text
+from textual.app import App
+from textual.binding import Binding
+
+from console.audit import AUDIT_FILE, AuditTrail
+from console.config import Config
+
+from .commands import ConsoleCommands
+from .console_screen import ConsoleScreen
+from .theme import THEMES, default_theme
+
+if TYPE_CHECKING:
+    from console.run import Pipeline
+    from console.stepup import StepUp
+
+
+class DemoHooks(Protocol):
+    """What ``opsgate demo`` adds to the screens: a banner, the TOTP code hint, the software key's touch."""
+
+    def banner(self, now: float) -> Text: ...
+    def otp_hint(self, operator: str) -> str | None: ...
+    def touch(self) -> None: ...
+
+
+class OpsgateApp(App):
+    """Holds the config, the pipeline, step-up and the audit trail; the ConsoleScreen does the rest."""
+
+    TITLE = "opsgate"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS = [Binding("t", "toggle_theme", "Theme", show=False)]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+
+    def __init__(self, config: Config, state_dir: Path, *, operator: str, stepup: "StepUp | None",
+                 pipeline: "Pipeline", audit: AuditTrail, demo: DemoHooks | None = None,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 touch_timeout: float | None = None, theme: str | None = None):
+        super().__init__()
+        self.config = config
+        self.state_dir = state_dir
+        self.operator = operator
+        self.stepup = stepup
+        self.pipeline = pipeline
+        self.audit = audit
+        self.demo = demo
+        self.clock = clock
+        self.monotonic = monotonic
+        self.touch_timeout = touch_timeout
+        for t in THEMES:
+            self.register_theme(t)
+        self.theme = theme or default_theme()
+
+    def on_mount(self) -> None:
+        self.push_screen(ConsoleScreen(self))
+
+    @property
+    def main_screen(self) -> ConsoleScreen:
+        return next(s for s in self.screen_stack if isinstance(s, ConsoleScreen))
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "opsgate-light" if self.theme == "opsgate-dark" else "opsgate-dark"
+
+
+def make_app(config: Config, state_dir: Path, *, operator: str | None = None, stepup: "StepUp | None" = None,
+             pipeline: "Pipeline | None" = None, audit: AuditTrail | None = None, demo: DemoHooks | None = None,
+             authenticator=None, clock: Callable[[], float] = time.time,
+             monotonic: Callable[[], float] = time.monotonic, theme: str | None = None) -> OpsgateApp:
+    """The console for ``config`` with its state in ``state_dir``; tests pass their own parts.
+
+    ``authenticator`` is a FIDO2 device factory (a SoftKey in tests and the demo; else USB HID).
+    Grants are kept in memory only: a TUI session's step-up ends with the session.
+    """
+    from console.run import Pipeline
+    from console.stepup import StepUp
+
+    state_dir = Path(state_dir)
+    operator = operator or config.settings.operator
+    audit = audit or (pipeline.audit if pipeline is not None else AuditTrail(state_dir / AUDIT_FILE))
+    if stepup is None:
+        stepup = pipeline.stepup if pipeline is not None else StepUp(
+            state_dir, config.settings, persist_grants=False, authenticator=authenticator, clock=clock)
+    if pipeline is None:
+        pipeline = Pipeline(config, state_dir, stepup=stepup, audit=audit)
+    touch_timeout = getattr(getattr(stepup, "key", None), "timeout", None)
+    return OpsgateApp(config, state_dir, operator=operator, stepup=stepup, pipeline=pipeline, audit=audit,
+                      demo=demo, clock=clock, monotonic=monotonic, touch_timeout=touch_timeout, theme=theme)

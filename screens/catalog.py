@@ -1,0 +1,134 @@
+"""The action list: id, title, risk badge and step-up requirement, filtered by text, risk and tag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from console.config import Action, Config
+from console.policy import RISKS
+
+from .badges import RISK_WIDTH, risk_badge
+
+
+@dataclass(frozen=True)
+class ActionFilter:
+    """What the list shows: words to find, an exact risk, a target tag. Empty means everything."""
+
+    text: str = ""
+    risk: str | None = None
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, query: str, *, risk: str | None = None, tag: str | None = None) -> "ActionFilter":
+        """``"restart risk:medium tag:web"``: the ``risk:`` and ``tag:`` words win over the given ones."""
+        words = []
+        for word in query.split():
+            key, sep, value = word.partition(":")
+            if sep and key.lower() == "risk" and value.lower() in RISKS:
+                risk = value.lower()
+            elif sep and key.lower() == "tag" and value:
+                tag = value
+            else:
+                words.append(word.lower())
+        return cls(" ".join(words), risk, tag)
+
+    def matches(self, action: Action, config: Config) -> bool:
+        if self.risk is not None and action.risk != self.risk:
+            return False
+        if self.tag is not None:
+            tags = {t for target in config.targets_for(action) for t in target.tags}
+            if self.tag not in tags and f"tag:{self.tag}" not in action.targets:
+                return False
+        haystack = f"{action.id} {action.title} {action.description}".lower()
+        return all(word in haystack for word in self.text.split())
+
+    def describe(self) -> str:
+        parts = []
+        if self.risk:
+            parts.append(f"risk {self.risk}")
+        if self.tag:
+            parts.append(f"tag {self.tag}")
+        if self.text:
+            parts.append(f'"{self.text}"')
+        return ", ".join(parts) or "all actions"
+
+
+def filter_actions(config: Config, flt: ActionFilter) -> list[Action]:
+    return [a for a in config.actions.values() if flt.matches(a, config)]
+
+
+class ActionTable(DataTable):
+    """One row per action; the row key is the action id. ``enter`` asks to run the highlighted action."""
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Run", show=False),
+    ]
+
+    @dataclass
+    class Chosen(Message):
+        """The operator pressed enter (or clicked twice) on an action."""
+
+        action_id: str
+
+    def __init__(self, config: Config, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self.config = config
+        self.show_titles = True
+        self.actions: list[Action] = []
+
+    def on_mount(self) -> None:
+        self._columns()
+
+    def _columns(self) -> None:
+        self.clear(columns=True)
+        width = max((len(a.id) for a in self.config.actions.values()), default=6)
+        if self.show_titles:
+            width = max([width] + [len(a.title) for a in self.config.actions.values()])
+        self.add_column("Action", key="id", width=min(width, 26))
+        self.add_column("Risk", key="risk", width=RISK_WIDTH)
+        self.add_column("Step-up", key="stepup")
+
+    def set_narrow(self, narrow: bool) -> None:
+        """Drop the title column on a narrow terminal (the detail pane shows it)."""
+        if self.show_titles == (not narrow):
+            return
+        self.show_titles = not narrow
+        selected = self.selected_id
+        self._columns()
+        self.show_actions(self.actions, keep=selected)
+
+    @property
+    def selected_id(self) -> str | None:
+        if not self.actions or self.row_count == 0:
+            return None
+        row = min(max(self.cursor_row, 0), self.row_count - 1)
+        return self.actions[row].id
+
+    def show_actions(self, actions: list[Action], *, keep: str | None = None) -> None:
+        """Replace the rows; keep the cursor on ``keep`` when it is still listed."""
+        keep = keep or self.selected_id
+        self.clear()
+        self.actions = list(actions)
+        for action in self.actions:
+            req = self.config.requirement_for(action)
+            # Wide: the title under the id (two-line rows); narrow: the id alone.
+            name = Text(action.id, style="bold", overflow="ellipsis", no_wrap=True)
+            if self.show_titles:
+                name.append("\n" + action.title, style="not bold dim")
+            self.add_row(name, risk_badge(action.risk), Text(req.short()), key=action.id,
+                         height=2 if self.show_titles else 1)
+        ids = [a.id for a in self.actions]
+        if keep in ids:
+            self.move_cursor(row=ids.index(keep), animate=False)
+        elif ids:
+            self.move_cursor(row=0, animate=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.Chosen(str(event.row_key.value)))

@@ -1,0 +1,460 @@
+"""The main screen: action list, detail pane, output tabs and the live audit pane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
+
+from console.errors import OpsgateError
+from console.policy import FACTOR_WORDS, RISKS, satisfies, seconds_left
+
+from .audit_pane import AuditPane, AuditVerified
+from .badges import risk_badge
+from .catalog import ActionFilter, ActionTable, filter_actions
+from .detail import ActionDetail
+from .frontend import RunStarted, TargetDone, TuiFrontend
+from .output import OutputPanel, status_word
+
+if TYPE_CHECKING:
+    from console.run import Plan, RunReport
+
+    from .app import OpsgateApp
+
+
+@dataclass
+class RunFinished(Message):
+    plan: "Plan | None"
+    report: "RunReport | None"
+    error: str | None = None
+    denied: bool = False
+
+
+@dataclass
+class StepUpFinished(Message):
+    factor: str | None
+    error: str | None
+
+
+def _mmss(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ConsoleScreen(Screen):
+    """Everything the operator works with. The app owns config, pipeline, step-up and the trail."""
+
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("r", "run", "Run"),
+        Binding("x", "cancel_run", "Cancel run"),
+        Binding("f", "cycle_risk", "Risk filter"),
+        Binding("g", "cycle_tag", "Tag filter"),
+        Binding("s", "step_up", "Step up"),
+        Binding("d", "dry_run", "Dry run", show=False),
+        Binding("v", "verify_audit", "Verify audit"),
+        Binding("o", "toggle_bottom", "Output/audit", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, app: "OpsgateApp"):
+        super().__init__()
+        self.ctx = app
+        self.config = app.config
+        self.risk: str | None = None
+        self.tag: str | None = None
+        self.query_text = ""
+        self.plan: "Plan | None" = None
+        self.running = False
+        self.last_report: "RunReport | None" = None
+        self._run_worker = None
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topbar")
+        if self.ctx.demo is not None:
+            yield Static(id="demo-banner")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Input(placeholder="/ filter: words, risk:high, tag:db", id="filter")
+                yield Static(id="filter-state")
+                yield ActionTable(self.config, id="actions")
+            yield ActionDetail(self.config, id="detail")
+        with Horizontal(id="bottom"):
+            yield OutputPanel(id="output", clock=self.ctx.monotonic)
+            yield AuditPane(self.ctx.audit, self.ctx.state_dir, id="audit")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#left").border_title = "Actions"
+        self.query_one("#detail").border_title = "Detail"
+        self.query_one("#output").border_title = "Output"
+        self._apply_filter()
+        self.query_one(ActionTable).focus()
+        self._tick()
+        self.set_interval(1.0, self._tick, name="clock")
+
+    def on_resize(self) -> None:
+        self.query_one(ActionTable).set_narrow(self.size.width < 100)
+
+    # -- the top bar, the banner and the grant line, every second ---------------------------------------
+
+    def _tick(self) -> None:
+        self._update_topbar()
+        self._update_grant_line()
+        self.query_one(OutputPanel).tick()
+        if self.ctx.demo is not None:
+            self.query_one("#demo-banner", Static).update(self.ctx.demo.banner(self.ctx.clock()))
+
+    def _update_topbar(self) -> None:
+        audit = self.query_one(AuditPane)
+        chain = {None: ("audit …", "dim"), True: ("audit ✓", "bold"), False: ("audit ✗ BROKEN", "bold reverse")}
+        label, style = chain[audit.verified]
+        grant = self.ctx.stepup.grant_for(self.ctx.operator) if self.ctx.stepup else None
+        grant_text = "no grant"
+        if grant is not None:
+            age = self.ctx.clock() - grant.auth_time
+            grant_text = f"grant {FACTOR_WORDS[grant.factor]} {_mmss(age)} ago"
+        bar = Text.assemble((" opsgate ", "bold reverse"), "  operator ", (self.ctx.operator, "bold"),
+                            f"  ·  {len(self.config.actions)} actions, {len(self.config.targets)} targets",
+                            f"  ·  {grant_text}  ·  ", (label, style))
+        self.query_one("#topbar", Static).update(bar)
+
+    def grant_text(self, action) -> str:
+        """Whether the current grant satisfies the action, and for how long."""
+        req = self.config.requirement_for(action)
+        if not req.needs_stepup:
+            return "runs without step-up"
+        now = self.ctx.clock()
+        stepup = self.ctx.stepup
+        locked = stepup.totp.locked_until(self.ctx.operator) if stepup is not None and req.factor == "otp" else None
+        if locked:
+            return f"OTP locked for {_mmss(locked - now)} after wrong codes"
+        record = stepup.grants.get(self.ctx.operator) if stepup is not None else None
+        grant = record.grant if record else None
+        if req.max_age == 0:
+            return f"asks for the {FACTOR_WORDS[req.factor]} at every run"
+        if satisfies(grant, req, now, used=record.used if record else False):
+            return f"✓ current grant ({FACTOR_WORDS[grant.factor]}) valid for {_mmss(seconds_left(grant, req, now))}"
+        return f"you will be asked for the {FACTOR_WORDS[req.factor]}"
+
+    def _update_grant_line(self) -> None:
+        detail = self.query_one(ActionDetail)
+        if detail.action is not None:
+            detail.set_grant_text(self.grant_text(detail.action))
+
+    # -- filtering ---------------------------------------------------------------------------------
+
+    @property
+    def action_filter(self) -> ActionFilter:
+        return ActionFilter.parse(self.query_text, risk=self.risk, tag=self.tag)
+
+    def _apply_filter(self) -> None:
+        flt = self.action_filter
+        actions = filter_actions(self.config, flt)
+        table = self.query_one(ActionTable)
+        table.show_actions(actions)
+        state = Text.assemble(("showing ", "dim"), f"{len(actions)}/{len(self.config.actions)}",
+                              (" · ", "dim"), flt.describe(), ("   f risk · g tag", "dim"))
+        self.query_one("#filter-state", Static).update(state)
+        self.call_after_refresh(self._show_selected)
+
+    async def _show_selected(self) -> None:
+        table = self.query_one(ActionTable)
+        action_id = table.selected_id
+        detail = self.query_one(ActionDetail)
+        action = self.config.actions.get(action_id) if action_id else None
+        if action is detail.action and action is not None:
+            return
+        await detail.show_action(action)
+        self._update_grant_line()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_text = event.value
+        self._apply_filter()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(ActionTable).focus()
+
+    def on_key(self, event) -> None:
+        # Escape in the filter: back to the list (the text stays; clear it with ctrl+u).
+        if event.key == "escape" and self.focused is self.query_one("#filter", Input):
+            event.stop()
+            self.query_one(ActionTable).focus()
+
+    def on_data_table_row_highlighted(self, event) -> None:
+        self.call_after_refresh(self._show_selected)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def set_risk(self, risk: str | None) -> None:
+        self.risk = risk
+        self._apply_filter()
+
+    def set_tag(self, tag: str | None) -> None:
+        self.tag = tag
+        self._apply_filter()
+
+    def action_cycle_risk(self) -> None:
+        order = [None, *RISKS]
+        self.set_risk(order[(order.index(self.risk) + 1) % len(order)])
+
+    def all_tags(self) -> list[str]:
+        return sorted({tag for t in self.config.targets.values() for tag in t.tags})
+
+    def action_cycle_tag(self) -> None:
+        order = [None, *self.all_tags()]
+        self.set_tag(order[(order.index(self.tag) + 1) % len(order)] if self.tag in order else None)
+
+    def select_action(self, action_id: str) -> None:
+        """Show ``action_id`` (clearing filters that hide it)."""
+        if action_id not in [a.id for a in self.query_one(ActionTable).actions]:
+            self.risk = self.tag = None
+            self.query_one("#filter", Input).value = ""
+            self.query_text = ""
+            self._apply_filter()
+        table = self.query_one(ActionTable)
+        ids = [a.id for a in table.actions]
+        if action_id in ids:
+            table.move_cursor(row=ids.index(action_id), animate=False)
+            table.focus()
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def on_action_table_chosen(self, message: ActionTable.Chosen) -> None:
+        self.action_run()
+
+    def on_action_detail_submitted(self, message: ActionDetail.Submitted) -> None:
+        self.action_run()
+
+    def _request(self):
+        from console.run import RunRequest
+
+        detail = self.query_one(ActionDetail)
+        draft = detail.draft
+        if draft is None:
+            return None
+        return RunRequest(draft.action.id, tuple(draft.targets), dict(draft.request_params()), self.ctx.operator)
+
+    def action_run(self) -> None:
+        if self.running:
+            self.say("A run is in progress: x cancels it.", severity="warning")
+            return
+        request = self._request()
+        if request is None:
+            self.say("No action selected.", severity="warning")
+            return
+        draft = self.query_one(ActionDetail).draft
+        problems = draft.problems() if draft else []
+        if problems:
+            self.say("; ".join(problems), title="Not ready to run", severity="error")
+            return
+        try:
+            plan = self.ctx.pipeline.plan(request)
+        except OpsgateError as e:
+            self.say(str(e), title="Not ready to run", severity="error")
+            return
+        self.running = True
+        self.plan = plan
+        self.run_worker(self._prepare_and_execute(plan), exclusive=True, group="prepare")
+
+    async def _prepare_and_execute(self, plan: "Plan") -> None:
+        output = self.query_one(OutputPanel)
+        headline = f"{plan.action.id} · run {plan.run_id} · {len(plan.targets)} target" + (
+            "s" if len(plan.targets) != 1 else "")
+        await output.start_run(headline, list(plan.target_names))
+        for name in plan.target_names:
+            output.set_status(name, "waiting for step-up" if plan.requirement.needs_stepup else "pending",
+                              outcome="pending")
+        demo = self.ctx.demo
+        frontend = TuiFrontend(
+            self.app, self, plan, output.buffer, clock=self.ctx.clock,
+            touch_timeout=self.ctx.touch_timeout,
+            demo_touch=demo.touch if demo is not None else None,
+            otp_hint=demo.otp_hint if demo is not None else None,
+        )
+        self._frontend = frontend
+        self._run_worker = self._execute(plan, frontend)
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _execute(self, plan: "Plan", frontend: TuiFrontend) -> None:
+        from console.errors import StepUpDenied
+
+        try:
+            report = self.ctx.pipeline.execute(plan, frontend)
+        except StepUpDenied as e:
+            self.post_message(RunFinished(plan, None, str(e), denied=True))
+            return
+        except OpsgateError as e:
+            self.post_message(RunFinished(plan, None, str(e)))
+            return
+        except Exception as e:  # a bug must not leave the console stuck in "running"
+            self.post_message(RunFinished(plan, None, f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(RunFinished(plan, report))
+
+    def on_run_started(self, message: RunStarted) -> None:
+        output = self.query_one(OutputPanel)
+        for name in output.statuses:
+            output.set_status(name, "running", outcome="running")
+        self.query_one(AuditPane).poke()
+
+    def on_target_done(self, message: TargetDone) -> None:
+        if self.plan is None or message.run_id != self.plan.run_id:
+            return
+        result = message.result
+        output = self.query_one(OutputPanel)
+        output.flush()
+        word = status_word(result.outcome, result.exit_code)
+        output.set_status(result.target, word, outcome=result.outcome)
+        if result.error:
+            try:
+                output.log_for(result.target).write_line(f"── {result.error}")
+            except Exception:
+                pass
+        self.query_one(AuditPane).poke()
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        self.running = False
+        output = self.query_one(OutputPanel)
+        plan = message.plan
+        if message.report is not None:
+            report = message.report
+            self.last_report = report
+            ok = sum(1 for r in report.results if r.outcome == "ok")
+            word = "cancelled" if report.cancelled else ("ok" if report.exit_code == 0 else "finished with failures")
+            output.finish_run(f"{plan.action.id} · run {report.run_id} · {word} · {ok}/{len(report.results)} ok"
+                              f" · exit {report.exit_code}")
+            severity = "information" if report.exit_code == 0 else "warning"
+            self.say(f"{plan.action.id}: {word} ({ok}/{len(report.results)} ok)", severity=severity)
+        else:
+            for name in list(output.statuses):
+                output.set_status(name, "denied" if message.denied else "not run", outcome="denied")
+            what = "denied" if message.denied else "not run"
+            output.finish_run(f"{plan.action.id if plan else '?'} · {what}: {message.error}")
+            self.say(message.error or what, title=f"{plan.action.id if plan else 'run'}: {what}",
+                        severity="error")
+        self.query_one(AuditPane).poke()
+        self._tick()
+
+    def action_cancel_run(self) -> None:
+        if not self.running:
+            self.say("Nothing is running.")
+            return
+        self.ctx.pipeline.cancel()
+        self.query_one(OutputPanel).headline += "  ·  cancelling…"
+        self.say("Cancelling: stopping the remote processes…")
+
+    def action_dry_run(self) -> None:
+        """Record in the trail that the operator previewed this exact command; nothing runs."""
+        request = self._request()
+        if request is None:
+            return
+        try:
+            plan = self.ctx.pipeline.plan(request)
+            self.ctx.pipeline.dry_run(plan)
+        except OpsgateError as e:
+            self.say(str(e), title="Dry run", severity="error")
+            return
+        self.say(f"$ {plan.command.redacted}\non {', '.join(plan.target_names)}", title="Dry run (audited)")
+        self.query_one(AuditPane).poke()
+
+    # -- step up now, verify -----------------------------------------------------------------------
+
+    def action_step_up(self) -> None:
+        if self.running:
+            self.say("A run is in progress.", severity="warning")
+            return
+        if self.ctx.stepup is None:
+            self.say("Step-up is not configured.", severity="error")
+            return
+        self._step_up_now()
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _step_up_now(self) -> None:
+        demo = self.ctx.demo
+        frontend = TuiFrontend(self.app, self, None, None, clock=self.ctx.clock, touch_timeout=self.ctx.touch_timeout,
+                               demo_touch=demo.touch if demo is not None else None,
+                               otp_hint=demo.otp_hint if demo is not None else None)
+        audit = self.ctx.audit
+
+        def hook(event: str, fields: dict) -> None:
+            fields = dict(fields)
+            who = fields.pop("operator", None) or self.ctx.operator
+            audit.append(event, operator=who, run=None, **fields)
+
+        try:
+            grant = self.ctx.stepup.step_up_now(self.ctx.operator, None, frontend, hook)
+        except OpsgateError as e:
+            self.post_message(StepUpFinished(None, str(e)))
+            return
+        except Exception as e:
+            self.post_message(StepUpFinished(None, f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(StepUpFinished(grant.factor, None))
+
+    def on_step_up_finished(self, message: StepUpFinished) -> None:
+        if message.error:
+            self.say(message.error, title="Step-up", severity="error")
+        else:
+            self.say(f"Stepped up with {FACTOR_WORDS[message.factor]}.", title="Step-up")
+        self.query_one(AuditPane).poke()
+        self._tick()
+
+    def action_verify_audit(self) -> None:
+        self._verify()
+
+    @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
+    def _verify(self) -> None:
+        from console.audit import verify
+
+        report = verify(self.ctx.audit.path, state_dir=self.ctx.state_dir)
+        if get_current_worker().is_cancelled:
+            return
+        problem = report.problems[0] if report.problems else None
+        self.query_one(AuditPane).post_message(AuditVerified(report.ok, report.count, problem))
+        self.app.call_from_thread(
+            self.notify,
+            f"{report.count} records, chain intact" + (f", {report.recordings_checked} recordings checked"
+                                                       if report.recordings_checked else "")
+            if report.ok else f"BROKEN: {problem}",
+            title="Audit verify", severity="information" if report.ok else "error")
+
+    # -- misc --------------------------------------------------------------------------------------
+
+    def say(self, message: str, *, title: str = "", severity: str = "information") -> None:
+        """A notification; never markup (errors quote config patterns and remote text)."""
+        self.notify(message, title=title, severity=severity, markup=False)
+
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
+
+    def action_quit(self) -> None:
+        if self.running:
+            self.ctx.pipeline.cancel()
+        self.app.exit()
+
+    def action_toggle_bottom(self) -> None:
+        """On a narrow terminal, swap the output and the audit pane."""
+        self.query_one("#bottom").toggle_class("show-audit")
+
+    def badge_for(self, risk: str) -> Text:
+        return risk_badge(risk)

@@ -1,0 +1,289 @@
+"""The detail pane of the selected action: what it does, who may run it where, its parameters, and
+a dry-run preview of the exact command (secrets redacted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Input, Label, SelectionList, Static
+from textual.widgets.selection_list import Selection
+
+from console.config import Action, Config, Param
+from console.errors import ParamError
+from console.params import check_value, render_command, resolve_params
+
+from .badges import risk_badge
+
+TAG_PREFIX = "tag:"
+
+
+class ParamValidator(Validator):
+    """The CLI's own validator (console.params.check_value), as you type."""
+
+    def __init__(self, param: Param):
+        super().__init__()
+        self.param = param
+
+    def validate(self, value: str) -> ValidationResult:
+        if value == "" and self.param.default is not None:
+            return self.success()  # empty means the default
+        if value == "":
+            return self.failure(f"required: {self.param.describe()}")
+        try:
+            check_value(self.param, value)
+        except ValueError as e:
+            return self.failure(str(e))
+        return self.success()
+
+
+@dataclass
+class Draft:
+    """What the operator has chosen so far for one action: raw values and targets, not yet trusted."""
+
+    action: Action
+    params: dict[str, str]
+    targets: tuple[str, ...]
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.targets:
+            out.append("select at least one target")
+        try:
+            resolve_params(self.action, self._given())
+        except ParamError as e:
+            out += str(e).split("; ")
+        return out
+
+    def _given(self) -> dict[str, str]:
+        # An empty field is a param left out, as on the CLI: the default if there is one, else "required".
+        return {k: v for k, v in self.params.items() if v != ""}
+
+    def request_params(self) -> dict[str, str]:
+        return self._given()
+
+    def preview(self) -> str | None:
+        """The exact command with secrets redacted, or None while a value is invalid."""
+        try:
+            values = resolve_params(self.action, self._given())
+        except ParamError:
+            return None
+        return render_command(self.action, values).redacted
+
+
+class ActionDetail(VerticalScroll, can_focus=False):
+    """Description, command template, requirement and grant, target picker, parameter form, preview."""
+
+    @dataclass
+    class Changed(Message):
+        """The targets or a parameter changed."""
+
+        draft: Draft
+
+    @dataclass
+    class Submitted(Message):
+        """Enter in a parameter field: run."""
+
+        draft: Draft
+
+    def __init__(self, config: Config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.action: Action | None = None
+        self._drafts: dict[str, Draft] = {}
+        self._syncing = False
+        self._tags: list[str] = []
+        self.grant_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-title")
+        yield Static(id="detail-description")
+        yield Static(id="detail-command", classes="field")
+        yield Static(id="detail-stepup", classes="field")
+        with Horizontal(id="detail-form"):
+            with Vertical(id="targets-box"):
+                yield Label("Targets", classes="section")
+                yield SelectionList[str](id="targets")
+            with Vertical(id="params-box"):
+                yield Label("Parameters", classes="section")
+                yield Vertical(id="params")
+        yield Label("Dry run · exactly what will run", classes="section")
+        yield Static(id="preview")
+
+    @property
+    def draft(self) -> Draft | None:
+        return self._drafts.get(self.action.id) if self.action else None
+
+    async def show_action(self, action: Action | None) -> None:
+        """Fill the pane for ``action`` (None: nothing matches the filter)."""
+        self.action = action
+        title = self.query_one("#detail-title", Static)
+        params_box = self.query_one("#params", Vertical)
+        targets = self.query_one("#targets", SelectionList)
+        await params_box.remove_children()
+        self._tags = []
+        targets.clear_options()
+        if action is None:
+            title.update(Text("No action matches the filter", style="italic"))
+            for wid in ("#detail-description", "#detail-command", "#detail-stepup", "#preview"):
+                self.query_one(wid, Static).update("")
+            return
+        allowed = self.config.targets_for(action)
+        draft = self._drafts.setdefault(action.id, Draft(
+            action, {n: "" if p.default is None else str(p.default) for n, p in action.params.items()},
+            tuple(t.name for t in allowed)))
+        head = Text.assemble((action.id, "bold"), "  ", risk_badge(action.risk, pad=False), "  ", action.title)
+        title.update(head)
+        self.query_one("#detail-description", Static).update(Text(action.description or "(no description)"))
+        self.query_one("#detail-command", Static).update(
+            Text.assemble(("Command  ", "bold"), (action.command, "italic")))
+        self._update_stepup()
+        # Tags first: choosing a tag picks every target that carries it.
+        # Tags that pick a proper subset, one per distinct subset.
+        tags, seen = [], set()
+        for tag in sorted({tag for t in allowed for tag in t.tags}):
+            members = frozenset(t.name for t in allowed if tag in t.tags)
+            if len(members) < len(allowed) and members not in seen:
+                seen.add(members)
+                tags.append(tag)
+        self._tags = tags
+        options: list[Selection[str]] = []
+        for tag in tags:
+            members = [t.name for t in allowed if tag in t.tags]
+            on = all(m in draft.targets for m in members)
+            options.append(Selection(Text.assemble((f"{TAG_PREFIX}{tag}", "italic"), f" ({len(members)})"),
+                                     TAG_PREFIX + tag, on))
+        for t in allowed:
+            label = Text(t.name)
+            if t.tags:
+                label.append(f"  {' '.join(t.tags)}", style="dim")
+            options.append(Selection(label, t.name, t.name in draft.targets))
+        targets.add_options(options)
+        widgets = []
+        for name, param in action.params.items():
+            suggester = None
+            if param.choices is not None and not param.secret:
+                suggester = SuggestFromList([str(c) for c in param.choices], case_sensitive=True)
+            field = Input(value=draft.params.get(name, ""), placeholder=param.describe(), password=param.secret,
+                          validators=[ParamValidator(param)], validate_on=["changed", "submitted"],
+                          suggester=suggester, id=f"param-{name}", classes="param-input")
+            field.border_title = name + ("" if param.required else " (optional)")
+            widgets.append(field)
+            widgets.append(Static(Text(param.description or "", style="dim"), id=f"param-note-{name}",
+                                  classes="param-note"))
+        if not widgets:
+            widgets.append(Static(Text("none", style="dim")))
+        await params_box.mount_all(widgets)
+        for name in action.params:
+            value = draft.params.get(name, "")
+            self._show_validation(name, self.query_one(f"#param-{name}", Input).validate(value), typed=value != "")
+        self._update_preview()
+
+    def set_grant_text(self, text: str) -> None:
+        """ "grant: OTP, 12:30 left" or "you will be asked for ..." (the app recomputes it every second)."""
+        if text != self.grant_text:
+            self.grant_text = text
+            self._update_stepup()
+
+    def _update_stepup(self) -> None:
+        if self.action is None:
+            return
+        req = self.config.requirement_for(self.action)
+        line = Text.assemble(("Step-up  ", "bold"), req.describe())
+        if self.grant_text:
+            line.append("  ·  ")
+            line.append(self.grant_text, style="italic")
+        self.query_one("#detail-stepup", Static).update(line)
+
+    def _show_validation(self, name: str, result: ValidationResult | None, *, typed: bool = True) -> None:
+        """✓ with the description when valid; ✗ and why when not (a plain hint before anything is typed)."""
+        note = self.query_one(f"#param-note-{name}", Static)
+        param = self.action.params[name]
+        if result is None or result.is_valid:
+            note.update(Text("✓ " + (param.description or "ok"), style="dim"))
+            note.remove_class("invalid")
+        elif not typed:
+            note.update(Text("• " + (param.description + ": " if param.description else "") + param.describe()))
+            note.remove_class("invalid")
+        else:
+            note.update(Text("✗ " + "; ".join(result.failure_descriptions)))
+            note.add_class("invalid")
+
+    def _update_preview(self) -> None:
+        draft = self.draft
+        preview = self.query_one("#preview", Static)
+        if draft is None:
+            preview.update("")
+            return
+        command = draft.preview()
+        if command is None or not draft.targets:
+            problems = draft.problems()
+            preview.update(Text("✗ not ready: " + "; ".join(problems), style="bold"))
+            preview.add_class("invalid")
+        else:
+            preview.remove_class("invalid")
+            preview.update(Text.assemble(("$ ", "bold"), command, "\n", ("on ", "dim"), ", ".join(draft.targets)))
+        self.post_message(self.Changed(draft))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if not (event.input.id or "").startswith("param-") or self.draft is None:
+            return
+        event.stop()
+        name = event.input.id.removeprefix("param-")
+        self.draft.params[name] = event.value
+        self._show_validation(name, event.validation_result)
+        self._update_preview()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if (event.input.id or "").startswith("param-") and self.draft is not None:
+            event.stop()
+            self.post_message(self.Submitted(self.draft))
+
+    def on_selection_list_selection_toggled(self, event: SelectionList.SelectionToggled) -> None:
+        """A tag entry picks or drops every target with that tag."""
+        event.stop()
+        value = event.selection.value
+        if not value.startswith(TAG_PREFIX) or self.action is None:
+            return
+        tag = value.removeprefix(TAG_PREFIX)
+        targets = self.query_one("#targets", SelectionList)
+        on = value in targets.selected
+        self._syncing = True
+        try:
+            for t in self.config.targets_for(self.action):
+                if tag in t.tags:
+                    targets.select(t.name) if on else targets.deselect(t.name)
+        finally:
+            self._syncing = False
+        self._sync_targets()
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
+        event.stop()
+        if not self._syncing:
+            self._sync_targets()
+
+    def _sync_targets(self) -> None:
+        draft = self.draft
+        if draft is None:
+            return
+        targets = self.query_one("#targets", SelectionList)
+        chosen = set(targets.selected)
+        allowed = self.config.targets_for(draft.action)
+        draft.targets = tuple(t.name for t in allowed if t.name in chosen)
+        # Keep each tag entry ticked exactly when all its targets are.
+        self._syncing = True
+        try:
+            for tag in self._tags:
+                members = [t.name for t in allowed if tag in t.tags]
+                if all(m in chosen for m in members):
+                    targets.select(TAG_PREFIX + tag)
+                else:
+                    targets.deselect(TAG_PREFIX + tag)
+        finally:
+            self._syncing = False
+        self._update_preview()

@@ -1,0 +1,65 @@
+"""The help screen (?): keys and what each pane shows."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# opsgate console
+
+**Actions** (left): every runbook action with its risk (LOW, MEDIUM, HIGH, CRITICAL) and the
+step-up it needs (`OTP 15m`: a one-time code, good for 15 minutes; `KEY every run`: a security-key
+touch for each run). Type `/` to filter by words, `risk:high` or `tag:db`; `f` cycles the risk
+filter, `g` the tag filter.
+
+**Detail** (right): what the selected action does, the command template, the step-up in words
+and whether your current grant covers it (and for how long). Pick **targets** (a `tag:` entry picks
+every target with that tag) and fill the **parameters**: they are checked as you type, with the
+same rules as `opsgate run`. The **dry run** line is exactly what will run (secrets redacted).
+
+**Running**: `enter` or `r`. If a step-up is needed, a dialog shows what will run and asks for a
+code, a key touch, the target's name, or another operator's approval. `escape` says no: nothing
+runs, and the denial is written to the audit trail. `x` cancels a running action (the remote
+processes are stopped).
+
+**Output** (bottom left): one tab per target, live, with its status (running, ok, exit N,
+timeout, unreachable). The panes keep the last lines; the recording keeps every byte
+(`opsgate replay RUN`).
+
+**Audit trail** (bottom right): the newest records, including those written by other consoles
+or `opsgate run`, and whether the hash chain verifies (`v` verifies now).
+
+| key | does |
+|---|---|
+| `/` | filter |
+| `enter`, `r` | run the selected action |
+| `x` | cancel the running action |
+| `f` / `g` | cycle the risk / tag filter |
+| `s` | step up now (keep the grant) |
+| `d` | dry run, recorded in the trail |
+| `v` | verify the audit trail |
+| `o` | narrow terminal: swap output and audit |
+| `t` | light / dark theme |
+| `ctrl+p` | command palette |
+| `?` | this help |
+| `q` | quit |
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("question_mark", "close", "Close"),
+        Binding("q", "close", "Close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-body"):
+            yield Markdown(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
