@@ -421,89 +421,201 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)  # not problems: e.g. audit.recovered records
 
 
-def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool = True) -> VerifyReport:
-    """Check the whole chain, streaming, and the recordings that ``action.target`` records name.
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # below this, starting worker processes costs more than it saves
+_SEQUENTIAL_BLOCK = 1024 * 1024
+_PARALLEL_BLOCK = 8 * 1024 * 1024
 
-    The chain check stops at the first bad record (everything after it is unanchored); recordings
-    are checked for the records before it. ``state_dir`` defaults to the trail's directory.
+
+@dataclass
+class _Chunk:
+    """What ``_verify_chunk`` found in a block of complete lines (picklable, for worker processes).
+
+    Line numbers and byte counts are relative to the block; the caller makes them absolute.
     """
-    path = Path(path)
-    state_dir = Path(state_dir) if state_dir is not None else path.parent
-    report = VerifyReport(ok=True, count=0, head=None)
-    try:
-        f = open(path, "rb", buffering=_BLOCK * 16)
-    except FileNotFoundError:
-        return VerifyReport(ok=False, count=0, head=None, problems=[f"no audit trail at {path}"])
-    except OSError as e:
-        return VerifyReport(ok=False, count=0, head=None, problems=[f"{path}: cannot read: {e.strerror or e}"])
 
-    recordings: list[tuple[int, str, object, object]] = []
+    count: int = 0  # good records before the first problem
+    first_seq: object = None  # the first record's seq and prev, for the caller to link
+    first_prev: object = None
+    last_seq: int = 0  # the last good record
+    last_hash: bytes = b""
+    lines: int = 0  # lines read, the bad one included
+    bytes: int = 0  # bytes of the good records
+    problem: tuple[str, object] | None = None  # (what, the seq found on the bad line or None)
+    recordings: list[tuple[object, int, object, object]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _verify_chunk(data: bytes) -> _Chunk:
+    """Verify a block of complete lines; the link into its first record is left to the caller.
+
+    The hot loop of ``verify``: per line one sha256 over the exact bytes, one parse, one
+    re-serialisation for the canonical check, and the link checks.
+    """
+    chunk = _Chunk()
     sha256, decode, encode = hashlib.sha256, _DECODER.decode, _ENCODER.encode
-    prev, seq, offset, number = GENESIS.encode("ascii"), 0, 0, 0
-
-    def bad(what: str, found_seq: int | None = None) -> None:
-        shown = f"seq {found_seq}" if found_seq is not None else f"expected seq {seq + 1}"
-        report.ok = False
-        report.problems.append(f"line {number} ({shown}, byte {offset}): {what}")
-        report.first_bad_seq = found_seq if found_seq is not None else seq + 1
-        report.first_bad_line, report.first_bad_offset = number, offset
-
-    with f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                bad(f"truncated last line ({len(line)} bytes, no newline; a crash?): {preview(line)}")
-                break
+    seq, prev = None, None
+    try:
+        for line in data.splitlines(keepends=True):
+            chunk.lines += 1
             split = _hashed_prefix(line)
             if split is None:
                 try:
                     decode(line.decode("utf-8"))
-                    bad("no hash at the end of the line (not written by opsgate)")
+                    chunk.problem = ("no hash at the end of the line (not written by opsgate)", None)
                 except ValueError as e:
-                    bad(f"bad JSON: {e}")
-                break
+                    chunk.problem = (f"bad JSON: {e}", None)
+                return chunk
             prefix, stored = split
             try:
                 text = prefix.decode("utf-8")
                 record = decode(text)
             except ValueError as e:  # UnicodeDecodeError is a ValueError
-                bad(f"bad JSON: {e}")
-                break
+                chunk.problem = (f"bad JSON: {e}", None)
+                return chunk
             if type(record) is not dict:
-                bad("bad JSON: not an object")
-                break
+                chunk.problem = ("bad JSON: not an object", None)
+                return chunk
             found = record.get("seq")
             if sha256(prefix).hexdigest().encode("ascii") != stored:
-                bad("hash mismatch (the record was changed after it was written)", found)
-                break
+                chunk.problem = ("hash mismatch (the record was changed after it was written)", found)
+                return chunk
             try:
                 same = encode(record) == text
             except ValueError:
                 same = False
             if not same:
-                bad("not canonical JSON (sorted keys, no spaces): not written by opsgate", found)
-                break
+                chunk.problem = ("not canonical JSON (sorted keys, no spaces): not written by opsgate", found)
+                return chunk
             missing = [k for k in REQUIRED if k not in record]
             if missing:
-                bad(f"missing field(s): {', '.join(missing)}", found)
-                break
-            wrong = []
-            if found != seq + 1:
-                wrong.append(f"seq gap: expected {seq + 1}, found {found} (a record was removed or reordered?)")
-            if record["prev"] != prev.decode("ascii"):
-                wrong.append(f"broken link: prev {str(record['prev'])[:16]}... is not the hash of the previous record "
-                             f"({prev.decode('ascii')[:16]}...)")
-            if wrong:
-                bad("; ".join(wrong), found)
-                break
+                chunk.problem = (f"missing field(s): {', '.join(missing)}", found)
+                return chunk
+            if seq is None:
+                chunk.first_seq, chunk.first_prev = found, record["prev"]
+            else:
+                problem = _link_problem(seq, prev, found, record["prev"])
+                if problem:
+                    chunk.problem = (problem, found)
+                    return chunk
             event = record["event"]
             if event == "action.target" and "recording" in record:
-                recordings.append((found, number, record["recording"], record.get("recording_sha256")))
+                chunk.recordings.append((found, chunk.lines, record["recording"], record.get("recording_sha256")))
             elif event == "audit.recovered":
-                report.notes.append(f"seq {found}: audit.recovered: {record.get('length')} bytes of a truncated "
-                                    f"line cut at byte {record.get('offset')}: {record.get('preview')}")
+                chunk.notes.append(f"seq {found}: audit.recovered: {record.get('length')} bytes of a truncated "
+                                   f"line cut at byte {record.get('offset')}: {record.get('preview')}")
             seq, prev = found, stored
-            offset += len(line)
-            report.count += 1
+            chunk.count += 1
+            chunk.bytes += len(line)
+        return chunk
+    finally:
+        if seq is not None:
+            chunk.last_seq, chunk.last_hash = seq, prev
+
+
+def _link_problem(seq: int, prev: bytes, found: object, found_prev: object) -> str | None:
+    """Why a record with ``found``/``found_prev`` cannot follow record ``seq`` whose hash is ``prev``."""
+    wrong = []
+    if found != seq + 1:
+        wrong.append(f"seq gap: expected {seq + 1}, found {found} (a record was removed or reordered?)")
+    if found_prev != prev.decode("ascii"):
+        wrong.append(f"broken link: prev {str(found_prev)[:16]}... is not the hash of the previous record "
+                     f"({prev.decode('ascii')[:16]}...)")
+    return "; ".join(wrong) or None
+
+
+def _blocks(f, size: int) -> Iterator[bytes]:
+    """Blocks of about ``size`` bytes ending at a newline, then the trailing partial line (maybe empty)."""
+    rest = b""
+    while block := f.read(size):
+        block = rest + block
+        end = block.rfind(b"\n") + 1
+        rest = block[end:]
+        if end:
+            yield block[:end]
+    yield rest
+
+
+def _chunks(f, workers: int) -> Iterator[_Chunk | bytes]:
+    """``_verify_chunk`` results in file order, then the trailing partial line (bytes, maybe empty)."""
+    if workers <= 1:
+        for block in _blocks(f, _SEQUENTIAL_BLOCK):
+            yield _verify_chunk(block) if block.endswith(b"\n") else block
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may be a threaded program (the TUI).
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: deque = deque()
+    try:
+        for block in _blocks(f, _PARALLEL_BLOCK):
+            if not block.endswith(b"\n"):
+                while pending:
+                    yield pending.popleft().result()
+                yield block
+                return
+            pending.append(pool.submit(_verify_chunk, block))
+            if len(pending) > 2 * workers:  # bounded read-ahead: streaming, never the whole file
+                yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool = True,
+           workers: int | None = None) -> VerifyReport:
+    """Check the whole chain, streaming, and the recordings that ``action.target`` records name.
+
+    The chain check stops at the first bad record (everything after it is unanchored); recordings
+    are checked for the records before it. ``state_dir`` defaults to the trail's directory.
+    ``workers`` > 1 verifies blocks in that many processes; by default that happens for files of
+    ``PARALLEL_MIN_BYTES`` or more on a multi-core machine. The report is the same either way.
+    """
+    path = Path(path)
+    state_dir = Path(state_dir) if state_dir is not None else path.parent
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return VerifyReport(ok=False, count=0, head=None, problems=[f"no audit trail at {path}"])
+    except OSError as e:
+        return VerifyReport(ok=False, count=0, head=None, problems=[f"{path}: cannot read: {e.strerror or e}"])
+    report = VerifyReport(ok=True, count=0, head=None)
+    recordings: list[tuple[object, int, object, object]] = []
+    seq, prev, number, offset = 0, GENESIS.encode("ascii"), 0, 0
+
+    def bad(what: str, found: object, line: int, at: int) -> None:
+        shown = f"seq {found}" if found is not None else f"expected seq {seq + 1}"
+        report.ok = False
+        report.problems.append(f"line {line} ({shown}, byte {at}): {what}")
+        report.first_bad_seq = found if isinstance(found, int) else seq + 1
+        report.first_bad_line, report.first_bad_offset = line, at
+
+    with f:
+        if workers is None:
+            big = os.fstat(f.fileno()).st_size >= PARALLEL_MIN_BYTES
+            workers = min(os.cpu_count() or 1, 4) if big else 1
+        chunks = _chunks(f, workers)
+        for chunk in chunks:
+            if isinstance(chunk, bytes):
+                if chunk:
+                    bad(f"truncated last line ({len(chunk)} bytes, no newline; a crash?): {preview(chunk)}",
+                        None, number + 1, offset)
+                break
+            if chunk.count:
+                link = _link_problem(seq, prev, chunk.first_seq, chunk.first_prev)
+                if link:
+                    bad(link, chunk.first_seq, number + 1, offset)
+                    break
+                seq, prev = chunk.last_seq, chunk.last_hash
+            report.count += chunk.count
+            report.notes += chunk.notes
+            recordings += [(s, number + n, rel, sha) for s, n, rel, sha in chunk.recordings]
+            if chunk.problem:
+                bad(chunk.problem[0], chunk.problem[1], number + chunk.lines, offset + chunk.bytes)
+                break
+            number += chunk.lines
+            offset += chunk.bytes
+        chunks.close()  # stops the workers early after a problem
     report.head = prev.decode("ascii") if seq else None
 
     if check_recordings:

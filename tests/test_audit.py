@@ -327,3 +327,28 @@ def test_read_only_filesystem_raises(small_tmpfs):
     with pytest.raises(AuditWriteError, match="Read-only file system"):
         trail.append("action.start", operator="alice")
     assert trail.path.read_bytes() == before and verify(trail.path).ok
+
+
+# -- parallel verify gives the same report ---------------------------------------------------------
+
+
+def test_parallel_verify_reports_exactly_what_sequential_does(trail, monkeypatch):
+    import console.audit as audit
+
+    monkeypatch.setattr(audit, "_PARALLEL_BLOCK", 700)  # a chunk boundary every few records
+    fill(trail, 40)
+    good = lines(trail)
+    cases = {
+        "intact": good,
+        "tampered": good[:17] + [good[17].replace(b'"n":17', b'"n":71')] + good[18:],
+        "deleted at a boundary": good[:3] + good[4:],
+        "bad json": good[:25] + [b"not json\n"] + good[26:],
+    }
+    for name, content in cases.items():
+        write_lines(trail, content)
+        sequential = verify(trail.path, workers=1)
+        parallel = verify(trail.path, workers=2)
+        assert parallel == sequential, name
+    trail.path.write_bytes(b"".join(good) + b'{"seq":41')
+    assert verify(trail.path, workers=2) == verify(trail.path, workers=1)
+    assert "truncated" in verify(trail.path, workers=2).problems[0]
