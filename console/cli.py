@@ -48,7 +48,8 @@ def cmd_check(ctx: Context) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    print(f"OK: {len(cfg.actions)} actions, {len(cfg.targets)} targets")
+    runbooks = f", {len(cfg.runbooks)} runbooks" if cfg.runbooks else ""
+    print(f"OK: {len(cfg.actions)} actions{runbooks}, {len(cfg.targets)} targets")
     return 0
 
 
@@ -64,6 +65,19 @@ def catalog_rows(cfg: Config) -> list[dict]:
             "targets": [t.name for t in cfg.targets_for(action)],
             "requirement": req.describe(),
             "params": {n: p.describe() for n, p in action.params.items()},
+            "kind": "action",
+        })
+    for rb in cfg.runbooks.values():
+        rows.append({
+            "id": rb.id,
+            "title": rb.title,
+            "risk": rb.risk,
+            "targets": [t.name for t in cfg.expand_targets(tuple(r for s in rb.steps for r in s.targets))
+                        ] if rb.steps else [],
+            "requirement": cfg.requirement_for(rb).describe(),
+            "params": {n: p.describe() for n, p in rb.params.items()},
+            "kind": "runbook",
+            "steps": [f"{s.index}. {s.title}" for s in rb.steps],
         })
     return rows
 
@@ -75,7 +89,8 @@ def cmd_list(ctx: Context) -> int:
         return 0
     width = max((len(r["id"]) for r in rows), default=2)
     for r in rows:
-        print(f"{r['id']:<{width}}  {r['risk'].upper():<8}  {r['title']}")
+        kind = " (runbook)" if r["kind"] == "runbook" else ""
+        print(f"{r['id']:<{width}}  {r['risk'].upper():<8}  {r['title']}{kind}")
         print(f"{'':<{width}}  {'':<8}  targets: {', '.join(r['targets'])}")
         print(f"{'':<{width}}  {'':<8}  step-up: {r['requirement']}")
     return 0

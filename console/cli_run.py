@@ -11,9 +11,9 @@ from actions.ssh import Chunk, TargetResult
 
 from .audit import AUDIT_FILE, AuditTrail
 from .cli import Context
-from .errors import EXIT_CANCELLED, EXIT_USAGE, UsageError
+from .errors import EXIT_CANCELLED, UsageError
 from .params import parse_assignments
-from .run import Pipeline, Plan, RunReport, RunRequest
+from .run import Pipeline, Plan, RunbookPlan, RunReport, RunRequest, StepPlan
 from .stepup import StepUp
 
 JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keeps every byte
@@ -22,8 +22,9 @@ JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keep
 class CliFrontend:
     """Prints output live as ``target | line`` (stderr: ``target ! line``); asks through the terminal."""
 
-    def __init__(self, prompter, *, stream_output: bool = True, out=None):
+    def __init__(self, prompter, *, stream_output: bool = True, out=None, yes: bool = False):
         self.prompter = prompter
+        self.yes = yes
         self.stream_output = stream_output
         self.out = out or sys.stdout
         self._lock = threading.Lock()
@@ -47,9 +48,27 @@ class CliFrontend:
     def ask_approver(self, candidates, prompt):
         return self.prompter.ask_approver(candidates, prompt)
 
+    # Runbooks
+    def on_step(self, sp: StepPlan, status: str, detail: str = "") -> None:
+        if self.stream_output and status != "running":
+            self._print(f"== step {sp.step.index} {sp.step.title}: {status}" + (f" ({detail})" if detail else ""))
+        elif self.stream_output:
+            self._print(f"== step {sp.step.index} {sp.step.title}")
+
+    def ask_pause(self, step) -> bool:
+        """--yes passes only pauses marked skippable; otherwise the operator answers on the terminal."""
+        if self.yes and step.skippable:
+            self._print(f"== pause passed (--yes, skippable): {step.pause}")
+            return True
+        if not sys.stdin.isatty():
+            self._print(f"== pause needs the operator: {step.pause} (not a terminal: stopping)")
+            return False
+        answer = input(f"PAUSE: {step.pause}. Continue? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
     # Output
     def on_start(self, plan: Plan) -> None:
-        self.width = max(len(n) for n in plan.target_names)
+        self.width = max([self.width, *(len(n) for n in plan.target_names)])
         if self.stream_output:
             self._print(f"run {plan.run_id}: {plan.summary()}")
 
@@ -99,7 +118,12 @@ def describe_result(r: TargetResult) -> str:
     return f"{status} ({r.duration:.2f}s, {r.bytes_out + r.bytes_err} bytes)"
 
 
-def print_plan(plan: Plan, out=sys.stdout) -> None:
+def print_plan(plan: Plan | RunbookPlan, out=sys.stdout) -> None:
+    if isinstance(plan, RunbookPlan):
+        out.write(f"runbook:     {plan.runbook.id} ({plan.runbook.risk.upper()}) {plan.runbook.title}\n")
+        out.write(f"requirement: {plan.requirement.describe()}\n")
+        out.write("steps:\n" + "".join(f"  {line}\n" for line in plan.describe_steps().splitlines()))
+        return
     out.write(f"action:      {plan.action.id} ({plan.action.risk.upper()}) {plan.action.title}\n")
     out.write(f"targets:     {', '.join(plan.target_names)}\n")
     out.write(f"command:     {plan.command.redacted}\n")
@@ -125,17 +149,20 @@ def cmd_run(ctx: Context) -> int:
             print_plan(plan)
             print("dry run: nothing ran")
         return 0
-    if plan.action.risk != "low" and not args.yes:
+    name, risk = (plan.runbook.id, plan.runbook.risk) if isinstance(plan, RunbookPlan) else (plan.action.id, plan.action.risk)
+    if risk != "low" and not args.yes:
         if not sys.stdin.isatty():
-            raise UsageError(f"{plan.action.id} is {plan.action.risk} risk: pass --yes to run it without a terminal")
+            raise UsageError(f"{name} is {risk} risk: pass --yes to run it without a terminal")
         print_plan(plan)
         if input("Run? [y/N] ").strip().lower() not in ("y", "yes"):
             print("not run")
-            return EXIT_USAGE
-    frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json)
+            return EXIT_CANCELLED
+    frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json, yes=args.yes)
     report = run_in_thread(pipeline, plan, frontend)
     if args.json:
         print(json.dumps(result_document(plan, report, frontend), indent=2))
+    elif isinstance(plan, RunbookPlan):
+        print(f"--- runbook run {report.run_id}: exit {report.exit_code}")
     else:
         width = max(len(n) for n in plan.target_names)
         print(f"--- run {report.run_id}")
@@ -178,7 +205,14 @@ def run_in_thread(pipeline: Pipeline, plan: Plan, frontend: CliFrontend) -> RunR
     return report
 
 
-def plan_document(plan: Plan) -> dict:
+def plan_document(plan: Plan | RunbookPlan) -> dict:
+    if isinstance(plan, RunbookPlan):
+        return {"run": plan.run_id, "runbook": plan.runbook.id, "risk": plan.runbook.risk,
+                "targets": list(plan.target_names), "requirement": plan.requirement.describe(),
+                "steps": [{"step": sp.step.index, "title": sp.step.title, "kind": sp.step.kind,
+                           "targets": list(sp.plan.target_names) if sp.plan else [],
+                           "command": sp.plan.command.redacted if sp.plan else None, "pause": sp.step.pause}
+                          for sp in plan.steps]}
     return {
         "run": plan.run_id,
         "action": plan.action.id,

@@ -94,6 +94,37 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of a runbook: a catalog action, an inline command, or a pause for the operator."""
+
+    index: int  # 1-based
+    title: str
+    kind: str  # "action" | "command" | "pause"
+    risk: str = "low"
+    action: str | None = None
+    command: str | None = None  # inline template over the runbook's params
+    targets: tuple[str, ...] = ()  # refs as written; empty for an action step means the action's targets
+    params: dict[str, str | int] = field(default_factory=dict, hash=False, compare=False)  # "{name}" = runbook param
+    expect_exit: int | None = None
+    expect_output: str | None = None
+    pause: str | None = None
+    skippable: bool = False
+    on_failure: str = "stop"  # "stop" | "continue"
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """Ordered steps run as one plan with one step-up at the highest risk of its steps."""
+
+    id: str
+    title: str
+    risk: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    params: dict[str, Param] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     sha256: str
@@ -101,20 +132,31 @@ class Config:
     policy: dict[str, Requirement] = field(hash=False, compare=False)
     targets: dict[str, Target] = field(hash=False, compare=False)
     actions: dict[str, Action] = field(hash=False, compare=False)
+    runbooks: dict[str, Runbook] = field(default_factory=dict, hash=False, compare=False)
 
-    def requirement_for(self, action: Action) -> Requirement:
+    def requirement_for(self, action: Action | Runbook | Step) -> Requirement:
         return self.policy[action.risk]
 
-    def targets_for(self, action: Action) -> list[Target]:
-        """The action's allowed targets, tags expanded, in config order, without duplicates."""
-        names: list[str] = []
-        for ref in action.targets:
-            if ref.startswith("tag:"):
-                tag = ref[4:]
-                names += [t.name for t in self.targets.values() if tag in t.tags]
-            else:
-                names.append(ref)
-        return [self.targets[n] for n in dict.fromkeys(names)]
+    def targets_for(self, action: Action | Step) -> list[Target]:
+        """The allowed targets (of an action, or of a runbook step), tags expanded, in config order, once each."""
+        refs = action.targets
+        if isinstance(action, Step):
+            refs = action.targets or (self.actions[action.action].targets if action.action else ())
+        return self.expand_targets(refs)
+
+    def expand_targets(self, refs: tuple[str, ...]) -> list[Target]:
+        return expand_targets(self.targets, refs)
+
+
+def expand_targets(targets: dict[str, Target], refs: tuple[str, ...]) -> list[Target]:
+    """Names and ``tag:NAME`` refs to targets, in config order for tags, each once."""
+    names: list[str] = []
+    for ref in refs:
+        if ref.startswith("tag:"):
+            names += [t.name for t in targets.values() if ref[4:] in t.tags]
+        else:
+            names.append(ref)
+    return [targets[n] for n in dict.fromkeys(names) if n in targets]
 
 
 def parse_duration(value: Any) -> float:
@@ -198,14 +240,16 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{filename}: TOML syntax error: {e}") from None  # keeps line and column
     c = _Checker(filename)
-    top = c.table(raw, "", {"console": (dict,), "policy": (dict,), "targets": (dict,), "actions": (dict,)})
+    top = c.table(raw, "", {"console": (dict,), "policy": (dict,), "targets": (dict,), "actions": (dict,),
+                            "runbooks": (dict,)})
     settings = _settings(c, top.get("console", {}), default_operator)
     policy = _policy(c, top.get("policy", {}))
     targets = _targets(c, top.get("targets", {}))
     actions = _actions(c, top.get("actions", {}), targets)
+    runbooks = _runbooks(c, top.get("runbooks", {}), targets, actions)
     if c.problems:
         raise ConfigError("\n".join(c.problems), c.problems)
-    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions)
+    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks)
 
 
 def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
@@ -309,8 +353,25 @@ def _targets(c: _Checker, raw: dict) -> dict[str, Target]:
     return targets
 
 
-def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Action]:
+def _target_refs(c: _Checker, raw: list, where: str, targets: dict[str, Target]) -> tuple[str, ...]:
+    """Target names and ``tag:NAME`` references, each checked against the declared targets."""
     all_tags = {tag for t in targets.values() for tag in t.tags}
+    refs = []
+    for i, ref in enumerate(raw):
+        if not isinstance(ref, str):
+            c.error(f"{where}[{i}]", f"expected a string, got {_type_name(ref)}")
+        elif ref.startswith("tag:"):
+            if ref[4:] not in all_tags:
+                c.error(f"{where}[{i}]", f"no target has tag {ref[4:]!r}")
+            refs.append(ref)
+        elif ref not in targets:
+            c.error(f"{where}[{i}]", f"unknown target {ref!r}")
+        else:
+            refs.append(ref)
+    return tuple(refs)
+
+
+def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Action]:
     actions = {}
     for action_id, body in raw.items():
         where = f"actions.{action_id}"
@@ -327,18 +388,7 @@ def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Ac
         risk = t.get("risk", "low")
         if "risk" in t and risk not in RISKS:
             c.error(f"{where}.risk", f"unknown risk level {risk!r} (expected one of: {', '.join(RISKS)})")
-        refs = []
-        for i, ref in enumerate(t.get("targets", [])):
-            if not isinstance(ref, str):
-                c.error(f"{where}.targets[{i}]", f"expected a string, got {_type_name(ref)}")
-            elif ref.startswith("tag:"):
-                if ref[4:] not in all_tags:
-                    c.error(f"{where}.targets[{i}]", f"no target has tag {ref[4:]!r}")
-                refs.append(ref)
-            elif ref not in targets:
-                c.error(f"{where}.targets[{i}]", f"unknown target {ref!r}")
-            else:
-                refs.append(ref)
+        refs = _target_refs(c, t.get("targets", []), f"{where}.targets", targets)
         if "targets" in t and not t["targets"]:
             c.error(f"{where}.targets", "an action needs at least one target")
         timeout = None
@@ -350,20 +400,136 @@ def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Ac
         params = _params(c, t.get("params", {}), f"{where}.params")
         command = t.get("command", "")
         if "command" in t:
-            if not command.strip():
-                c.error(f"{where}.command", "must not be empty")
-            try:
-                used = template_fields(command)
-            except ValueError as e:
-                c.error(f"{where}.command", str(e))
-                used = set(params)
-            for name in sorted(used - set(params)):
-                c.error(f"{where}.command", f"uses {{{name}}} but no param {name!r} is declared")
-            for name in sorted(set(params) - used):
+            _check_command(c, command, f"{where}.command", params)
+            for name in sorted(set(params) - template_fields(command)):
                 c.error(f"{where}.params.{name}", "declared but not used in the command")
-        actions[action_id] = Action(action_id, t.get("title", action_id), risk, command, tuple(refs),
+        actions[action_id] = Action(action_id, t.get("title", action_id), risk, command, refs,
                                     t.get("description", ""), timeout, params)
     return actions
+
+
+def _check_command(c: _Checker, command: str, where: str, params: dict[str, Param]) -> None:
+    """A command template must be non-empty and use only declared params."""
+    if not command.strip():
+        c.error(where, "must not be empty")
+    for name in sorted(template_fields(command) - set(params)):
+        c.error(where, f"uses {{{name}}} but no param {name!r} is declared")
+
+
+def _runbooks(c: _Checker, raw: dict, targets: dict[str, Target], actions: dict[str, Action]) -> dict[str, Runbook]:
+    runbooks = {}
+    for rb_id, body in raw.items():
+        where = f"runbooks.{rb_id}"
+        if not _ID.match(rb_id):
+            c.error(where, "invalid runbook id (letters, digits, '.', '_', '-')")
+            continue
+        if rb_id in actions:
+            c.error(where, f"an action is also called {rb_id!r}: `opsgate run {rb_id}` would be ambiguous")
+        if not isinstance(body, dict):
+            c.error(where, f"expected a table, got {_type_name(body)}")
+            continue
+        t = c.table(body, where, {"title": (str,), "description": (str,), "params": (dict,), "steps": (list,)},
+                    required=("title", "steps"))
+        params = _params(c, t.get("params", {}), f"{where}.params")
+        steps = []
+        for i, raw_step in enumerate(t.get("steps", [])):
+            step = _step(c, raw_step, f"{where}.steps[{i}]", i + 1, params, targets, actions)
+            if step is not None:
+                steps.append(step)
+        if "steps" in t and not t["steps"]:
+            c.error(f"{where}.steps", "a runbook needs at least one step")
+        used = set()
+        for step in steps:
+            used |= template_fields(step.command or "")
+            used |= {v[1:-1] for v in step.params.values() if isinstance(v, str) and _is_ref(v)}
+        for name in sorted(set(params) - used):
+            c.error(f"{where}.params.{name}", "declared but not used by any step")
+        risk = max((s.risk for s in steps if s.kind != "pause"), key=RISKS.index, default="low")
+        runbooks[rb_id] = Runbook(rb_id, t.get("title", rb_id), risk, tuple(steps), t.get("description", ""), params)
+    return runbooks
+
+
+def _is_ref(value: str) -> bool:
+    """A step param value written as ``"{name}"`` takes the runbook param ``name``."""
+    return value.startswith("{") and value.endswith("}") and bool(_PARAM_NAME.match(value[1:-1]))
+
+
+def _step(c: _Checker, raw: Any, where: str, index: int, rb_params: dict[str, Param],
+          targets: dict[str, Target], actions: dict[str, Action]) -> Step | None:
+    if not isinstance(raw, dict):
+        c.error(where, f"expected a table, got {_type_name(raw)}")
+        return None
+    t = c.table(raw, where, {
+        "action": (str,), "title": (str,), "command": (str,), "risk": (str,), "targets": (list,), "params": (dict,),
+        "expect_exit": (int,), "expect_output": (str,), "pause": (str,), "skippable": (bool,), "on_failure": (str,),
+    })
+    kinds = [k for k in ("action", "command", "pause") if k in t]
+    if len(kinds) != 1:
+        c.error(where, "a step needs exactly one of: action, command, pause")
+        return None
+    kind = kinds[0]
+    on_failure = t.get("on_failure", "stop")
+    if on_failure not in ("stop", "continue"):
+        c.error(f"{where}.on_failure", f"expected \"stop\" or \"continue\", got {on_failure!r}")
+    if "expect_output" in t:
+        try:
+            re.compile(t["expect_output"])
+        except re.error as e:
+            c.error(f"{where}.expect_output", f"invalid regular expression: {e}")
+    refs = _target_refs(c, t.get("targets", []), f"{where}.targets", targets)
+    common = dict(expect_exit=t.get("expect_exit"), expect_output=t.get("expect_output"),
+                  skippable=t.get("skippable", False), on_failure=on_failure)
+    if kind == "pause":
+        for key in ("targets", "params", "risk", "expect_exit", "expect_output"):
+            if key in t:
+                c.error(f"{where}.{key}", "a pause step takes only pause, title and skippable")
+        return Step(index, t.get("title", t["pause"]), "pause", pause=t["pause"], skippable=t.get("skippable", False))
+    if kind == "command":
+        risk = t.get("risk")
+        if risk not in RISKS:
+            c.error(f"{where}.risk", f"an inline step needs a risk (one of: {', '.join(RISKS)})")
+            risk = "low"
+        if not refs:
+            c.error(f"{where}.targets", "an inline step needs targets")
+        if "params" in t:
+            c.error(f"{where}.params", "inline steps use the runbook's params directly in command")
+        _check_command(c, t["command"], f"{where}.command", rb_params)
+        return Step(index, t.get("title", t["command"]), "command", risk, command=t["command"], targets=refs, **common)
+    action = actions.get(t["action"])
+    if action is None:
+        c.error(f"{where}.action", f"unknown action {t['action']!r}")
+        return None
+    if "risk" in t:
+        c.error(f"{where}.risk", f"the risk of an action step is the action's ({action.risk})")
+    allowed = {t.name for t in expand_targets(targets, action.targets)}
+    for i, ref in enumerate(refs):
+        for target in expand_targets(targets, (ref,)):
+            if target.name not in allowed:
+                c.error(f"{where}.targets[{i}]", f"target {target.name!r} is not allowed for action {action.id}")
+    values = {}
+    for name, value in t.get("params", {}).items():
+        pwhere = f"{where}.params.{name}"
+        if name not in action.params:
+            c.error(pwhere, f"action {action.id} has no param {name!r}")
+        elif isinstance(value, str) and _is_ref(value):
+            if value[1:-1] not in rb_params:
+                c.error(pwhere, f"refers to {value} but the runbook declares no param {value[1:-1]!r}")
+            values[name] = value
+        elif not isinstance(value, (str, int)) or isinstance(value, bool):
+            c.error(pwhere, f"expected a string or an integer, got {_type_name(value)}")
+        else:
+            from .params import check_value
+
+            try:
+                check_value(action.params[name], str(value))
+                values[name] = value
+            except ValueError as e:
+                c.error(pwhere, str(e))
+    for name, param in action.params.items():
+        if param.required and name not in t.get("params", {}):
+            c.error(f"{where}.params", f"param {name!r} of action {action.id} is not provided")
+    return Step(index, t.get("title", action.title), "action", action.risk, action=action.id, targets=refs,
+                params=values, **common)
 
 
 def _params(c: _Checker, raw: dict, path: str) -> dict[str, Param]:

@@ -9,23 +9,25 @@ Front ends differ only in how they ask (a ``Frontend`` is a step-up ``Prompter``
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from actions.fanout import FanOut
+from actions.fanout import ConnectionPool, FanOut
 from actions.ssh import Chunk, Endpoint, TargetResult
 
 from .audit import AuditTrail
-from .config import Action, Config, Target
+from .config import Action, Config, Runbook, Step, Target
 from .errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied, UsageError
 from .params import RenderedCommand, render_command, resolve_params
-from .policy import Requirement
+from .policy import Requirement, satisfies
 from .recording import Recording, recording_path
 from .stepup import Prompter, StepUp, StepUpOutcome, StepUpRequest
 
@@ -61,6 +63,45 @@ class Plan:
         return f"{self.action.id} on {', '.join(self.target_names)}: {self.command.redacted}"
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """One rendered runbook step; ``plan`` is None for a pause."""
+
+    step: Step
+    plan: Plan | None
+
+
+@dataclass(frozen=True)
+class RunbookPlan:
+    """A validated runbook: every step rendered, approved as one whole."""
+
+    run_id: str
+    operator: str
+    runbook: Runbook
+    values: dict
+    steps: tuple[StepPlan, ...]
+    requirement: Requirement
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        names = (n for sp in self.steps if sp.plan for n in sp.plan.target_names)
+        return tuple(dict.fromkeys(names))
+
+    def describe_steps(self, redacted: bool = True) -> str:
+        """Every step, one line each: what the step-up approves (the digest covers the real commands)."""
+        lines = []
+        for sp in self.steps:
+            if sp.plan is None:
+                lines.append(f"{sp.step.index}. pause: {sp.step.pause}")
+            else:
+                cmd = sp.plan.command.redacted if redacted else sp.plan.command.command
+                lines.append(f"{sp.step.index}. {', '.join(sp.plan.target_names)}: {cmd}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        return f"runbook {self.runbook.id} ({len(self.steps)} steps) on {', '.join(self.target_names)}"
+
+
 class Frontend(Prompter, Protocol):
     """How a front end asks the operator (``Prompter``) and shows the run. Called from worker threads."""
 
@@ -70,6 +111,11 @@ class Frontend(Prompter, Protocol):
 
     def on_target_done(self, result: TargetResult) -> None: ...
 
+    # Runbooks only
+    def on_step(self, step: StepPlan, status: str, detail: str = "") -> None: ...  # pending/running/ok/failed/skipped/waiting/cancelled
+
+    def ask_pause(self, step: Step) -> bool: ...  # True: go on; False: stop the runbook
+
 
 @dataclass
 class RunReport:
@@ -78,6 +124,9 @@ class RunReport:
     exit_code: int
     cancelled: bool = False
     recordings: dict[str, Path] = field(default_factory=dict)
+
+
+CHECK_CAPTURE = 1 << 20  # stdout kept per target for a runbook's expect_output (the recording keeps all)
 
 
 def new_run_id() -> str:
@@ -99,16 +148,46 @@ class Pipeline:
 
     # -- planning: bad input stops here, before anything is asked or audited -----------------------
 
-    def plan(self, request: RunRequest) -> Plan:
+    def plan(self, request: RunRequest) -> Plan | RunbookPlan:
         """Validate and render ``request``. Raises UsageError or ParamError (exit 2); nothing runs."""
+        if request.action_id in self.config.runbooks:
+            return self.plan_runbook(request)
         action = self.config.actions.get(request.action_id)
         if action is None:
-            known = ", ".join(self.config.actions) or "none"
-            raise UsageError(f"unknown action {request.action_id!r} (actions: {known})")
+            known = ", ".join([*self.config.actions, *self.config.runbooks]) or "none"
+            raise UsageError(f"unknown action {request.action_id!r} (actions and runbooks: {known})")
         targets = self._select_targets(action, request.targets)
         values = resolve_params(action, request.params)
         return Plan(new_run_id(), request.operator or self.config.settings.operator, action, targets, values,
                     render_command(action, values), self.config.requirement_for(action))
+
+    def plan_runbook(self, request: RunRequest) -> RunbookPlan:
+        """Render every step of a runbook from its params; steps keep their own targets."""
+        rb = self.config.runbooks[request.action_id]
+        if request.targets:
+            raise UsageError(f"{rb.id} is a runbook: its steps name their targets (no --target)")
+        values = resolve_params(rb, request.params)
+        run_id = new_run_id()
+        operator = request.operator or self.config.settings.operator
+        steps = []
+        for step in rb.steps:
+            if step.kind == "pause":
+                steps.append(StepPlan(step, None))
+                continue
+            if step.kind == "command":
+                action = Action(f"{rb.id}#{step.index}", step.title, step.risk, step.command, step.targets,
+                                params=rb.params)
+                step_values = values
+            else:
+                action = self.config.actions[step.action]
+                given = {n: (str(values[v[1:-1]]) if isinstance(v, str) and v.startswith("{") else str(v))
+                         for n, v in step.params.items()}
+                step_values = resolve_params(action, given)
+            targets = tuple(self.config.targets_for(step))
+            plan = Plan(f"{run_id}.{step.index}", operator, action, targets, step_values,
+                        render_command(action, step_values), self.config.requirement_for(step))
+            steps.append(StepPlan(step, plan))
+        return RunbookPlan(run_id, operator, rb, values, tuple(steps), self.config.requirement_for(rb))
 
     def _select_targets(self, action: Action, wanted: tuple[str, ...]) -> tuple[Target, ...]:
         allowed = self.config.targets_for(action)
@@ -151,38 +230,66 @@ class Pipeline:
             "params": {n: ("<redacted>" if plan.action.params[n].secret else v) for n, v in plan.values.items()},
         }
 
-    def dry_run(self, plan: Plan) -> None:
+    def _runbook_fields(self, plan: RunbookPlan) -> dict:
+        return {
+            "runbook": plan.runbook.id,
+            "risk": plan.runbook.risk,
+            "targets": list(plan.target_names),
+            "steps": [{"step": sp.step.index, "title": sp.step.title, "kind": sp.step.kind,
+                       "run": sp.plan.run_id if sp.plan else None,
+                       "targets": list(sp.plan.target_names) if sp.plan else [],
+                       "command": sp.plan.command.redacted if sp.plan else None,
+                       "pause": sp.step.pause} for sp in plan.steps],
+            "params": {n: ("<redacted>" if plan.runbook.params[n].secret else v) for n, v in plan.values.items()},
+        }
+
+    def dry_run(self, plan: Plan | RunbookPlan) -> None:
         """Audit that the operator previewed ``plan``; nothing runs."""
-        self._record("action.dry_run", plan, **self._action_fields(plan), requirement=plan.requirement.describe())
+        fields = self._runbook_fields(plan) if isinstance(plan, RunbookPlan) else self._action_fields(plan)
+        self._record("action.dry_run", plan, **fields, requirement=plan.requirement.describe())
 
     # -- execution -----------------------------------------------------------------------------------
 
-    def execute(self, plan: Plan, frontend: Frontend) -> RunReport:
+    def execute(self, plan: Plan | RunbookPlan, frontend: Frontend) -> RunReport:
         """Step up if needed, audit, run on every target, audit each outcome. Blocking.
 
         Raises StepUpDenied (exit 3) when the operator is not allowed to run it now, and
         AuditWriteError (exit 4) when the trail cannot be written before the run.
         """
         self._cancel.clear()
+        if isinstance(plan, RunbookPlan):
+            return self._execute_runbook(plan, frontend)
         request = StepUpRequest(plan.action.id, plan.command.command, plan.target_names, os.urandom(16),
                                 display_command=plan.command.redacted)
+        fields = self._action_fields(plan)
+        outcome = self._step_up(plan, plan.requirement, request, frontend, fields, label=plan.action.id)
+        if self._cancel.is_set():
+            self._record("action.cancelled", plan, action=plan.action.id, stage="before start")
+            return RunReport(plan.run_id, [], EXIT_CANCELLED, cancelled=True)
+        return self._run_plan(plan, frontend, outcome)
+
+    def _step_up(self, plan: Plan | RunbookPlan, requirement: Requirement, request: StepUpRequest,
+                 frontend: Frontend, denied_fields: dict, label: str) -> StepUpOutcome:
+        """``StepUp.ensure`` with every event audited under this run; a denial is audited, then raised."""
 
         def stepup_event(event: str, fields: dict) -> None:
             fields = dict(fields)
             who = fields.pop("operator", None)
-            self._record(event, plan, operator=who, action=plan.action.id, **fields)
+            self._record(event, plan, operator=who, action=label, **fields)
 
         try:
-            outcome = self.stepup.ensure(plan.operator, plan.requirement, request, frontend, stepup_event)
+            return self.stepup.ensure(plan.operator, requirement, request, frontend, stepup_event)
         except StepUpDenied as e:
-            self._record("action.denied", plan, **self._action_fields(plan), reason=str(e))
+            self._record("action.denied", plan, **denied_fields, reason=str(e))
             raise
-        if self._cancel.is_set():
-            self._record("action.cancelled", plan, action=plan.action.id, stage="before start")
-            return RunReport(plan.run_id, [], EXIT_CANCELLED, cancelled=True)
-        self._record("action.start", plan, **self._action_fields(plan), **self._stepup_fields(plan, outcome))
+
+    def _run_plan(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome, *, pool: ConnectionPool | None = None,
+                  link: dict | None = None, capture: dict | None = None) -> RunReport:
+        """Audit action.start, then fan out. ``link`` ties a runbook step's records to its runbook run."""
+        self._record("action.start", plan, **self._action_fields(plan), **self._stepup_fields(plan, outcome),
+                     **(link or {}))
         frontend.on_start(plan)
-        return self._fan_out(plan, frontend, outcome)
+        return self._fan_out(plan, frontend, outcome, pool=pool, capture=capture)
 
     def _stepup_fields(self, plan: Plan, outcome: StepUpOutcome) -> dict:
         grant = outcome.grant
@@ -197,7 +304,8 @@ class Pipeline:
             "fido2_digest": outcome.digest,
         }
 
-    def _fan_out(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome) -> RunReport:
+    def _fan_out(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome, *, pool: ConnectionPool | None = None,
+                 capture: dict | None = None) -> RunReport:
         settings = self.config.settings
         recordings: dict[str, Recording] = {}
         for target in plan.targets:
@@ -210,6 +318,10 @@ class Pipeline:
 
         def sink(chunk: Chunk) -> None:
             recordings[chunk.target].output(chunk.stream, chunk.data, chunk.t)
+            if capture is not None and chunk.stream == "stdout":  # for a runbook check on output
+                buf = capture[chunk.target]
+                if len(buf) < CHECK_CAPTURE:
+                    buf += chunk.data[: CHECK_CAPTURE - len(buf)]
             frontend.on_output(chunk)
 
         def started(target: str) -> None:
@@ -231,7 +343,7 @@ class Pipeline:
 
         endpoints = [self._endpoint(t) for t in plan.targets]
         fanout = FanOut(endpoints, plan.command.command, max_parallel=settings.max_parallel,
-                        timeout=plan.action.timeout, sink=sink, on_start=started, on_result=finished)
+                        timeout=plan.action.timeout, sink=sink, on_start=started, on_result=finished, pool=pool)
         self._fanout = fanout
         try:
             if self._cancel.is_set():
@@ -265,3 +377,87 @@ class Pipeline:
         fanout = self._fanout
         if fanout is not None:
             fanout.cancel()
+
+    # -- runbooks ------------------------------------------------------------------------------------
+
+    def _execute_runbook(self, plan: RunbookPlan, frontend: Frontend) -> RunReport:
+        """Steps in order, one step-up for the whole plan; stop at the first failed step unless it continues."""
+        every = [sp.plan for sp in plan.steps if sp.plan]
+        request = StepUpRequest(f"runbook:{plan.runbook.id}", plan.describe_steps(redacted=False),
+                                plan.target_names, os.urandom(16), display_command=plan.describe_steps())
+        fields = self._runbook_fields(plan)
+        outcome = self._step_up(plan, plan.requirement, request, frontend, fields, label=plan.runbook.id)
+        self._record("runbook.start", plan, **fields, **self._stepup_fields(plan, outcome))
+        every_run_used = False  # the plan's step-up covers the first every-run step only
+        results: list[TargetResult] = []
+        statuses: dict[int, str] = {}
+        exit_code = EXIT_OK
+        with ConnectionPool() as pool:
+            for sp in plan.steps:
+                step = sp.step
+                if self._cancel.is_set() or exit_code != EXIT_OK:
+                    status = "cancelled" if self._cancel.is_set() else "skipped"
+                    self._step_done(plan, sp, status, frontend, "not started")
+                    statuses[step.index] = status
+                    continue
+                if sp.plan is None:
+                    frontend.on_step(sp, "waiting")
+                    if frontend.ask_pause(step) and not self._cancel.is_set():
+                        statuses[step.index] = "ok"
+                        self._step_done(plan, sp, "ok", frontend, "operator continued")
+                    else:
+                        self._cancel.set()
+                        statuses[step.index] = "cancelled"
+                        self._step_done(plan, sp, "cancelled", frontend, "operator stopped at the pause")
+                        exit_code = EXIT_CANCELLED
+                    continue
+                step_outcome = outcome
+                req = sp.plan.requirement
+                needs_again = req.needs_stepup and (
+                    (req.max_age == 0 and every_run_used) or not satisfies(outcome.grant, req, time.time()))
+                if req.needs_stepup and req.max_age == 0:
+                    every_run_used = True
+                if needs_again:
+                    step_req = StepUpRequest(sp.plan.action.id, sp.plan.command.command, sp.plan.target_names,
+                                             os.urandom(16), display_command=sp.plan.command.redacted)
+                    step_outcome = self._step_up(sp.plan, req, step_req, frontend,
+                                                 self._action_fields(sp.plan), label=sp.plan.action.id)
+                frontend.on_step(sp, "running")
+                capture: dict = defaultdict(bytearray)
+                link = {"runbook": plan.runbook.id, "runbook_run": plan.run_id, "step": step.index}
+                report = self._run_plan(sp.plan, frontend, step_outcome, pool=pool, link=link, capture=capture)
+                results += report.results
+                status, detail = check_step(step, report, capture)
+                statuses[step.index] = status
+                self._step_done(plan, sp, status, frontend, detail)
+                if status == "cancelled":
+                    exit_code = EXIT_CANCELLED
+                elif status == "failed" and step.on_failure == "stop":
+                    exit_code = EXIT_FAILED
+        if exit_code == EXIT_OK and any(v == "failed" for v in statuses.values()):
+            exit_code = EXIT_FAILED
+        self._record("runbook.end", plan, runbook=plan.runbook.id,
+                     steps={str(k): v for k, v in statuses.items()}, exit_code=exit_code)
+        return RunReport(plan.run_id, results, exit_code, exit_code == EXIT_CANCELLED)
+
+    def _step_done(self, plan: RunbookPlan, sp: StepPlan, status: str, frontend: Frontend, detail: str) -> None:
+        self._record("runbook.step", plan, runbook=plan.runbook.id, step=sp.step.index, title=sp.step.title,
+                     step_run=sp.plan.run_id if sp.plan else None, status=status, detail=detail)
+        frontend.on_step(sp, status, detail)
+
+
+def check_step(step: Step, report: RunReport, capture: dict) -> tuple[str, str]:
+    """A step passes when every target ran with the expected exit code and, if asked, printed the expected text."""
+    if report.cancelled:
+        return "cancelled", "cancelled"
+    expected = 0 if step.expect_exit is None else step.expect_exit
+    for r in report.results:
+        if r.outcome not in ("ok", "failed"):
+            return "failed", f"{r.target}: {r.outcome}" + (f" ({r.error})" if r.error else "")
+        if r.exit_code != expected:
+            return "failed", f"{r.target}: exit {r.exit_code}, expected {expected}"
+        if step.expect_output is not None:
+            text = bytes(capture.get(r.target, b"")).decode("utf-8", "replace")
+            if not re.search(step.expect_output, text, re.MULTILINE):
+                return "failed", f"{r.target}: output does not match {step.expect_output!r}"
+    return "ok", "checks passed" if (step.expect_output or step.expect_exit is not None) else "ok"

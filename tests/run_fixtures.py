@@ -56,7 +56,7 @@ secret = true
 title = "Sleep"
 risk = "low"
 targets = ["t1"]
-command = "echo started; sleep 300"
+command = "echo started; sleep 347"
 timeout = "60s"
 
 [actions.failover]

@@ -234,11 +234,11 @@ def test_ctrl_c_cancels_remote_process_and_exits_130(lab):
     assert "action.cancelled" in events(state)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True).returncode != 0:
+        if subprocess.run(["pgrep", "-f", "sleep 347"], capture_output=True).returncode != 0:
             break
         time.sleep(0.2)
     else:
-        pytest.fail("remote sleep 300 still running after cancel")
+        pytest.fail("remote sleep 347 still running after cancel")
 
 
 def test_critical_action_with_security_key_and_typed_confirmation(lab, tmp_path):
