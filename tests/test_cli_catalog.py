@@ -19,7 +19,7 @@ def opsgate(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess
 def test_check_accepts_the_example():
     r = opsgate("check", "--config", "config.example.toml")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "OK: 13 actions, 7 targets"
+    assert r.stdout.strip() == "OK: 13 actions, 3 runbooks, 7 targets"
 
 
 def test_check_prints_every_error_and_exits_2(tmp_path):
@@ -47,7 +47,7 @@ def test_config_discovery_env_and_local_file(tmp_path):
     (tmp_path / "opsgate.toml").write_text('[console]\noperator = "bob"\n')
     assert opsgate("check", cwd=tmp_path).stdout.strip() == "OK: 0 actions, 0 targets"
     env = {"OPSGATE_CONFIG": str(ROOT / "config.example.toml")}
-    assert opsgate("check", cwd=tmp_path, env=env).stdout.strip() == "OK: 13 actions, 7 targets"
+    assert opsgate("check", cwd=tmp_path, env=env).stdout.strip() == "OK: 13 actions, 3 runbooks, 7 targets"
     r = opsgate("check", cwd=tmp_path, env={"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "x")})
     assert r.returncode == 0  # ./opsgate.toml found
 
