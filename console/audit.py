@@ -13,7 +13,9 @@ Line format (what makes verify fast)
     outside the sorted order, because it is not part of what it hashes. Verify then confirms the
     canonical form by re-serialising the parsed record and comparing it with those bytes, so a line
     formatted by some other writer (spaces, key order, duplicate keys, other escapes) is reported and
-    any independent tool that re-serialises gets the same hash.
+    any independent tool that re-serialises gets the same hash. Verify streams the file in blocks
+    and never holds more than a few of them; from ``PARALLEL_MIN_BYTES`` on, blocks are verified in
+    worker processes and linked in file order (benchmarks/audit.py measures both).
 
 Events (dotted names; not validated here, listed so readers know what to expect)
     ``stepup.success``, ``stepup.failure``, ``stepup.replay``, ``stepup.lockout``,
@@ -190,6 +192,10 @@ class AuditTrail:
         clash = RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"audit fields may not use reserved names: {', '.join(sorted(clash))}")
+        try:  # fail before touching the file, not halfway through an append
+            canonical(fields).encode("utf-8")
+        except (TypeError, ValueError) as e:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+            raise ValueError(f"audit fields must be JSON text (no NaN, no lone surrogates): {e}") from None
         with self._mutex:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -305,20 +311,27 @@ class AuditTrail:
                 yield number, offset, line
                 offset += len(line)
 
-    def _parse(self, number: int, line: bytes) -> dict:
+    def _parse(self, where: str, line: bytes) -> dict:
         try:
             record = json.loads(line)
         except ValueError as e:
-            raise AuditFormatError(f"{self.path}: line {number} is not JSON ({e}); run `opsgate audit verify`") from None
+            raise AuditFormatError(f"{self.path}: {where} is not JSON ({e}); run `opsgate audit verify`") from None
         if not isinstance(record, dict):
-            raise AuditFormatError(f"{self.path}: line {number} is not a JSON object; run `opsgate audit verify`")
+            raise AuditFormatError(f"{self.path}: {where} is not a JSON object; run `opsgate audit verify`")
         return record
+
+    def _parse_block(self, data: bytes, offset: int) -> list[dict]:
+        out = []
+        for line in data.splitlines(keepends=True):
+            out.append(self._parse(f"the line at byte {offset}", line))
+            offset += len(line)
+        return out
 
     def records(self) -> Iterator[dict]:
         """Every record in order, streaming. Hashes are not checked here (use ``verify``);
         a line that is not a record raises ``AuditFormatError``."""
         for number, _, line in self._lines():
-            yield self._parse(number, line)
+            yield self._parse(f"line {number}", line)
 
     def run_records(self, run: str) -> list[dict]:
         """The records of one run, in order."""
@@ -326,7 +339,7 @@ class AuditTrail:
         out = []
         for number, _, line in self._lines():
             if needle in line:  # cheap filter before parsing; the parsed field decides
-                record = self._parse(number, line)
+                record = self._parse(f"line {number}", line)
                 if record.get("run") == run:
                     out.append(record)
         return out
@@ -337,7 +350,7 @@ class AuditTrail:
         runs: dict[str, None] = {}
         for number, _, line in self._lines():
             if needle in line:
-                run = self._parse(number, line).get("run")
+                run = self._parse(f"line {number}", line).get("run")
                 if isinstance(run, str) and run.startswith(prefix):
                     runs[run] = None
         if prefix in runs:
@@ -367,8 +380,7 @@ class AuditTrail:
             f.seek(offset)
             data = f.read(size - offset)
         end = data.rfind(b"\n") + 1
-        lines = data[:end].splitlines(keepends=True)
-        return [self._parse(0, line) for line in lines], offset + end
+        return self._parse_block(data[:end], offset), offset + end
 
     def tail(self, n: int) -> tuple[list[dict], int]:
         """The last ``n`` complete records and the byte offset after them (for ``read_new``)."""
@@ -386,7 +398,7 @@ class AuditTrail:
             data = os.pread(fd, end - start, start)
         finally:
             os.close(fd)
-        return [self._parse(0, line) for line in data.splitlines(keepends=True)], end
+        return self._parse_block(data, start), end
 
 
 def _fsync_dir(path: Path) -> None:

@@ -352,3 +352,39 @@ def test_parallel_verify_reports_exactly_what_sequential_does(trail, monkeypatch
     trail.path.write_bytes(b"".join(good) + b'{"seq":41')
     assert verify(trail.path, workers=2) == verify(trail.path, workers=1)
     assert "truncated" in verify(trail.path, workers=2).problems[0]
+
+
+# -- any JSON value round-trips and verifies --------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in ("seq", "time", "event", "operator",
+                                                                              "run", "prev", "hash")),
+                              json_values, max_size=5),
+       operator=st.text(min_size=1, max_size=10))
+def test_any_json_fields_round_trip_and_verify(tmp_path_factory, fields, operator):
+    trail = AuditTrail(tmp_path_factory.mktemp("h") / AUDIT_FILE)
+    written = trail.append("action.start", operator=operator, run="r\u2028\n", **fields)
+    trail.append("action.end", operator=operator)
+    assert next(trail.records()) == written
+    report = verify(trail.path)
+    assert report.ok, report.problems
+    assert report.count == 2
+
+
+def test_fields_that_are_not_json_text_fail_before_writing(trail):
+    fill(trail, 1)
+    before = trail.path.read_bytes()
+    for bad in ({"x": float("nan")}, {"x": "\ud800"}, {"x": object()}):
+        with pytest.raises(ValueError, match="JSON text"):
+            trail.append("action.start", operator="alice", **bad)
+    assert trail.path.read_bytes() == before
