@@ -6,6 +6,7 @@ config: a reviewer can check a copied state dir on their own machine.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -17,10 +18,25 @@ from .replay import Cast, ReplayError, play
 FOLLOW_POLL = 0.25
 
 
+def _one_line_errors(handler):
+    """Reading errors (permissions, I/O) become one line and exit 1, like every other error."""
+
+    @functools.wraps(handler)
+    def wrapper(ctx) -> int:
+        try:
+            return handler(ctx)
+        except OSError as e:
+            print(f"opsgate: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_FAILED
+
+    return wrapper
+
+
 def _trail(ctx) -> AuditTrail:
     return AuditTrail(ctx.state_dir / AUDIT_FILE)
 
 
+@_one_line_errors
 def cmd_verify(ctx) -> int:
     """Check the chain and the recordings: "OK: N records, head H" (exit 0) or the first problem (exit 1)."""
     path = ctx.state_dir / AUDIT_FILE
@@ -37,6 +53,7 @@ def cmd_verify(ctx) -> int:
     return EXIT_FAILED
 
 
+@_one_line_errors
 def cmd_head(ctx) -> int:
     """Print the head hash (to anchor it elsewhere)."""
     head = _trail(ctx).head()
@@ -53,6 +70,7 @@ def _print(records: list[dict]) -> None:
     sys.stdout.flush()
 
 
+@_one_line_errors
 def cmd_tail(ctx) -> int:
     """Print the newest records; with -f keep printing records other processes append."""
     trail = _trail(ctx)
@@ -76,6 +94,7 @@ def cmd_tail(ctx) -> int:
         return EXIT_OK  # Ctrl-C is how one stops following
 
 
+@_one_line_errors
 def cmd_show(ctx) -> int:
     """Print one run's records; a unique run id prefix of 6+ characters is enough."""
     trail = _trail(ctx)
@@ -83,6 +102,7 @@ def cmd_show(ctx) -> int:
     return EXIT_OK
 
 
+@_one_line_errors
 def cmd_replay(ctx) -> int:
     """Play a run's recordings after checking each against the sha256 in the audit trail."""
     args = ctx.args
@@ -113,13 +133,14 @@ def cmd_replay(ctx) -> int:
         print("opsgate: refusing to replay an unverified recording (--force plays it anyway; "
               "`opsgate audit verify` checks the whole trail)", file=sys.stderr)
         return EXIT_FAILED
-    missing = [r for r, p in problems if p == "missing"]
-    if len(missing) == len(targets):
-        print("opsgate: nothing to play: every recording is missing", file=sys.stderr)
+    # --force plays a changed file, never one that is missing or outside the state dir.
+    unplayable = [r for r, p in problems if not p.startswith(("changed", "its audit record"))]
+    if len(unplayable) == len(targets):
+        print("opsgate: nothing to play: no recording can be opened", file=sys.stderr)
         return EXIT_FAILED
     out = sys.stdout.buffer
     for r in targets:
-        if r in missing:
+        if r in unplayable:
             continue
         cast = Cast(state / r["recording"])
         if len(targets) > 1:

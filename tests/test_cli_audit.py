@@ -177,3 +177,11 @@ def test_replay_refuses_a_tampered_recording_unless_forced(state):
 def test_replay_unknown_target_fails(state):
     result = opsgate(state, "replay", RUN, "--target", "db9")
     assert result.returncode == 1 and "no recording" in result.stderr
+
+
+def test_replay_force_cannot_play_a_deleted_recording(state):
+    recording_path(state, RUN, "web1").unlink()
+    result = opsgate(state, "replay", RUN, "--target", "web1", "--force")
+    assert result.returncode == 1 and "missing" in result.stderr and "nothing to play" in result.stderr
+    both = opsgate(state, "replay", RUN, "--force", "--speed", "1000")  # the other target still plays
+    assert both.returncode == 0 and "web2 ✓" in both.stdout and "web1 ✓" not in both.stdout
