@@ -336,7 +336,8 @@ class Pipeline:
                              outcome=result.outcome, exit_code=result.exit_code,
                              duration=round(result.duration, 6), bytes_out=result.bytes_out,
                              bytes_err=result.bytes_err, error=result.error,
-                             recording=str(rec.path.relative_to(self.state_dir)), recording_sha256=digest)
+                             recording=str(rec.path.relative_to(self.state_dir)), recording_sha256=digest,
+                             recording_error=rec.error)
             except AuditWriteError as e:  # the command already ran: finish the others, then report
                 audit_failures.append(e)
             frontend.on_target_done(result)
