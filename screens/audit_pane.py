@@ -15,7 +15,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Log, Static
+from textual.widgets import RichLog, Static
 from textual.worker import get_current_worker
 
 from console.audit import AuditTrail, format_record, verify
@@ -41,6 +41,17 @@ class AuditUnreadable(Message):
     error: str
 
 
+def _event_style(event: str) -> str:
+    """Denials and failures stand out; the word in the line says it without colour too."""
+    if event.endswith((".failure", ".denied", ".lockout", ".replay", ".clone_suspected", ".recovered")):
+        return "bold #e5484d"
+    if event.endswith(".success") or event == "approval.granted":
+        return "#3fa45b"
+    if event in ("action.start", "action.end"):
+        return "bold"
+    return ""
+
+
 class AuditPane(Vertical):
     """Badge + Log of ``format_record`` lines, newest at the bottom."""
 
@@ -57,7 +68,8 @@ class AuditPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("audit  … verifying", style="dim"), id="audit-badge")
-        yield Log(max_lines=SHOWN, auto_scroll=True, id="audit-log")
+        # Wrapped, so a record reads whole in a narrow pane; plain Text, never markup.
+        yield RichLog(max_lines=SHOWN, wrap=True, markup=False, highlight=False, auto_scroll=True, id="audit-log")
 
     def on_mount(self) -> None:
         self.border_title = "Audit trail"
@@ -107,7 +119,9 @@ class AuditPane(Vertical):
     def on_audit_records(self, message: AuditRecords) -> None:
         self.records_seen += len(message.records)
         self.last_records = (self.last_records + message.records)[-SHOWN:]
-        self.query_one("#audit-log", Log).write_lines([format_record(r) for r in message.records])
+        log = self.query_one("#audit-log", RichLog)
+        for record in message.records:
+            log.write(Text(format_record(record), style=_event_style(str(record.get("event", "")))))
 
     def on_audit_verified(self, message: AuditVerified) -> None:
         self.verified = message.ok

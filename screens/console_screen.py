@@ -177,8 +177,6 @@ class ConsoleScreen(Screen):
         action_id = table.selected_id
         detail = self.query_one(ActionDetail)
         action = self.config.actions.get(action_id) if action_id else None
-        if action is detail.action and action is not None:
-            return
         await detail.show_action(action)
         self._update_grant_line()
 

@@ -3,6 +3,7 @@ a dry-run preview of the exact command (secrets redacted)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -96,8 +97,9 @@ class ActionDetail(VerticalScroll, can_focus=False):
         self.config = config
         self.action: Action | None = None
         self._drafts: dict[str, Draft] = {}
-        self._syncing = False
+        self._last_selected: set[str] = set()
         self._tags: list[str] = []
+        self._showing = asyncio.Lock()
         self.grant_text = ""
 
     def compose(self) -> ComposeResult:
@@ -120,7 +122,13 @@ class ActionDetail(VerticalScroll, can_focus=False):
         return self._drafts.get(self.action.id) if self.action else None
 
     async def show_action(self, action: Action | None) -> None:
-        """Fill the pane for ``action`` (None: nothing matches the filter)."""
+        """Fill the pane for ``action`` (None: nothing matches the filter). One at a time."""
+        async with self._showing:
+            if action is not None and action is self.action and self.query("#params Input, #params Static"):
+                return
+            await self._show_action(action)
+
+    async def _show_action(self, action: Action | None) -> None:
         self.action = action
         title = self.query_one("#detail-title", Static)
         params_box = self.query_one("#params", Vertical)
@@ -164,6 +172,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
                 label.append(f"  {' '.join(t.tags)}", style="dim")
             options.append(Selection(label, t.name, t.name in draft.targets))
         targets.add_options(options)
+        self._last_selected = set(targets.selected)
         widgets = []
         for name, param in action.params.items():
             suggester = None
@@ -179,6 +188,8 @@ class ActionDetail(VerticalScroll, can_focus=False):
         if not widgets:
             widgets.append(Static(Text("none", style="dim")))
         await params_box.mount_all(widgets)
+        if not all(w.is_attached for w in widgets):
+            return  # the app is closing
         for name in action.params:
             value = draft.params.get(name, "")
             self._show_validation(name, self.query_one(f"#param-{name}", Input).validate(value), typed=value != "")
@@ -244,46 +255,32 @@ class ActionDetail(VerticalScroll, can_focus=False):
             event.stop()
             self.post_message(self.Submitted(self.draft))
 
-    def on_selection_list_selection_toggled(self, event: SelectionList.SelectionToggled) -> None:
-        """A tag entry picks or drops every target with that tag."""
-        event.stop()
-        value = event.selection.value
-        if not value.startswith(TAG_PREFIX) or self.action is None:
-            return
-        tag = value.removeprefix(TAG_PREFIX)
-        targets = self.query_one("#targets", SelectionList)
-        on = value in targets.selected
-        self._syncing = True
-        try:
-            for t in self.config.targets_for(self.action):
-                if tag in t.tags:
-                    targets.select(t.name) if on else targets.deselect(t.name)
-        finally:
-            self._syncing = False
-        self._sync_targets()
-
     def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
         event.stop()
-        if not self._syncing:
-            self._sync_targets()
+        self._sync_targets()
 
     def _sync_targets(self) -> None:
+        """Apply what the operator ticked: a tag entry picks or drops all its targets; tags follow."""
         draft = self.draft
         if draft is None:
             return
         targets = self.query_one("#targets", SelectionList)
-        chosen = set(targets.selected)
+        now = set(targets.selected)
+        before = self._last_selected
         allowed = self.config.targets_for(draft.action)
+        chosen = {v for v in now if not v.startswith(TAG_PREFIX)}
+        for tag in self._tags:
+            value = TAG_PREFIX + tag
+            members = {t.name for t in allowed if tag in t.tags}
+            if value in now and value not in before:
+                chosen |= members
+            elif value not in now and value in before:
+                chosen -= members
+        for t in allowed:
+            targets.select(t.name) if t.name in chosen else targets.deselect(t.name)
+        for tag in self._tags:
+            members = {t.name for t in allowed if tag in t.tags}
+            targets.select(TAG_PREFIX + tag) if members <= chosen else targets.deselect(TAG_PREFIX + tag)
+        self._last_selected = set(targets.selected)
         draft.targets = tuple(t.name for t in allowed if t.name in chosen)
-        # Keep each tag entry ticked exactly when all its targets are.
-        self._syncing = True
-        try:
-            for tag in self._tags:
-                members = [t.name for t in allowed if tag in t.tags]
-                if all(m in chosen for m in members):
-                    targets.select(TAG_PREFIX + tag)
-                else:
-                    targets.deselect(TAG_PREFIX + tag)
-        finally:
-            self._syncing = False
         self._update_preview()

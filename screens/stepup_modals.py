@@ -60,8 +60,16 @@ class StepUpModal(ModalScreen):
         self.who = who
         self.clock = clock
 
-    def compose_head(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-body"):
+            yield from self.compose_head()
+            yield from self.body()
         yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def compose_head(self) -> ComposeResult:
         yield Label(self.heading, classes="modal-title")
         if self.who:
             yield Label(self.who, classes="modal-who")
@@ -90,17 +98,15 @@ class OtpModal(StepUpModal):
         self.locked_until = locked_until
         self.hint = hint
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="modal-body"):
-            yield from self.compose_head()
-            yield Input(placeholder="6-digit code", max_length=6, restrict=r"[0-9]*", id="code",
-                        classes="code-input")
-            yield Static(id="otp-status", classes="modal-status")
-            if self.hint:
-                yield Static(Text(self.hint), classes="demo-hint")
-            with Horizontal(classes="modal-buttons"):
-                yield Button("Verify", variant="primary", id="verify")
-                yield Button("Cancel", id="cancel")
+    def body(self) -> ComposeResult:
+        yield Input(placeholder="6-digit code", max_length=6, restrict=r"[0-9]*", id="code",
+                    classes="code-input")
+        yield Static(id="otp-status", classes="modal-status")
+        if self.hint:
+            yield Static(Text(self.hint), classes="demo-hint")
+        with Horizontal(classes="modal-buttons"):
+            yield Button("Verify", variant="primary", id="verify")
+            yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
         self._refresh()
@@ -157,18 +163,16 @@ class TouchModal(StepUpModal):
         self.demo_touch = demo_touch
         self._finished = False
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="modal-body"):
-            yield from self.compose_head()
-            yield LoadingIndicator(id="touch-spinner")
-            yield Static(id="touch-status", classes="modal-status")
+    def body(self) -> ComposeResult:
+        yield LoadingIndicator(id="touch-spinner")
+        yield Static(id="touch-status", classes="modal-status")
+        if self.demo_touch is not None:
+            yield Static(Text(" DEMO  software security key: press t to touch it ", style="bold reverse"),
+                         classes="demo-hint")
+        with Horizontal(classes="modal-buttons"):
             if self.demo_touch is not None:
-                yield Static(Text(" DEMO  software security key: press t to touch it ", style="bold reverse"),
-                             classes="demo-hint")
-            with Horizontal(classes="modal-buttons"):
-                if self.demo_touch is not None:
-                    yield Button("Touch (t)", variant="warning", id="touch")
-                yield Button("Cancel", id="cancel")
+                yield Button("Touch (t)", variant="warning", id="touch")
+            yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
         self._refresh()
@@ -218,15 +222,13 @@ class ConfirmModal(StepUpModal):
         super().__init__(summary, heading="Confirm: type the target name", clock=clock)
         self.expected = expected
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="modal-body"):
-            yield from self.compose_head()
-            yield Label(Text.assemble("Type ", (self.expected, "bold underline"), " to run it:"))
-            yield Input(placeholder=self.expected, id="confirm-input")
-            yield Static(id="confirm-status", classes="modal-status")
-            with Horizontal(classes="modal-buttons"):
-                yield Button("Confirm", variant="error", id="confirm")
-                yield Button("Cancel", id="cancel")
+    def body(self) -> ComposeResult:
+        yield Label(Text.assemble("Type ", (self.expected, "bold underline"), " to run it:"))
+        yield Input(placeholder=self.expected, id="confirm-input")
+        yield Static(id="confirm-status", classes="modal-status")
+        with Horizontal(classes="modal-buttons"):
+            yield Button("Confirm", variant="error", id="confirm")
+            yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one("#confirm-input", Input).focus()
@@ -259,12 +261,10 @@ class ApproverModal(StepUpModal):
                          clock=clock)
         self.candidates = candidates
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="modal-body"):
-            yield from self.compose_head()
-            yield OptionList(*self.candidates, id="approvers")
-            with Horizontal(classes="modal-buttons"):
-                yield Button("Cancel", id="cancel")
+    def body(self) -> ComposeResult:
+        yield OptionList(*self.candidates, id="approvers")
+        with Horizontal(classes="modal-buttons"):
+            yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one("#approvers", OptionList).focus()

@@ -1,0 +1,400 @@
+"""Pilot tests of the console against the embedded demo SSH server (and one against the real sshd)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from console.audit import AUDIT_FILE
+from console.config import parse_config
+from screens.audit_pane import AuditPane
+from screens.catalog import ActionTable
+from screens.console_screen import ConsoleScreen
+from screens.detail import ActionDetail
+from screens.help import HelpScreen
+from screens.output import OutputPanel
+from screens.stepup_modals import ApproverModal, ConfirmModal, OtpModal, TouchModal
+
+from tui_fixtures import SIZE, app_for, current_code, start_demo, trail_events, trail_records, wait_for, wrong_code
+
+
+@pytest.fixture
+def demo(tmp_path):
+    d = start_demo(tmp_path)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def console(app) -> ConsoleScreen:
+    return app.main_screen
+
+
+def log_text(app, target: str) -> str:
+    return "\n".join(console(app).query_one(OutputPanel).log_for(target).lines)
+
+
+async def select(pilot, action_id: str) -> None:
+    screen = console(pilot.app)
+    screen.select_action(action_id)
+    await wait_for(pilot, lambda: screen.query_one(ActionDetail).action is not None
+                   and screen.query_one(ActionDetail).action.id == action_id, what=f"{action_id} selected")
+
+
+async def type_param(pilot, name: str, value: str) -> None:
+    field = console(pilot.app).query_one(f"#param-{name}")
+    field.focus()
+    field.value = ""
+    await pilot.press(*value)
+
+
+async def finished(pilot) -> OutputPanel:
+    screen = console(pilot.app)
+    await wait_for(pilot, lambda: not screen.running and screen.last_report is not None, what="the run to finish")
+    return screen.query_one(OutputPanel)
+
+
+async def test_low_action_runs_output_and_audit(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "tail-log")
+        console(app).query_one(ActionTable).focus()
+        await pilot.press("enter")
+        output = await finished(pilot)
+        report = console(app).last_report
+        assert report.exit_code == 0 and {r.outcome for r in report.results} == {"ok"}
+        assert "web-1 INFO request" in log_text(app, "web-1")
+        assert "db-replica" in log_text(app, "db-replica")
+        assert output.statuses == {"web-1": "ok", "web-2": "ok", "db-primary": "ok", "db-replica": "ok"}
+        pane = console(app).query_one(AuditPane)
+        await wait_for(pilot, lambda: any(r["event"] == "action.end" for r in pane.last_records),
+                       what="action.end in the audit pane")
+        await wait_for(pilot, lambda: pane.verified is True, what="the chain badge")
+    assert trail_events(demo)[-1] == "action.end"
+
+
+async def test_medium_action_wrong_code_then_right_code(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "restart-service")
+        await type_param(pilot, "service", "nginx")
+        await pilot.press("enter")  # in the param field: run
+        modal = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen, what="the OTP modal")
+        summary = str(modal.summary.renderable())
+        assert "restart-service" in summary and "web-1, web-2" in summary
+        assert "./bin/service restart nginx" in summary  # the operator approves what they see
+        await pilot.press(*wrong_code(demo), "enter")
+        retry = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen is not modal
+                               and app.screen, what="the OTP modal again")
+        assert "wrong code" in retry.error and retry.attempts_left == 4
+        status = str(retry.query_one("#otp-status").render())
+        assert "wrong code, 4 attempts left" in status
+        await pilot.press(*current_code(demo), "enter")
+        await finished(pilot)
+        assert console(app).last_report.exit_code == 0
+        assert "nginx restarted on web-2" in log_text(app, "web-2")
+    events = trail_events(demo)
+    assert events.index("stepup.failure") < events.index("stepup.success") < events.index("action.start")
+    # The grant now covers medium actions for 15 minutes: the detail pane says so.
+
+
+async def test_grant_shown_in_detail_after_step_up(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "maintenance-mode")
+        await type_param(pilot, "mode", "on")
+        await type_param(pilot, "token", "s3cretTOKEN42")
+        preview = str(console(app).query_one("#preview").render())
+        assert "<redacted>" in preview and "s3cretTOKEN42" not in preview
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the OTP modal")
+        await pilot.press(*current_code(demo), "enter")
+        await finished(pilot)
+        await select(pilot, "restart-service")
+        detail = console(app).query_one(ActionDetail)
+        await wait_for(pilot, lambda: "valid for 1" in detail.grant_text, what="the grant line")
+        assert "current grant (OTP) valid for 14:" in detail.grant_text or "valid for 15:00" in detail.grant_text
+    records = trail_records(demo)
+    start = next(r for r in records if r["event"] == "action.start")
+    assert "s3cretTOKEN42" not in (demo.state_dir / AUDIT_FILE).read_text()
+    assert start["params"]["token"] == "<redacted>"
+
+
+async def test_escape_in_modal_denies_and_runs_nothing(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "rotate-cert")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the OTP modal")
+        await pilot.press("escape")
+        screen = console(app)
+        await wait_for(pilot, lambda: not screen.running, what="the denial")
+        assert app.screen is screen
+        output = screen.query_one(OutputPanel)
+        assert set(output.statuses.values()) == {"denied"}
+        assert "denied" in output.headline
+    records = trail_records(demo)
+    assert [r["event"] for r in records if r["event"].startswith("action.")] == ["action.denied"]
+    denied = records[-1]
+    assert denied["operator"] == "demo" and "cancelled by demo" in denied["reason"]
+    assert not list((demo.hosts_dir / "web-1").glob("certs/*"))  # nothing ran
+
+
+async def test_critical_action_security_key_and_typed_confirmation(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "db-failover")
+        await pilot.press("r")
+        touch = await wait_for(pilot, lambda: isinstance(app.screen, TouchModal) and app.screen,
+                               what="the touch modal")
+        assert touch.query_one("#touch-spinner")  # LoadingIndicator while waiting
+        assert "./bin/failover --promote db-replica" in str(touch.summary.renderable())
+        await pilot.press("t")  # DEMO software key: a key press is the touch
+        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal) and app.screen,
+                                 what="the confirmation modal")
+        await pilot.press(*"db-prim", "enter")  # not the name yet: the modal stays
+        assert app.screen is confirm
+        await pilot.press(*"ary", "enter")
+        await finished(pilot)
+        assert console(app).last_report.exit_code == 0
+        assert "db-replica is now primary" in log_text(app, "db-primary")
+    events = trail_events(demo)
+    assert "stepup.success" in events and events[-1] == "action.end"
+    success = next(r for r in trail_records(demo) if r["event"] == "stepup.success")
+    assert success.get("digest")  # the touch signed the request digest
+
+
+async def test_touch_cancel_denies(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "db-failover")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
+        await pilot.click("#cancel")
+        await wait_for(pilot, lambda: not console(app).running, what="the denial")
+        assert app.screen is console(app)
+    assert "action.denied" in trail_events(demo) and "action.start" not in trail_events(demo)
+
+
+async def test_approval_by_second_operator(demo, tmp_path):
+    # Two-person rule: critical actions need OTP, the target's name and one approval; bob is enrolled with OTP.
+    text = demo.config_text().replace('factor = "fido2"', 'factor = "otp"', 1).replace(
+        "confirm = true", "confirm = true\napprovals = 1", 1)
+    config = parse_config(text.encode(), "approvals.toml")
+    bob_secret = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU"
+    from console.totp import code_at_step, time_step
+
+    step = time_step(time.time())
+    assert demo.stepup.enrol_otp("bob", bob_secret, code_at_step(bob_secret, step - 1))
+    app = app_for(demo, config=config)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "db-failover")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the requester's OTP")
+        await pilot.press(*current_code(demo), "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press(*"db-primary", "enter")
+        approver = await wait_for(pilot, lambda: isinstance(app.screen, ApproverModal) and app.screen,
+                                  what="the approver modal")
+        assert approver.candidates == ["bob"]
+        await pilot.press("enter")
+        otp = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen, what="bob's OTP")
+        assert otp.operator == "bob" and otp.hint is None  # the demo hint is only for the demo operator
+        await pilot.press(*code_at_step(bob_secret, time_step(time.time())), "enter")
+        await finished(pilot)
+        assert console(app).last_report.exit_code == 0
+    granted = [r for r in trail_records(demo) if r["event"] == "approval.granted"]
+    assert granted and granted[0]["operator"] == "bob" and granted[0]["requester"] == "demo"
+
+
+async def test_cancel_long_running_command(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "watch-traffic")
+        await pilot.press("r")
+        screen = console(app)
+        await wait_for(pilot, lambda: screen.running and screen.query_one(OutputPanel).statuses.get("web-1")
+                       == "running" and "GET" in log_text(app, "web-1"), what="streaming output")
+        started = time.monotonic()
+        await pilot.press("x")
+        output = await finished(pilot)
+        assert time.monotonic() - started < 15
+        assert screen.last_report.cancelled
+        assert set(output.statuses.values()) == {"cancelled"}
+    # The remote processes are gone, not only the local reader.
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", "bin/traffic"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "bin/traffic still running after cancel"
+        time.sleep(0.1)
+    assert "action.cancelled" in trail_events(demo)
+
+
+async def test_flood_of_output_keeps_keys_responsive(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "flood-output")  # 50 MiB by default
+        await pilot.press("r")
+        screen = console(app)
+        output = screen.query_one(OutputPanel)
+        await wait_for(pilot, lambda: screen.running and output.statuses.get("web-1") == "running"
+                       and output.log_for("web-1").line_count > 0, what="the flood to start")
+        # Keys are handled while it streams: filter the list by risk, twice.
+        slowest = 0.0
+        for _ in range(2):
+            t0 = time.monotonic()
+            await pilot.press("f")
+            slowest = max(slowest, time.monotonic() - t0)
+        assert screen.risk == "medium"
+        assert slowest < 2.0, f"a key press took {slowest:.2f}s during the flood"
+        await finished(pilot)
+        assert screen.last_report.exit_code == 0
+        log = output.log_for("web-1")
+        assert 0 < log.line_count <= log.max_lines
+    target = next(r for r in trail_records(demo) if r["event"] == "action.target")
+    assert target["bytes_out"] == 50 * 1048576  # every byte reached the recording
+
+
+async def test_filter_by_typing_risk_and_tag(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = console(app)
+        table = screen.query_one(ActionTable)
+        await pilot.press("slash", *"fail")
+        assert [a.id for a in table.actions] == ["db-failover"]
+        await wait_for(pilot, lambda: screen.query_one(ActionDetail).action.id == "db-failover")
+        await pilot.press("escape")
+        assert screen.focused is table
+        screen.query_one("#filter").value = ""
+        await pilot.press("slash", *"risk:medium", "enter")
+        assert [a.id for a in table.actions] == ["restart-service", "maintenance-mode"]
+        screen.query_one("#filter").value = ""
+        await pilot.pause()
+        await pilot.press("f", "f", "f")  # all -> low -> medium -> high
+        assert [a.id for a in table.actions] == ["rotate-cert"]
+        await pilot.press("f", "f")  # -> critical -> all
+        await pilot.press("g")  # first tag: db
+        assert screen.tag == "db"
+        assert "watch-traffic" not in [a.id for a in table.actions]
+        assert "db-failover" in [a.id for a in table.actions]
+
+
+async def test_param_form_validates_as_you_type(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "tail-log")
+        await type_param(pilot, "lines", "5000")
+        note = console(app).query_one("#param-note-lines")
+        assert note.has_class("invalid") and "above the maximum 1000" in str(note.render())
+        assert "not ready" in str(console(app).query_one("#preview").render())
+        await pilot.press("enter")
+        assert not console(app).running and console(app).last_report is None
+        await type_param(pilot, "lines", "3")
+        assert not note.has_class("invalid")
+        assert "tail -n 3 log/app.log" in str(console(app).query_one("#preview").render())
+    assert "action.start" not in trail_events(demo)
+
+
+async def test_target_picker_tags_and_single_target(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "tail-log")
+        targets = console(app).query_one("#targets")
+        detail = console(app).query_one(ActionDetail)
+        values = [targets.get_option_at_index(i).value for i in range(targets.option_count)]
+        assert values[:2] == ["tag:db", "tag:web"]  # tags first, then the targets
+        targets.focus()
+        targets.highlighted = values.index("tag:web")
+        await pilot.press("space")  # untick tag:web: both web targets go
+        await wait_for(pilot, lambda: detail.draft.targets == ("db-primary", "db-replica"), what="tag:web dropped")
+        await pilot.press("r")
+        await finished(pilot)
+        assert [r.target for r in console(app).last_report.results] == ["db-primary", "db-replica"]
+
+
+async def test_record_from_another_process_shows_up(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = console(app).query_one(AuditPane)
+        await wait_for(pilot, lambda: pane.verified is not None, what="the first poll")
+        code = ("import sys; from pathlib import Path; from console.audit import AuditTrail; "
+                "AuditTrail(Path(sys.argv[1])).append('note.external', operator='bob', run=None, text='hello')")
+        subprocess.run([sys.executable, "-c", code, str(demo.state_dir / AUDIT_FILE)], check=True)
+        await wait_for(pilot, lambda: any(r["event"] == "note.external" for r in pane.last_records),
+                       what="the other process's record")
+        await wait_for(pilot, lambda: pane.verified is True, what="the chain badge")
+
+
+async def test_broken_chain_badge(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = console(app).query_one(AuditPane)
+        trail = app.audit
+        trail.append("note", operator="demo", text="one")
+        trail.append("note", operator="demo", text="two")
+        await wait_for(pilot, lambda: pane.records_seen >= 2 and pane.verified is True)
+        data = trail.path.read_text().replace('"text":"one"', '"text":"0ne"')
+        trail.path.write_text(data)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: pane.verified is False, what="the broken badge")
+        assert pane.has_class("broken")
+
+
+async def test_help_palette_and_step_up_now(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConsoleScreen), what="back")
+        # Every binding explains itself (Footer, help, palette).
+        for binding in ConsoleScreen.BINDINGS:
+            assert binding.description
+        await pilot.press("ctrl+p")
+        await pilot.press(*"step up now")
+        await wait_for(pilot, lambda: app.screen.query("CommandList Option") or True)
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, (OtpModal, TouchModal)), what="the step-up modal")
+        if isinstance(app.screen, TouchModal):
+            await pilot.press("t")
+        else:
+            await pilot.press(*current_code(demo), "enter")
+        await wait_for(pilot, lambda: app.stepup.grant_for("demo") is not None, what="a grant")
+    assert "stepup.success" in trail_events(demo)
+
+
+async def test_small_terminal_80x24(demo):
+    app = app_for(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = console(app)
+        assert screen.has_class("-narrow") and screen.has_class("-short")
+        assert not screen.query_one(ActionTable).show_titles
+        await pilot.press("enter")
+        await finished(pilot)
+        assert screen.last_report.exit_code == 0
+        assert not screen.query_one(AuditPane).display
+        await pilot.press("o")
+        assert screen.query_one(AuditPane).display
+
+
+async def test_real_sshd_target(sshd, tmp_path):
+    from run_fixtures import write_config
+
+    from console.config import load_config
+    from screens.app import make_app
+
+    config = load_config(write_config(tmp_path, sshd))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    app = make_app(config, state, operator="alice", theme="opsgate-dark")
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "hello")
+        await pilot.press("r")
+        await finished(pilot)
+        assert console(app).last_report.exit_code == 0
+        assert "hello from" in log_text(app, "t1")
+        assert "[err] warn" in log_text(app, "t1")
