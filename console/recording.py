@@ -43,6 +43,7 @@ IDLE_TIME_LIMIT = 2.0
 STREAMS = ("stdout", "stderr")
 _RED, _RESET = "\x1b[31m", "\x1b[0m"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@:+=-]")
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps builds one per call
 
 
 class RecordingError(OpsgateError):
@@ -150,7 +151,8 @@ class Recording:
     def _text(self, stream: str, text: str, t: float) -> None:
         if not text:
             return
-        out = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        # Most output has no "\r" at all: then one replace does it (this is the hot path of a flood).
+        out = text.replace("\n", "\r\n") if "\r" not in text else text.replace("\r\n", "\n").replace("\n", "\r\n")
         if self._ends_cr[stream] and text[0] == "\n":
             out = out[1:]  # its \r ended the previous chunk
         self._ends_cr[stream] = text[-1] == "\r"
@@ -159,7 +161,7 @@ class Recording:
     def _event(self, t: float, kind: str, text: str) -> None:
         # Events must never go back in time, even when threads deliver out of order.
         self._last_t = max(self._last_t, t - self._t0)
-        self._add(f"[{self._last_t:.6f}, {json.dumps(kind)}, {json.dumps(text, ensure_ascii=False)}]\n")
+        self._add(f"[{self._last_t:.6f}, {_encode(kind)}, {_encode(text)}]\n")
         if self._buf_len >= FLUSH_BYTES:
             self._flush()
 
