@@ -124,6 +124,30 @@ class Runbook:
     params: dict[str, Param] = field(default_factory=dict, hash=False, compare=False)
 
 
+FACILITIES = {  # syslog facility names (RFC 5424 section 6.2.1) and their codes
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
+    "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14, "clock": 15,
+    **{f"local{i}": 16 + i for i in range(8)},
+}
+FORWARD_SCHEMES = {"syslog+tcp": "tcp", "syslog+tls": "tls"}
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """``[audit.forward]``: where every audit record is also sent, as RFC 5424 syslog (console/forward.py)."""
+
+    url: str
+    transport: str  # "tcp" | "tls"
+    host: str
+    port: int
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    app_name: str = "opsgate"
+    facility: str = "authpriv"
+    head_interval: float = 60.0
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
@@ -133,6 +157,7 @@ class Config:
     targets: dict[str, Target] = field(hash=False, compare=False)
     actions: dict[str, Action] = field(hash=False, compare=False)
     runbooks: dict[str, Runbook] = field(default_factory=dict, hash=False, compare=False)
+    forwarding: Forwarding | None = None
 
     def requirement_for(self, action: Action | Runbook | Step) -> Requirement:
         return self.policy[action.risk]
@@ -241,15 +266,16 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
         raise ConfigError(f"{filename}: TOML syntax error: {e}") from None  # keeps line and column
     c = _Checker(filename)
     top = c.table(raw, "", {"console": (dict,), "policy": (dict,), "targets": (dict,), "actions": (dict,),
-                            "runbooks": (dict,)})
+                            "runbooks": (dict,), "audit": (dict,)})
     settings = _settings(c, top.get("console", {}), default_operator)
     policy = _policy(c, top.get("policy", {}))
     targets = _targets(c, top.get("targets", {}))
     actions = _actions(c, top.get("actions", {}), targets)
     runbooks = _runbooks(c, top.get("runbooks", {}), targets, actions)
+    forwarding = _audit(c, top.get("audit", {}))
     if c.problems:
         raise ConfigError("\n".join(c.problems), c.problems)
-    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks)
+    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks, forwarding)
 
 
 def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
@@ -279,6 +305,77 @@ def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
     state_dir = Path(t["state_dir"]).expanduser() if "state_dir" in t else None
     return Settings(operator, state_dir, tuple(known_hosts), max_parallel, connect_timeout,
                     t.get("rp_id", DEFAULT_RP_ID))
+
+
+def _audit(c: _Checker, raw: dict) -> Forwarding | None:
+    """``[audit]``: only ``[audit.forward]`` so far; absent means no forwarding."""
+    t = c.table(raw, "audit", {"forward": (dict,)})
+    if "forward" not in t:
+        return None
+    where = "audit.forward"
+    f = c.table(t["forward"], where, {
+        "url": (str,), "ca_file": (str,), "cert_file": (str,), "key_file": (str,), "app_name": (str,),
+        "facility": (str,), "head_interval": (int, str),
+    }, required=("url",))
+    if "url" not in f:
+        return None
+    from urllib.parse import urlsplit
+
+    url = f["url"]
+    scheme, _, rest = url.partition("://")
+    transport = FORWARD_SCHEMES.get(scheme)
+    if not rest or transport is None:
+        c.error(f"{where}.url", f"expected syslog+tcp://HOST:PORT or syslog+tls://HOST:PORT, got {url!r}")
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as e:  # a port that is not a number or out of range
+        c.error(f"{where}.url", f"bad port in {url!r}: {e}")
+        return None
+    ok = True
+    if not host:
+        c.error(f"{where}.url", f"no host in {url!r} (syslog+{transport}://HOST:PORT)")
+        ok = False
+    if port is None or port == 0:
+        c.error(f"{where}.url", f"no port in {url!r} (syslog+{transport}://HOST:PORT; 6514 is usual)")
+        ok = False
+    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
+        c.error(f"{where}.url", f"only syslog+{transport}://HOST:PORT is allowed, got {url!r}")
+        ok = False
+    files = {k: Path(f[k]).expanduser() for k in ("ca_file", "cert_file", "key_file") if k in f}
+    if transport == "tls" and "ca_file" not in files:
+        c.error(f"{where}.ca_file", "syslog+tls needs ca_file: the CA that signed the collector's certificate")
+        ok = False
+    if transport == "tcp":
+        for key in files:
+            c.error(f"{where}.{key}", "only for syslog+tls:// URLs")
+            ok = False
+    if "key_file" in files and "cert_file" not in files:
+        c.error(f"{where}.key_file", "needs cert_file (the client certificate it belongs to)")
+        ok = False
+    app_name = f.get("app_name", "opsgate")
+    # RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no spaces.
+    if not 1 <= len(app_name) <= 48 or not all(33 <= ord(ch) <= 126 for ch in app_name):
+        c.error(f"{where}.app_name", f"expected 1 to 48 printable ASCII characters without spaces, got {app_name!r}")
+        ok = False
+    facility = f.get("facility", "authpriv")
+    if facility not in FACILITIES:
+        c.error(f"{where}.facility", f"unknown facility {facility!r} (expected one of: {', '.join(FACILITIES)})")
+        ok = False
+    head_interval = 60.0
+    if "head_interval" in f:
+        try:
+            head_interval = parse_duration(f["head_interval"])
+            if head_interval <= 0:
+                raise ValueError("must be positive")
+        except ValueError as e:
+            c.error(f"{where}.head_interval", str(e))
+            ok = False
+    if not ok:
+        return None
+    return Forwarding(url, transport, host, port, files.get("ca_file"), files.get("cert_file"), files.get("key_file"),
+                      app_name, facility, head_interval)
 
 
 def _login_name() -> str:
