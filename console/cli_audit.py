@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 import time
+from pathlib import Path
 
 from .audit import AUDIT_FILE, AuditTrail, check_recording, format_record, record_hash, verify
 from .errors import EXIT_FAILED, EXIT_OK, UsageError
@@ -38,19 +39,91 @@ def _trail(ctx) -> AuditTrail:
 
 @_one_line_errors
 def cmd_verify(ctx) -> int:
-    """Check the chain and the recordings: "OK: N records, head H" (exit 0) or the first problem (exit 1)."""
+    """Check the chain and the recordings: "OK: N records, head H" (exit 0) or the first problem (exit 1).
+
+    With ``--against FILE``, also check a syslog collector's copy against the local chain.
+    """
     path = ctx.state_dir / AUDIT_FILE
     report = verify(path, state_dir=ctx.state_dir)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     if report.ok:
         print(f"OK: {report.count} records, head {report.head or 'none'}")
+        status = EXIT_OK
+    else:
+        print(f"FAIL: {report.problems[0]}")
+        for problem in report.problems[1:]:
+            print(f"FAIL: {problem}")
+        print(f"{report.count} records verified before the first problem; head of those {report.head or 'none'}")
+        status = EXIT_FAILED
+    if getattr(ctx.args, "against", None):
+        # Compared even when the local chain is broken: the collector's copy is the evidence then.
+        status = max(status, _verify_against(path, Path(ctx.args.against)))
+    return status
+
+
+def _verify_against(path: Path, collector: Path) -> int:
+    from .forward import compare_with_collector
+
+    r = compare_with_collector(path, collector)
+    resent = f" ({r.duplicates} re-sent copies counted once)" if r.duplicates else ""
+    if r.ignored_lines:
+        print(f"note: {collector}: {r.ignored_lines} lines are not opsgate messages (ignored)", file=sys.stderr)
+    for problem in r.problems:
+        print(f"FAIL: collector {collector}: {problem}")
+    if r.ok:
+        print(f"OK: collector copy matches the local chain: {r.records} records up to seq {r.newest}{resent}")
+    else:
+        print(f"collector copy: {r.records} records up to seq {r.newest}{resent}")
+    if r.last_anchor:
+        print(f"last anchored head: seq {r.last_anchor[0]} {r.last_anchor[1]}")
+    if r.not_yet_forwarded:
+        print(f"not yet forwarded: {r.not_yet_forwarded}")
+    return EXIT_OK if r.ok else EXIT_FAILED
+
+
+@_one_line_errors
+def cmd_forward(ctx) -> int:
+    """Send what is behind the forward cursor to the collector and anchor the head; --follow keeps going."""
+    from .forward import Forwarder, forward_trail_once
+
+    forwarding = ctx.config.forwarding
+    if forwarding is None:
+        raise UsageError(f"{ctx.config_path}: no [audit.forward] section: nowhere to forward to")
+    state, path = ctx.state_dir, ctx.state_dir / AUDIT_FILE
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not ctx.args.follow:
+        result = forward_trail_once(path, state, forwarding)
+        if not result.ok:
+            print(f"opsgate: audit forward to {forwarding.url} did not finish: {result.error}; "
+                  f"forwarded up to seq {result.after.seq}", file=sys.stderr)
+            return EXIT_FAILED
+        if result.after.seq == result.before.seq:
+            print(f"nothing new to forward: the collector has up to seq {result.after.seq}; "
+                  f"head anchored at seq {result.anchored_seq}")
+        else:
+            print(f"forwarded seq {result.before.seq + 1}-{result.after.seq} to {forwarding.url}; "
+                  f"head anchored at seq {result.anchored_seq}")
         return EXIT_OK
-    print(f"FAIL: {report.problems[0]}")
-    for problem in report.problems[1:]:
-        print(f"FAIL: {problem}")
-    print(f"{report.count} records verified before the first problem; head of those {report.head or 'none'}")
-    return EXIT_FAILED
+
+    def warn(message: str) -> None:
+        print(f"opsgate: warning: {message}", file=sys.stderr, flush=True)
+
+    fwd = Forwarder(path, state, forwarding, warn=warn).start()
+    print(f"forwarding {path} to {forwarding.url} (Ctrl-C stops)", flush=True)
+    shown = None
+    try:
+        while fwd.error is None:
+            time.sleep(FOLLOW_POLL * 4)
+            seq = fwd.status().cursor.seq
+            if seq != shown:
+                print(f"forwarded up to seq {seq}", flush=True)
+                shown = seq
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how one stops following
+    done = fwd.stop(timeout=2.0)
+    print(f"stopped at seq {fwd.status().cursor.seq}" + ("" if done else " (a backlog remains)"), flush=True)
+    return EXIT_OK if fwd.error is None else EXIT_FAILED
 
 
 @_one_line_errors

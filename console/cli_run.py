@@ -158,7 +158,11 @@ def cmd_run(ctx: Context) -> int:
             print("not run")
             return EXIT_CANCELLED
     frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json, yes=args.yes)
-    report = run_in_thread(pipeline, plan, frontend)
+    forwarder = start_forwarder(ctx)
+    try:
+        report = run_in_thread(pipeline, plan, frontend)
+    finally:
+        finish_forwarder(forwarder)
     if args.json:
         print(json.dumps(result_document(plan, report, frontend), indent=2))
     elif isinstance(plan, RunbookPlan):
@@ -171,6 +175,23 @@ def cmd_run(ctx: Context) -> int:
         if report.cancelled:
             print("cancelled: remote processes stopped", file=sys.stderr)
     return report.exit_code
+
+
+def start_forwarder(ctx: Context):
+    """With [audit.forward], ship the trail to the collector in the background; it never holds up the run."""
+    if ctx.config.forwarding is None:
+        return None
+    from .forward import Forwarder
+
+    return Forwarder(ctx.state_dir / AUDIT_FILE, ctx.state_dir, ctx.config.forwarding).start()
+
+
+def finish_forwarder(forwarder) -> None:
+    """Best effort: a down collector leaves the backlog for next time, with one warning line."""
+    if forwarder is not None and not forwarder.stop(timeout=5):
+        st = forwarder.status()
+        print(f"opsgate: warning: audit records after seq {st.cursor.seq} not yet at the collector "
+              f"({st.last_error or 'timed out'}); `opsgate audit forward` sends them", file=sys.stderr)
 
 
 def run_in_thread(pipeline: Pipeline, plan: Plan, frontend: CliFrontend) -> RunReport:
