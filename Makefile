@@ -17,11 +17,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# System packages the tests talk to for real (OpenSSH sshd, oathtool); installed only when missing, as root.
+# System packages the tests talk to for real (OpenSSH sshd, oathtool, rsyslogd with its TLS driver); installed only when missing, as root.
 system-deps:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v oathtool >/dev/null || missing="$$missing oathtool"; \
+	[ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslog"; \
+	ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so 2>/dev/null | grep -q . || missing="$$missing rsyslog-gnutls"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
