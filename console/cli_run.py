@@ -188,7 +188,7 @@ def start_forwarder(ctx: Context):
 
 def finish_forwarder(forwarder) -> None:
     """Best effort: a down collector leaves the backlog for next time, with one warning line."""
-    if forwarder is not None and not forwarder.stop(timeout=5):
+    if forwarder is not None and not forwarder.stop(timeout=5) and not forwarder.status().waiting_for_lock:
         st = forwarder.status()
         print(f"opsgate: warning: audit records after seq {st.cursor.seq} not yet at the collector "
               f"({st.last_error or 'timed out'}); `opsgate audit forward` sends them", file=sys.stderr)

@@ -233,7 +233,7 @@ class ForwardStatus:
     failures: int  # connection attempts or connections that failed, since start
     last_error: str | None
     anchored_seq: int  # the newest head message known to be at the collector
-    waiting_for_lock: bool
+    waiting_for_lock: bool  # another process holds STATE/forward.lock and forwards this state dir
     resent: int  # records sent again after a broken connection
 
 
@@ -270,6 +270,7 @@ class Forwarder:
         self._head_requested = False
         self._sock: socket.socket | None = None
         self._lock_fd: int | None = None
+        self._lock_busy = False  # another process holds STATE/forward.lock
         self._pending: list[_Pending] = []
         self._sent_offset = 0
         self._sent_seq = 0
@@ -308,7 +309,9 @@ class Forwarder:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(max(timeout, 1.0))
+            # Short: the thread may sit in a connect or send timeout; it is a daemon, and a cursor
+            # that lags only means re-sending.
+            self._thread.join(1.0)
         return done
 
     def drain(self, timeout: float, *, give_up_when_down: bool = True) -> bool:
@@ -325,6 +328,8 @@ class Forwarder:
             self._cond.notify_all()
             while True:
                 if self._error is not None or self._thread is None or not self._thread.is_alive():
+                    return False
+                if self._lock_busy:  # another process forwards this state dir, our records included
                     return False
                 if self._cursor.offset >= target:
                     if target == 0 or self._anchored_seq >= self._cursor.seq:
@@ -343,7 +348,7 @@ class Forwarder:
         """What the forwarder has done so far."""
         with self._cond:
             return ForwardStatus(self._sock is not None, self._cursor, self._sent_seq, self._failures,
-                                 self._last_error, self._anchored_seq, self._lock_fd is None, self._resent)
+                                 self._last_error, self._anchored_seq, self._lock_busy, self._resent)
 
     @property
     def error(self) -> BaseException | None:
@@ -414,6 +419,9 @@ class Forwarder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            with self._cond:
+                self._lock_busy = True
+                self._cond.notify_all()
             return False
         cursor = Cursor.load(self.cursor_path)
         if not _cursor_matches(self.trail_path, cursor):
@@ -423,7 +431,7 @@ class Forwarder:
                        "forwarding the whole trail again")
             cursor = Cursor()
         with self._cond:
-            self._lock_fd = fd
+            self._lock_fd, self._lock_busy = fd, False
             self._cursor = self._cursor_saved = cursor
             self._sent_offset, self._sent_seq, self._sent_hash = cursor.offset, cursor.seq, cursor.hash
             self._max_sent_offset = cursor.offset

@@ -310,6 +310,24 @@ def test_cursor_that_does_not_match_the_trail_sends_everything_again(collector, 
     assert Cursor.load(state / CURSOR_FILE).seq == 4
 
 
+def test_one_forwarder_per_state_dir(collector, state):
+    """A second forwarder (another console) waits for the lock and sends nothing; the first sends all."""
+    trail = AuditTrail(state / AUDIT_FILE)
+    fill(trail, 3)
+    first = Forwarder(trail.path, state, forwarding(collector.url), **FAST).start()
+    assert first.drain(10)
+    second = Forwarder(trail.path, state, forwarding(collector.url), **FAST).start()
+    fill(trail, 2)
+    started = time.monotonic()
+    assert not second.drain(5)
+    assert time.monotonic() - started < 2 and second.status().waiting_for_lock
+    assert first.drain(10)
+    second.stop()
+    first.stop()
+    lines = collector.wait_for(has_seqs(5))
+    assert assert_in_order_and_identical(lines, 5) == 0
+
+
 # -- TLS ------------------------------------------------------------------------------------------
 
 
