@@ -68,7 +68,8 @@ class Recorder:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.output: dict[str, bytearray] = {}
+        self.output: dict[str, bytearray] = {}  # stdout only: a login shell's rc files may write to stderr
+        self.errors: dict[str, bytearray] = {}
         self.done: list = []
 
     def on_start(self, plan) -> None:
@@ -76,7 +77,8 @@ class Recorder:
 
     def on_output(self, chunk) -> None:
         with self.lock:
-            self.output.setdefault(chunk.target, bytearray()).extend(chunk.data)
+            into = self.output if chunk.stream == "stdout" else self.errors
+            into.setdefault(chunk.target, bytearray()).extend(chunk.data)
 
     def on_target_done(self, result) -> None:
         with self.lock:
