@@ -107,6 +107,14 @@ class ConsoleScreen(Screen):
         self._tick()
         self.set_interval(1.0, self._tick, name="clock")
 
+    def on_unmount(self) -> None:
+        # Closing the console stops what it started: remote processes and a pending key touch.
+        if self.running:
+            self.ctx.pipeline.cancel()
+        frontend = getattr(self, "_frontend", None)
+        if frontend is not None:
+            frontend.abort()
+
     def on_resize(self) -> None:
         self.query_one(ActionTable).set_narrow(self.size.width < 100)
 
@@ -155,6 +163,9 @@ class ConsoleScreen(Screen):
         detail = self.query_one(ActionDetail)
         if detail.action is not None:
             detail.set_grant_text(self.grant_text(detail.action))
+
+    def on_audit_verified(self, message: AuditVerified) -> None:
+        self._update_topbar()  # the chain badge in the top bar follows the pane's at once
 
     # -- filtering ---------------------------------------------------------------------------------
 
@@ -387,9 +398,10 @@ class ConsoleScreen(Screen):
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _step_up_now(self) -> None:
         demo = self.ctx.demo
-        frontend = TuiFrontend(self.app, self, None, None, clock=self.ctx.clock, touch_timeout=self.ctx.touch_timeout,
-                               demo_touch=demo.touch if demo is not None else None,
-                               otp_hint=demo.otp_hint if demo is not None else None)
+        frontend = self._frontend = TuiFrontend(
+            self.app, self, None, None, clock=self.ctx.clock, touch_timeout=self.ctx.touch_timeout,
+            demo_touch=demo.touch if demo is not None else None,
+            otp_hint=demo.otp_hint if demo is not None else None)
         audit = self.ctx.audit
 
         def hook(event: str, fields: dict) -> None:

@@ -246,6 +246,8 @@ class ActionDetail(VerticalScroll, can_focus=False):
             return
         event.stop()
         name = event.input.id.removeprefix("param-")
+        if not event.input.is_attached or name not in self.draft.action.params:
+            return  # a late event from the previous action's form
         self.draft.params[name] = event.value
         self._show_validation(name, event.validation_result)
         self._update_preview()

@@ -59,6 +59,7 @@ class TuiFrontend:
             plan.action.id, plan.action.title, plan.action.risk, plan.target_names, plan.command.redacted,
             plan.requirement.describe())
         self._touch_modal: TouchModal | None = None
+        self._touch_cancel: threading.Event | None = None
         self.asked: list[str] = []  # what was asked, in order ("otp", "fido2", "confirm", "approver")
 
     # -- questions --------------------------------------------------------------------------------
@@ -94,6 +95,7 @@ class TuiFrontend:
         modal = TouchModal(self.summary, operator=prompt.operator, cancel=cancel, timeout=self.touch_timeout,
                            purpose=prompt.purpose, clock=self.clock, demo_touch=self.demo_touch)
         self._touch_modal = modal
+        self._touch_cancel = cancel
         self.app.call_from_thread(self.app.push_screen, modal)
 
     def touch_finished(self) -> None:
@@ -111,6 +113,11 @@ class TuiFrontend:
         self.asked.append("approver")
         return self._ask(lambda: ApproverModal(self.summary, candidates=candidates, requester=prompt.operator,
                                                clock=self.clock))
+
+    def abort(self) -> None:
+        """The console is closing: stop waiting for a touch (thread-safe)."""
+        if self._touch_cancel is not None:
+            self._touch_cancel.set()
 
     # -- the run ----------------------------------------------------------------------------------
 
