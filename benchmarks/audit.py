@@ -8,7 +8,6 @@ streams the file, so its figure is CPU-bound once the file is in the page cache.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import sys
@@ -16,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import Row, cli, emit, log  # noqa: E402  (puts the repo root on sys.path)
 
 from console.audit import GENESIS, AuditTrail, _encode_line, verify  # noqa: E402
 
@@ -58,30 +57,39 @@ def generate(path: Path, n: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli(__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=2000, help="records per append run (split over writers)")
     parser.add_argument("--records", type=int, default=1_000_000, help="records for the verify run")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp dir)")
     args = parser.parse_args()
+    appends = 400 if args.quick else args.appends
+    records = 100_000 if args.quick else args.records
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(tmp)
-        print(f"{'benchmark':<34} {'records':>9} {'rate':>14}  ok")
         for writers in (1, 4, 8):
-            rate, ok = append_rate(directory, writers, args.appends)
-            print(f"{f'append+fsync, {writers} writer(s)':<34} {args.appends:>9} {rate:>10,.0f} r/s  {ok}")
+            rate, ok = append_rate(directory, writers, appends)
+            log(f"append+fsync, {writers} writer(s): {appends} records, {rate:,.0f} r/s, chain ok: {ok}")
+            rows.append(Row(f"audit append + fsync, {writers} writer process(es)", f"{rate:,.0f} records/s",
+                            target="(reported)", met=ok or False, note=f"{appends} records, one chain verified"))
         path = directory / "verify.jsonl"
         started = time.perf_counter()
-        generate(path, args.records)
+        generate(path, records)
         gen = time.perf_counter() - started
         size = path.stat().st_size
-        print(f"{'generate (no fsync)':<34} {args.records:>9} {args.records / gen:>10,.0f} r/s"
-              f"   ({size / args.records:.0f} B/record)")
-        for label, workers in (("verify, 1 process", 1), (f"verify, default ({os.cpu_count()} cpus)", None)):
+        log(f"generated {records} records in {gen:.1f}s ({size / records:.0f} B/record)")
+        for label, workers in (("1 process", 1), (f"default: {os.cpu_count()} cpus", None)):
+            # the CLI's code path: `opsgate audit verify` calls verify() with the default workers
             started = time.perf_counter()
             report = verify(path, check_recordings=False, workers=workers)
             elapsed = time.perf_counter() - started
-            print(f"{label:<34} {report.count:>9} {report.count / elapsed:>10,.0f} r/s  {report.ok}"
-                  f"   ({size / elapsed / 1e6:,.0f} MB/s)")
+            rate = report.count / elapsed
+            ok = report.ok and report.count == records
+            log(f"verify, {label}: {rate:,.0f} r/s ({size / elapsed / 1e6:,.0f} MB/s), ok: {ok}")
+            rows.append(Row(f"audit verify, {records:,} records, {label}", f"{rate:,.0f} records/s",
+                            ratio=None, target=">= 200,000/s (stretch 500,000)", met=ok and rate >= 200_000,
+                            note=f"{elapsed:.2f} s, {size / elapsed / 1e6:,.0f} MB/s"))
+    emit(rows, args.json)
     return 0
 
 

@@ -1,0 +1,85 @@
+"""Replay seek in a 100 MB recording: console/replay.py's per-second index.
+
+    .venv/bin/python benchmarks/replay.py [--mb 100] [--seeks 50]
+
+Writes a recording with the real ``Recording`` class (an hour of output, 256-byte chunks spread over
+3,600 s), then opens it with ``Cast`` and measures (a) the first seek, which builds the index by
+scanning the file, and (b) seeks to random seconds with the index built: the time from
+``cast.events(t)`` to the first event at or after ``t`` (goal < 200 ms anywhere). Every seek's first
+event is checked to be at or after ``t`` and within the second that was asked for (when the
+recording has output then).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import Row, cli, emit, log
+
+from console.recording import Recording
+from console.replay import Cast
+
+DURATION = 3600.0
+
+
+def make_recording(path: Path, mb: int) -> int:
+    chunk = (os.urandom(256).hex()[:255] + "\n").encode()  # 256-byte lines: many small events, a slow scan
+    count = mb * 1_000_000 // len(chunk)
+    rec = Recording(path, run="bench", action="flood", target="t0", command="flood")
+    t0 = rec._t0  # event times are relative to the recording's start: place them across an hour
+    for i in range(count):
+        rec.output("stdout", chunk, t0 + DURATION * i / count)
+    rec.close()
+    return path.stat().st_size
+
+
+def first_event(cast: Cast, t: float):
+    return next(cast.events(t), None)
+
+
+def main() -> None:
+    parser = cli(__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--seeks", type=int, default=50)
+    args = parser.parse_args()
+    mb = 20 if args.quick else args.mb
+    work = Path(tempfile.mkdtemp(prefix="opsgate-bench-replay-"))
+    try:
+        path = work / "flood.cast"
+        size = make_recording(path, mb)
+        log(f"replay: recording of {size / 1e6:.0f} MB, {DURATION:.0f} s")
+        cast = Cast(path)
+        start = time.perf_counter()
+        first_event(cast, DURATION / 2)
+        cold = time.perf_counter() - start
+        rng = random.Random(8)
+        times = []
+        for _ in range(args.seeks):
+            t = rng.uniform(0, DURATION)
+            start = time.perf_counter()
+            event = first_event(cast, t)
+            times.append(time.perf_counter() - start)
+            assert event is not None and t <= event.time < int(t) + 2, (t, event and event.time)
+        start = time.perf_counter()
+        assert first_event(cast, DURATION + 10) is None  # past the end: nothing, quickly
+        times.append(time.perf_counter() - start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    worst = max(times)
+    emit([
+        Row(f"replay seek, {size / 1e6:.0f} MB recording, index built", f"p50 {statistics.median(times) * 1e3:.1f} ms, "
+            f"max {worst * 1e3:.1f} ms", target="< 200 ms anywhere", met=worst < 0.2,
+            note=f"{len(times)} random seeks"),
+        Row(f"replay first seek, {size / 1e6:.0f} MB (builds the index)", f"{cold * 1e3:.0f} ms",
+            target="< 200 ms anywhere", met=cold < 0.2, note="one scan of the file when it is opened"),
+    ], args.json)
+
+
+if __name__ == "__main__":
+    main()

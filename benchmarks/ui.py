@@ -1,0 +1,118 @@
+"""UI under load: the TUI (headless, Textual Pilot) streaming 200 MB from 10 targets while keys are pressed.
+
+    .venv/bin/python benchmarks/ui.py [--mb-per-target 20] [--targets 10]
+
+The console (`screens.app.make_app`) runs a low-risk action that `cat`s a 20 MB base64 file on each
+of 10 targets of a loopback sshd (the real pipeline: audit, recordings, the output panel). While it
+streams, a key (down/up in the action list) is pressed every 50 ms; each latency is from just before
+the key is sent to the first screen refresh after the list's highlighted row changed
+(``call_after_refresh``). Reports p50/p99 over the presses made while output was streaming, and
+this process's peak RSS (``resource.getrusage``; the sshd is another process). Goals: p99 < 100 ms,
+RSS < 300 MB. Pilot drives the app in-process, so key handling competes with the run's threads for
+the GIL exactly as in the real console; terminal output (the driver) is not included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import Row, cli, emit, log, sshd_server
+from pipeline_harness import load, write_config
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def drive(config, state: Path, targets: int) -> tuple[list[float], float, dict]:
+    from screens.app import make_app
+    from screens.catalog import ActionTable
+
+    state.mkdir(mode=0o700, exist_ok=True)
+    app = make_app(config, state, operator="bench", theme="opsgate-dark")
+    latencies: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.main_screen
+        table = screen.query_one(ActionTable)
+        screen.select_action("flood")
+        await pilot.pause(0.2)
+        screen.action_run()
+        deadline = time.monotonic() + 30
+        while not screen.running and time.monotonic() < deadline:
+            await pilot.pause(0.01)
+        run_started = time.monotonic()
+        direction = "down"
+        next_press = time.monotonic()
+        loop = asyncio.get_running_loop()
+        while screen.running and time.monotonic() - run_started < 300:
+            await asyncio.sleep(max(0.0, next_press - time.monotonic()))
+            next_press += 0.05
+            table.focus()
+            before = table.cursor_row
+            if before >= table.row_count - 1:
+                direction = "up"
+            elif before <= 0:
+                direction = "down"
+            start = time.perf_counter()
+            await pilot.press(direction)
+            while table.cursor_row == before:
+                await asyncio.sleep(0.001)
+                if time.perf_counter() - start > 5:
+                    raise SystemExit("a key press was not handled within 5 s")
+            painted = loop.create_future()
+            screen.call_after_refresh(lambda: painted.done() or painted.set_result(time.perf_counter()))
+            end = await asyncio.wait_for(painted, 10)
+            if screen.running:
+                latencies.append(end - start)
+        run_time = time.monotonic() - run_started
+        report = screen.last_report
+        outcomes = {r.outcome for r in report.results} if report else {"none"}
+        if outcomes != {"ok"} or len(report.results) != targets:
+            said = [n.message for n in app._notifications]
+            raise SystemExit(f"the run did not finish ok: {outcomes}; notifications: {said}")
+    return latencies, run_time, {r.target: r.bytes_out for r in report.results}
+
+
+def main() -> None:
+    parser = cli(__doc__.splitlines()[0])
+    parser.add_argument("--mb-per-target", type=int, default=20)
+    parser.add_argument("--targets", type=int, default=10)
+    args = parser.parse_args()
+    mb = 2 if args.quick else args.mb_per_target
+    work = Path(tempfile.mkdtemp(prefix="opsgate-bench-ui-"))
+    try:
+        data = work / "data.b64"
+        subprocess.run(f"head -c {mb * 750_000} /dev/urandom | base64 > {data}", shell=True, check=True)
+        size = data.stat().st_size
+        with sshd_server() as server:
+            commands = {"flood": f"cat {data}"}
+            commands.update({f"other-{i:02d}": "true" for i in range(20)})  # rows for the cursor to move over
+            config = load(write_config(work, server, commands, targets=args.targets, max_parallel=args.targets))
+            log(f"ui: {args.targets} targets x {size / 1e6:.0f} MB, a key every 50 ms")
+            latencies, run_time, sent = asyncio.run(drive(config, work / "state", args.targets))
+        assert all(v == size for v in sent.values()), sent
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    total = size * args.targets / 1e6
+    if not latencies:
+        raise SystemExit("no key press happened while streaming")
+    p50, p99 = statistics.median(latencies) * 1e3, percentile(latencies, 99) * 1e3
+    emit([
+        Row(f"UI key->paint while streaming {total:.0f} MB from {args.targets} targets",
+            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", target="p99 < 100 ms", met=p99 < 100,
+            note=f"{len(latencies)} presses over a {run_time:.1f} s run"),
+        Row("UI peak RSS during that run", f"{rss:.0f} MiB", target="< 300 MB", met=rss < 300),
+    ], args.json)
+
+
+if __name__ == "__main__":
+    main()
