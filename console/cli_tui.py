@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -23,6 +24,10 @@ def cmd_demo(ctx) -> int:
         from screens.app import make_app
 
         app = make_app(demo.config, demo.state_dir, operator=demo.operator, stepup=demo.stepup, demo=demo)
+        # A closed terminal (SIGHUP) or a kill (SIGTERM) still ends the app cleanly, so the demo's
+        # server stops and its throwaway directory goes.
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: app.exit(return_code=128 + signum))
         app.run()
     print("opsgate demo: stopped; the demo's state, keys and audit trail were deleted.", file=sys.stderr)
     return app.return_code or 0

@@ -210,7 +210,8 @@ class ConsoleScreen(Screen):
         self.call_after_refresh(self._show_selected)
 
     def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        # set_focus now, not focus() (deferred): "/fail" typed in one burst lands in the filter.
+        self.set_focus(self.query_one("#filter", Input))
 
     def set_risk(self, risk: str | None) -> None:
         self.risk = risk
