@@ -431,6 +431,8 @@ class VerifyReport:
     first_bad_offset: int | None = None
     recordings_checked: int = 0
     notes: list[str] = field(default_factory=list)  # not problems: e.g. audit.recovered records
+    end_offset: int = 0  # byte offset after the last good record: where ``verify_from`` goes on
+    last_seq: int = 0  # seq of the last good record (0: none)
 
 
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # below this, starting worker processes costs more than it saves
@@ -624,11 +626,13 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
             recordings += [(s, number + n, rel, sha) for s, n, rel, sha in chunk.recordings]
             if chunk.problem:
                 bad(chunk.problem[0], chunk.problem[1], number + chunk.lines, offset + chunk.bytes)
+                offset += chunk.bytes  # the good records of this block stay verified
                 break
             number += chunk.lines
             offset += chunk.bytes
         chunks.close()  # stops the workers early after a problem
     report.head = prev.decode("ascii") if seq else None
+    report.end_offset, report.last_seq = offset, seq
 
     if check_recordings:
         for rec_seq, rec_line, rel, expected in recordings:
@@ -637,6 +641,72 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
             if problem:
                 report.ok = False
                 report.problems.append(f"line {rec_line} (seq {rec_seq}): recording {rel}: {problem}")
+    return report
+
+
+def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, state_dir: Path | None = None,
+                check_recordings: bool = True) -> VerifyReport:
+    """Verify only the records after byte ``offset``, chained to the verified record ``seq``/``prev_hash``.
+
+    Same rules as ``verify`` (hash over the exact line bytes, canonical form, seq and prev links,
+    recordings of new ``action.target`` records); ``offset``, ``seq`` and ``prev_hash`` come from the
+    ``end_offset``, ``last_seq`` and ``head`` of an earlier report (0, 0, None for an empty trail).
+    ``count`` is the number of new records verified. A last line without its newline yet is left for
+    the next call (a writer may be appending it); a full ``verify`` reports a truly truncated one.
+    Records before ``offset`` are not read again: only a full ``verify`` sees an edit there.
+    """
+    path = Path(path)
+    state_dir = Path(state_dir) if state_dir is not None else path.parent
+    report = VerifyReport(ok=True, count=0, head=prev_hash, end_offset=offset, last_seq=seq)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:
+                report.ok = False
+                report.problems.append(f"the trail shrank below byte {offset} (replaced or truncated?)")
+                report.first_bad_offset = offset
+                return report
+            f.seek(offset)
+            data = f.read(size - offset)
+    except FileNotFoundError:
+        if offset == 0:
+            return report
+        return VerifyReport(ok=False, count=0, head=prev_hash, problems=[f"no audit trail at {path}"],
+                            end_offset=offset, last_seq=seq)
+    except OSError as e:
+        return VerifyReport(ok=False, count=0, head=prev_hash, end_offset=offset, last_seq=seq,
+                            problems=[f"{path}: cannot read: {e.strerror or e}"])
+    data = data[: data.rfind(b"\n") + 1]
+    if not data:
+        return report
+    chunk = _verify_chunk(data)
+    prev = (prev_hash or GENESIS).encode("ascii")
+
+    def bad(what: str, found: object, at: int) -> None:
+        shown = f"seq {found}" if found is not None else f"expected seq {report.last_seq + 1}"
+        report.ok = False
+        report.problems.append(f"byte {at} ({shown}): {what}")
+        report.first_bad_seq = found if isinstance(found, int) else report.last_seq + 1
+        report.first_bad_offset = at
+
+    if chunk.count:
+        link = _link_problem(seq, prev, chunk.first_seq, chunk.first_prev)
+        if link:
+            bad(link, chunk.first_seq, offset)
+            return report
+        report.count = chunk.count
+        report.last_seq, report.head = chunk.last_seq, chunk.last_hash.decode("ascii")
+        report.end_offset = offset + chunk.bytes
+    report.notes += chunk.notes
+    if chunk.problem:
+        bad(chunk.problem[0], chunk.problem[1], offset + chunk.bytes)
+    if check_recordings:
+        for rec_seq, _line, rel, expected in chunk.recordings:
+            problem = check_recording(state_dir, rel, expected)
+            report.recordings_checked += 1
+            if problem:
+                report.ok = False
+                report.problems.append(f"seq {rec_seq}: recording {rel}: {problem}")
     return report
 
 
@@ -689,6 +759,44 @@ def _value(v: object) -> str:
         text = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
     text = _clean(text)
     return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 3] + "..."
+
+
+def _short(v: object, limit: int = 40) -> str:
+    text = _clean(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, separators=(",", ":")))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def format_record_short(record: dict) -> str:
+    """``15:21:55 demo action.target tail-log web-2 ok``: the time (UTC, to the second), operator, event,
+    what it concerns (action or runbook, step, target) and how it ended, each only when the record has it."""
+    t = str(record.get("time", ""))
+    parts = [t[11:19] if len(t) >= 19 else (t or "?"), _short(record.get("operator") or "?", 20),
+             _short(record.get("event") or "?")]
+    subject = record.get("action") or record.get("runbook")
+    if subject:
+        parts.append(_short(subject))
+    if record.get("step") is not None:
+        parts.append(f"step {_short(record['step'])}")
+    targets = record.get("targets")
+    if record.get("target"):
+        parts.append(_short(record["target"]))
+    elif isinstance(targets, list) and targets and str(record.get("event", "")).endswith((".start", ".denied")):
+        parts.append(_short(",".join(map(str, targets))) if len(targets) <= 2 else f"{len(targets)} targets")
+    if record.get("outcome") is not None:
+        outcome = record["outcome"]
+        parts.append(f"exit {record.get('exit_code')}" if outcome == "failed" and record.get("exit_code") is not None
+                     else _short(outcome))
+    elif record.get("status") is not None:
+        parts.append(_short(record["status"]))
+    elif record.get("exit_code") is not None:
+        parts.append("ok" if record["exit_code"] == 0 else f"exit {record['exit_code']}")
+    elif record.get("factor") is not None:
+        parts.append(_short(record["factor"]))
+    if record.get("reason"):
+        parts.append(_short(record["reason"], 60))
+    elif record.get("error"):
+        parts.append(_short(record["error"], 60))
+    return " ".join(parts)
 
 
 def format_record(record: dict) -> str:
