@@ -96,6 +96,35 @@ echo "Fencing $OPSGATE_DEMO_HOST (read-only) ..."; sleep 0.5
 echo "Promoting $2 ..."; sleep 0.8
 echo "$2 is now primary; $OPSGATE_DEMO_HOST follows it"
 """,
+    "bin/pg": r"""#!/bin/sh
+# A fake PostgreSQL control tool for the failover runbook: state lives in ./run/pg-*.
+mkdir -p run
+role=$(cat run/pg-role 2>/dev/null || { case "$OPSGATE_DEMO_HOST" in *replica*) echo replica;; *) echo primary;; esac; })
+case "$1" in
+  lag)
+    echo "role: $role"; sleep 0.3
+    echo "replay lag: 0 bytes (received 0/3A01F2C8, replayed 0/3A01F2C8)" ;;
+  fence)
+    echo "Setting default_transaction_read_only = on ..."; sleep 0.4
+    echo "Terminating 3 client connections ..."; sleep 0.4
+    echo fenced > run/pg-fence
+    echo "$OPSGATE_DEMO_HOST is fenced (read-only)" ;;
+  promote)
+    [ "$role" = replica ] || { echo "$OPSGATE_DEMO_HOST is not a replica (role: $role)" >&2; exit 1; }
+    echo "pg_ctl promote -D data/pg ..."; sleep 0.8
+    echo "waiting for the server to promote ... done"
+    echo primary > run/pg-role
+    echo "$OPSGATE_DEMO_HOST is now primary" ;;
+  repoint)
+    echo "Moving the service address db.internal to $2 ..."; sleep 0.5
+    echo "$2" > run/pg-vip
+    echo "db.internal -> $2" ;;
+  status)
+    fence=$(cat run/pg-fence 2>/dev/null || echo open)
+    echo "role=$role fence=$fence vip=$(cat run/pg-vip 2>/dev/null || echo unknown)" ;;
+  *) echo "usage: pg lag|fence|promote|repoint HOST|status" >&2; exit 2 ;;
+esac
+""",
 }
 
 
@@ -126,17 +155,16 @@ class DemoSecurityKey(SoftKey):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(wait_for_touch=self._wait_for_key_press)
         self.touched = threading.Event()
         self.auto_touch = False
 
-    def _wait_for_touch(self, event: threading.Event | None, on_keepalive) -> None:
+    def _wait_for_key_press(self, cancel: threading.Event | None) -> None:
         if not self.auto_touch:
             while not self.touched.wait(0.05):
-                if event is not None and event.is_set():
+                if cancel is not None and cancel.is_set():
                     break
         self.touched.clear()
-        super()._wait_for_touch(event, on_keepalive)
 
     def touch(self) -> None:
         self.touched.set()

@@ -35,9 +35,13 @@ _ERR = CtapError.ERR
 class SoftKey(CtapDevice):
     """A CTAP2 authenticator in software. ``path``: keep credentials in that file (else in memory)."""
 
-    def __init__(self, path: str | Path | None = None, *, user_verification: bool = False):
+    def __init__(self, path: str | Path | None = None, *, user_verification: bool = False,
+                 wait_for_touch: Callable[[threading.Event | None], None] | None = None):
         self.path = Path(path) if path else None
         self.user_verification = user_verification  # advertise built-in UV (like a fingerprint key)
+        # Called where a real key waits for the touch, with the client's cancel event (the demo's key
+        # waits for a key press in the console); it returns when touched or cancelled.
+        self.wait_for_touch = wait_for_touch
         # Test knobs.
         self.omit_user_presence = False  # answer without the UP flag
         self.replay_counter = False  # report the previous counter instead of a higher one
@@ -158,6 +162,8 @@ class SoftKey(CtapDevice):
     def _wait_for_touch(self, event: threading.Event | None, on_keepalive) -> None:
         if on_keepalive:
             on_keepalive(STATUS.UPNEEDED)
+        if self.wait_for_touch is not None:
+            self.wait_for_touch(event)
         if self.never_touched:
             # Like a key nobody touches: block until the client cancels (the UI's event or a timeout).
             while not (event and event.wait(0.05)):
