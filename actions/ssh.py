@@ -22,56 +22,16 @@ from typing import Callable
 
 import paramiko
 
+from actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
 from actions.hostkeys import KnownHosts, fingerprint, host_token, preferred_key_types
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-OUTCOMES = ("ok", "failed", "timeout", "cancelled", "unreachable", "auth", "hostkey")
-
 READ_SIZE = 64 * 1024  # bytes per recv: large reads keep 50 MB outputs cheap
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the remote process group
 DRAIN_AFTER_STOP = 5.0  # seconds to wait for the channel to close once the group is killed
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and as whom to run: one target."""
-
-    name: str  # the target's name, used in results and messages
-    host: str  # address, DNS name, or a Host alias of ~/.ssh/config
-    port: int | None = None  # None: from ssh config, else 22
-    user: str | None = None  # None: from ssh config, else the local login name
-    identity_file: str | None = None
-    known_hosts: tuple[str, ...] = ()  # OpenSSH known_hosts files
-    connect_timeout: float = 10.0
-    ssh_config: str | None = "~/.ssh/config"  # None disables it (tests)
-    allow_agent: bool = True
-    look_for_keys: bool = True
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of a target's output as it arrived."""
-
-    target: str
-    stream: str  # "stdout" or "stderr"
-    data: bytes
-    t: float  # time.monotonic() when received
-
-
-@dataclass(frozen=True)
-class TargetResult:
-    """How running the command on one target ended."""
-
-    target: str
-    outcome: str  # one of OUTCOMES; "failed" = ran, non-zero exit
-    exit_code: int | None
-    duration: float  # seconds
-    bytes_out: int
-    bytes_err: int
-    error: str | None = None  # one user-readable line for anything but ok/failed
 
 
 class SSHError(Exception):

@@ -7,7 +7,7 @@ import sys
 import threading
 from collections import defaultdict
 
-from actions.ssh import Chunk, TargetResult
+from actions.outcome import Chunk, TargetResult
 
 from .audit import AUDIT_FILE, AuditTrail
 from .cli import Context

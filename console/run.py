@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from actions.fanout import ConnectionPool, FanOut
-from actions.ssh import Chunk, Endpoint, TargetResult
+from actions.outcome import Chunk, Endpoint, TargetResult
 
 from .audit import AuditTrail
 from .config import Action, Config, Runbook, Step, Target
@@ -30,6 +29,9 @@ from .params import RenderedCommand, render_command, resolve_params
 from .policy import Requirement, satisfies
 from .recording import Recording, recording_path
 from .stepup import Prompter, StepUp, StepUpOutcome, StepUpRequest
+
+if TYPE_CHECKING:  # paramiko is imported when the first run starts, not at start-up
+    from actions.fanout import ConnectionPool, FanOut
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,8 @@ class Pipeline:
                 audit_failures.append(e)
             frontend.on_target_done(result)
 
+        from actions.fanout import FanOut
+
         endpoints = [self._endpoint(t) for t in plan.targets]
         fanout = FanOut(endpoints, plan.command.command, max_parallel=settings.max_parallel,
                         timeout=plan.action.timeout, sink=sink, on_start=started, on_result=finished, pool=pool)
@@ -383,7 +387,8 @@ class Pipeline:
 
     def _execute_runbook(self, plan: RunbookPlan, frontend: Frontend) -> RunReport:
         """Steps in order, one step-up for the whole plan; stop at the first failed step unless it continues."""
-        every = [sp.plan for sp in plan.steps if sp.plan]
+        from actions.fanout import ConnectionPool
+
         request = StepUpRequest(f"runbook:{plan.runbook.id}", plan.describe_steps(redacted=False),
                                 plan.target_names, os.urandom(16), display_command=plan.describe_steps())
         fields = self._runbook_fields(plan)

@@ -11,24 +11,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
-
-from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
-from fido2.ctap import CtapDevice
-from fido2.server import Fido2Server
-from fido2.webauthn import (
-    AttestedCredentialData,
-    PublicKeyCredentialRpEntity,
-    PublicKeyCredentialUserEntity,
-    UserVerificationRequirement,
-)
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
 
 from .credentials import FidoCredential
 from .errors import StepUpDenied
 
+# fido2 is imported when a key is first used, not when the console starts (start-up time).
+if TYPE_CHECKING:
+    from fido2.client import ClientError, Fido2Client
+    from fido2.ctap import CtapDevice
+    from fido2.server import Fido2Server
+
 DEFAULT_TIMEOUT = 60.0  # seconds to wait for a touch
 
-DeviceFactory = Callable[[], CtapDevice]
+DeviceFactory = Callable[[], "CtapDevice"]
 
 
 class SecurityKeyError(StepUpDenied):
@@ -90,14 +87,18 @@ def discover_hid() -> CtapDevice:
     return devices[0]
 
 
-class _Interaction(UserInteraction):
+def _interaction():
     """PINs are not asked from here: a key that needs one for UV fails with a clear message."""
+    from fido2.client import UserInteraction
 
-    def prompt_up(self) -> None:  # the front end already shows "touch your key"
-        pass
+    class Interaction(UserInteraction):
+        def prompt_up(self) -> None:  # the front end already shows "touch your key"
+            pass
 
-    def request_pin(self, permissions, rp_id):
-        return None
+        def request_pin(self, permissions, rp_id):
+            return None
+
+    return Interaction()
 
 
 class SecurityKey:
@@ -107,17 +108,27 @@ class SecurityKey:
                  timeout: float = DEFAULT_TIMEOUT):
         self.rp_id = rp_id
         self.origin = f"https://{rp_id}"
-        self.server = Fido2Server(PublicKeyCredentialRpEntity(id=rp_id, name="opsgate"))
         self.device_factory = device_factory or discover_hid
         self.timeout = timeout
 
+    @cached_property
+    def server(self) -> Fido2Server:
+        from fido2.server import Fido2Server
+        from fido2.webauthn import PublicKeyCredentialRpEntity
+
+        return Fido2Server(PublicKeyCredentialRpEntity(id=self.rp_id, name="opsgate"))
+
     def _client(self) -> Fido2Client:
+        from fido2.client import DefaultClientDataCollector, Fido2Client
+
         device = self.device_factory()
-        return Fido2Client(device, DefaultClientDataCollector(self.origin), _Interaction())
+        return Fido2Client(device, DefaultClientDataCollector(self.origin), _interaction())
 
     def register(self, operator: str, name: str, existing: list[FidoCredential], *,
                  cancel: threading.Event | None = None) -> FidoCredential:
         """Create a credential on the key for ``operator`` (one touch). Raises SecurityKeyError."""
+        from fido2.webauthn import AttestedCredentialData, PublicKeyCredentialUserEntity, UserVerificationRequirement
+
         user = PublicKeyCredentialUserEntity(id=operator.encode(), name=operator, display_name=operator)
         options, state = self.server.register_begin(
             user, credentials=[AttestedCredentialData(c.credential_data) for c in existing],
@@ -137,6 +148,8 @@ class SecurityKey:
 
         Raises SecurityKeyError when no key answers (absent, timeout, cancelled, no matching credential).
         """
+        from fido2.webauthn import AttestedCredentialData, UserVerificationRequirement
+
         attested = [AttestedCredentialData(c.credential_data) for c in credentials]
         uv = UserVerificationRequirement.REQUIRED if user_verification else UserVerificationRequirement.DISCOURAGED
         options, state = self.server.authenticate_begin(attested, user_verification=uv, challenge=challenge)
@@ -154,6 +167,8 @@ class SecurityKey:
 
     def _with_timeout(self, cancel: threading.Event | None, call):
         """Run ``call(event)``; the event is set by the UI (cancel) or by our timer (timeout)."""
+        from fido2.client import ClientError
+
         event = cancel or threading.Event()
         timed_out = threading.Event()
 
@@ -177,6 +192,8 @@ class SecurityKey:
 
 
 def _client_error_message(e: ClientError) -> str:
+    from fido2.client import ClientError
+
     cause = f" ({e.cause})" if e.cause else ""
     if e.code == ClientError.ERR.DEVICE_INELIGIBLE:
         return "this security key holds no credential enrolled for you (or it was already enrolled)"
