@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--operator", help="operator name (default: console.operator)")
     sp.add_argument("--name", help="a name for the security key")
 
-    sp = command("audit", None, "verify, tail, show or anchor the audit trail")
+    sp = command("audit", None, "verify, tail, show, export or anchor the audit trail")
     asub = sp.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
     a = asub.add_parser("verify", parents=[common], help="check the hash chain and the recordings")
     a.add_argument("--against", metavar="FILE", help="also check a syslog collector's copy against the chain")
@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("show", parents=[common], help="show one run's records")
     a.add_argument("run")
     a.set_defaults(handler=_lazy(".cli_audit", "cmd_show"))
+    a = asub.add_parser("export", parents=[common], help="print one run's evidence: records, chain state, recordings")
+    a.add_argument("run")
+    a.add_argument("--format", choices=["json"], default="json", help="output format (json)")
+    a.set_defaults(handler=_lazy(".cli_audit", "cmd_export"))
 
     sp = command("replay", _lazy(".cli_audit", "cmd_replay"), "replay a run's recording in the terminal")
     sp.add_argument("run")

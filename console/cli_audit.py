@@ -1,4 +1,4 @@
-"""``opsgate audit verify|head|tail|show`` and ``opsgate replay``: reading the trail and the recordings.
+"""``opsgate audit verify|head|tail|show|export`` and ``opsgate replay``: reading the trail and the recordings.
 
 Each needs only the state dir, so ``--state-dir DIR`` (or ``OPSGATE_STATE_DIR``) works without a
 config: a reviewer can check a copied state dir on their own machine.
@@ -173,6 +173,23 @@ def cmd_show(ctx) -> int:
     trail = _trail(ctx)
     _print(trail.run_records(trail.find_run(ctx.args.run)))
     return EXIT_OK
+
+
+@_one_line_errors
+def cmd_export(ctx) -> int:
+    """One JSON document with a run's records, the chain's state and each recording's sha256 and state.
+
+    Printed even when something does not verify (that is evidence too); the exit code is then 1.
+    """
+    import json
+
+    from .history import export_run
+
+    doc, ok = export_run(ctx.state_dir / AUDIT_FILE, ctx.state_dir, ctx.args.run)
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    if not ok:
+        print(f"opsgate: run {doc['run']}: the evidence does not verify (see chain and recordings)", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 @_one_line_errors
