@@ -32,6 +32,7 @@ class ConsoleCommands(Provider):
             ("Run the selected action", console.action_run, "run it through step-up, SSH and the audit trail (r)"),
             ("Step up now", console.action_step_up, "authenticate now and keep the grant, like sudo -v (s)"),
             ("Verify the audit trail", console.action_verify_audit, "check the hash chain and recordings (v)"),
+            ("Run history and replay", console.action_history, "past runs, approvals, verified recordings (h)"),
             ("Cancel the running action", console.action_cancel_run, "stop the remote processes (x)"),
             ("Dry run (audited)", console.action_dry_run, "record the exact command in the trail; run nothing (d)"),
             ("Filter by risk: all", partial(console.set_risk, None), "show every risk level"),

@@ -64,6 +64,7 @@ class ConsoleScreen(Screen):
         Binding("s", "step_up", "Step up"),
         Binding("d", "dry_run", "Dry run", show=False),
         Binding("v", "verify_audit", "Verify audit"),
+        Binding("h", "history", "History"),
         Binding("o", "toggle_bottom", "Output/audit", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -452,6 +453,12 @@ class ConsoleScreen(Screen):
     def say(self, message: str, *, title: str = "", severity: str = "information") -> None:
         """A notification; never markup (errors quote config patterns and remote text)."""
         self.notify(message, title=title, severity=severity, markup=False)
+
+    def action_history(self) -> None:
+        from .history import HistoryScreen
+
+        self.app.push_screen(HistoryScreen(self.ctx.audit.path, self.ctx.state_dir, operator=self.ctx.operator,
+                                           clock=self.ctx.clock))
 
     def action_help(self) -> None:
         from .help import HelpScreen

@@ -42,6 +42,7 @@ or `opsgate run`, and whether the hash chain verifies (`v` verifies now).
 | `s` | step up now (keep the grant) |
 | `d` | dry run, recorded in the trail |
 | `v` | verify the audit trail |
+| `h` | run history: filter, open a run, replay its verified recordings |
 | `o` | narrow terminal: swap output and audit |
 | `t` | light / dark theme |
 | `ctrl+p` | command palette |
