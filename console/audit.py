@@ -775,8 +775,8 @@ def format_record_short(record: dict) -> str:
     subject = record.get("action") or record.get("runbook")
     if subject:
         parts.append(_short(subject))
-    if record.get("step") is not None:
-        parts.append(f"step {_short(record['step'])}")
+    if record.get("step") is not None and not str(subject).endswith(f"#{record['step']}"):
+        parts.append(f"step {_short(record['step'])}")  # an inline step's action id already names it
     targets = record.get("targets")
     if record.get("target"):
         parts.append(_short(record["target"]))

@@ -58,9 +58,20 @@ class OpsgateApp(App):
         for t in THEMES:
             self.register_theme(t)
         self.theme = theme or default_theme()
+        self.forwarder = None  # console.forward.Forwarder while the console runs, with [audit.forward]
 
     def on_mount(self) -> None:
+        if self.config.forwarding is not None:
+            from console.forward import Forwarder
+
+            # Ships the trail to the collector in the background; runs never wait for it.
+            self.forwarder = Forwarder(self.audit.path, self.state_dir, self.config.forwarding).start()
         self.push_screen(ConsoleScreen(self))
+
+    def on_unmount(self) -> None:
+        forwarder, self.forwarder = self.forwarder, None
+        if forwarder is not None:
+            forwarder.stop(timeout=3)  # a short drain; what is left is sent by the next console or run
 
     @property
     def main_screen(self) -> ConsoleScreen:

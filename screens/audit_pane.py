@@ -1,27 +1,33 @@
-"""The live audit pane: the newest records as readable lines and a badge saying whether the chain verifies.
+"""The live audit pane: the newest records as compact lines and a badge saying whether the chain verifies.
 
 A thread worker polls ``AuditTrail.read_new(offset)``, so records written by another console or by
-``opsgate run`` on the same trail show up too. Verification runs in a thread worker after new records.
+``opsgate run`` on the same trail show up too. The chain is verified in full once at start (and on
+``v``), then only the new records after each poll (``console.audit.verify_from``), so a large trail
+costs its full verify once, not after every record. Enter (or a click) on a line shows the whole record.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import RichLog, Static
+from textual.screen import ModalScreen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from console.audit import AuditTrail, format_record, verify
+from console.audit import AuditTrail, VerifyReport, format_record, format_record_short, verify, verify_from
 
 POLL_INTERVAL = 0.25
-SHOWN = 500  # lines kept in the pane; `opsgate audit show/tail` has the rest
+SHOWN = 300  # lines kept in the pane; `opsgate audit show/tail` has the rest
 
 
 @dataclass
@@ -41,19 +47,53 @@ class AuditUnreadable(Message):
     error: str
 
 
-def _event_style(event: str) -> str:
-    """Denials and failures stand out; the word in the line says it without colour too."""
-    if event.endswith((".failure", ".denied", ".lockout", ".replay", ".clone_suspected", ".recovered")):
-        return "bold #e5484d"
-    if event.endswith(".success") or event == "approval.granted":
-        return "#3fa45b"
-    if event in ("action.start", "action.end"):
-        return "bold"
+RED, YELLOW, GREEN = "bold #e5484d", "#d4a72c", "#3fa45b"
+_BAD_ENDINGS = (".failure", ".denied", ".lockout", ".replay", ".clone_suspected", ".recovered", ".cancelled")
+
+
+def record_style(record: dict) -> str:
+    """Denials and failures red, step-ups yellow, good ends green; the words say it without colour too."""
+    event = str(record.get("event", ""))
+    if event.endswith(_BAD_ENDINGS):
+        return RED
+    if event.endswith(".target") and record.get("outcome") not in (None, "ok"):
+        return RED
+    if event == "runbook.step" and record.get("status") in ("failed", "cancelled"):
+        return RED
+    if event.endswith(".end"):
+        return GREEN if record.get("exit_code") == 0 else RED
+    if event.startswith(("stepup.", "approval.")):
+        return YELLOW
+    if event == "config.loaded":
+        return "dim"
     return ""
 
 
+class AuditRecordModal(ModalScreen[None]):
+    """One record in full: every field, as stored (never markup)."""
+
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("enter", "close", "Close", show=False)]
+
+    def __init__(self, record: dict):
+        super().__init__()
+        self.record = record
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="record-body"):
+            yield Static(Text(format_record_short(self.record), style="bold " + record_style(self.record)),
+                         id="record-title")
+            yield Static(Text(json.dumps(self.record, indent=2, ensure_ascii=False)), id="record-json")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#record-body").border_title = f"Audit record #{self.record.get('seq', '?')}"
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
 class AuditPane(Vertical):
-    """Badge + Log of ``format_record`` lines, newest at the bottom."""
+    """Badge + one compact line per record (``format_record_short``), newest at the bottom."""
 
     def __init__(self, trail: AuditTrail, state_dir: Path, *, initial: int = 50, **kwargs):
         super().__init__(**kwargs)
@@ -62,17 +102,22 @@ class AuditPane(Vertical):
         self.initial = initial
         self.records_seen = 0
         self.last_records: list[dict] = []
+        self.last_seq = 0  # the newest record seen (for the forwarder's backlog in the top bar)
         self.verified: bool | None = None
+        self.full_verifies = 0  # full verifies done (start, v); the rest are incremental
         self._wake = threading.Event()
-        self._dirty = threading.Event()
+        # Where the chain is verified up to: a full verify sets it, each poll verifies only what follows.
+        self._chain_lock = threading.Lock()
+        self._chain: VerifyReport | None = None
+        self._chain_count = 0
 
     def compose(self) -> ComposeResult:
         yield Static(Text("audit  … verifying", style="dim"), id="audit-badge")
-        # Wrapped, so a record reads whole in a narrow pane; plain Text, never markup.
-        yield RichLog(max_lines=SHOWN, wrap=True, markup=False, highlight=False, auto_scroll=True, id="audit-log")
+        yield OptionList(id="audit-log")
 
     def on_mount(self) -> None:
         self.border_title = "Audit trail"
+        self.query_one("#audit-log", OptionList).tooltip = "enter or click: the whole record"
         self.poll()
 
     def poke(self) -> None:
@@ -89,7 +134,7 @@ class AuditPane(Vertical):
             records, offset = [], 0
         if records:
             self.post_message(AuditRecords(records))
-        self._verify_now()
+        self.verify_full()
         while not worker.is_cancelled:
             self._wake.wait(POLL_INTERVAL)
             self._wake.clear()
@@ -103,25 +148,65 @@ class AuditPane(Vertical):
                 continue
             if records:
                 self.post_message(AuditRecords(records))
-                self._verify_now()
+                self._verify_new()
 
-    def _verify_now(self) -> None:
+    def verify_full(self) -> VerifyReport | None:
+        """The whole chain and its recordings (blocking: call from a thread). Sets where polls go on from."""
         try:
             report = verify(self.trail.path, state_dir=self.state_dir)
         except Exception as e:
             self.post_message(AuditVerified(False, 0, str(e)))
-            return
+            return None
         if report.count == 0 and not self.trail.path.exists():
-            self.post_message(AuditVerified(True, 0, None))  # no trail yet: nothing to break
-            return
+            report = VerifyReport(ok=True, count=0, head=None)  # no trail yet: nothing to break
+        with self._chain_lock:
+            self.full_verifies += 1
+            self._chain = report
+            self._chain_count = report.count
         self.post_message(AuditVerified(report.ok, report.count, report.problems[0] if report.problems else None))
+        return report
+
+    def _verify_new(self) -> None:
+        """Only the records after the last verified one. A broken chain stays broken until a full verify."""
+        with self._chain_lock:
+            chain = self._chain
+            if chain is None or not chain.ok:
+                return
+            try:
+                report = verify_from(self.trail.path, chain.end_offset, chain.last_seq, chain.head,
+                                     state_dir=self.state_dir)
+            except Exception as e:
+                report = VerifyReport(ok=False, count=0, head=chain.head, problems=[str(e)])
+            self._chain_count += report.count
+            self._chain = report
+            count = self._chain_count
+        self.post_message(AuditVerified(report.ok, count, report.problems[0] if report.problems else None))
 
     def on_audit_records(self, message: AuditRecords) -> None:
         self.records_seen += len(message.records)
         self.last_records = (self.last_records + message.records)[-SHOWN:]
-        log = self.query_one("#audit-log", RichLog)
-        for record in message.records:
-            log.write(Text(format_record(record), style=_event_style(str(record.get("event", "")))))
+        self.last_seq = max([self.last_seq] + [r.get("seq", 0) for r in message.records
+                                               if isinstance(r.get("seq"), int)])
+        log = self.query_one("#audit-log", OptionList)
+        follow = log.highlighted is None or log.highlighted >= log.option_count - 1
+        log.add_options([Option(Text(format_record_short(r), style=record_style(r), no_wrap=True,
+                                     overflow="ellipsis")) for r in message.records])
+        extra = log.option_count - SHOWN
+        if extra > 0:
+            # Rebuild from the kept records rather than remove one by one (one refresh).
+            log.clear_options()
+            log.add_options([Option(Text(format_record_short(r), style=record_style(r), no_wrap=True,
+                                         overflow="ellipsis")) for r in self.last_records])
+        if follow:
+            log.highlighted = log.option_count - 1 if log.has_focus else None
+            log.scroll_end(animate=False)
+
+    @on(OptionList.OptionSelected, "#audit-log")
+    def _show_record(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        index = event.option_index - (event.option_list.option_count - len(self.last_records))
+        if 0 <= index < len(self.last_records):
+            self.app.push_screen(AuditRecordModal(self.last_records[index]))
 
     def on_audit_verified(self, message: AuditVerified) -> None:
         self.verified = message.ok

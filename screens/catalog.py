@@ -1,4 +1,7 @@
-"""The action list: id, title, risk badge and step-up requirement, filtered by text, risk and tag."""
+"""The action list: id, title, risk badge and step-up requirement, filtered by text, risk and tag.
+
+Runbooks are listed after the actions, with a ▤ marker and "runbook, N steps" under their id.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from console.config import Action, Config
+from console.config import Action, Config, Runbook, Target
 from console.policy import RISKS
 
 from .badges import RISK_WIDTH, risk_badge
@@ -37,14 +40,16 @@ class ActionFilter:
                 words.append(word.lower())
         return cls(" ".join(words), risk, tag)
 
-    def matches(self, action: Action, config: Config) -> bool:
+    def matches(self, action: Action | Runbook, config: Config) -> bool:
         if self.risk is not None and action.risk != self.risk:
             return False
         if self.tag is not None:
-            tags = {t for target in config.targets_for(action) for t in target.tags}
-            if self.tag not in tags and f"tag:{self.tag}" not in action.targets:
+            tags = {t for target in entry_targets(config, action) for t in target.tags}
+            if self.tag not in tags and f"tag:{self.tag}" not in getattr(action, "targets", ()):
                 return False
         haystack = f"{action.id} {action.title} {action.description}".lower()
+        if isinstance(action, Runbook):
+            haystack += " runbook"
         return all(word in haystack for word in self.text.split())
 
     def describe(self) -> str:
@@ -58,8 +63,22 @@ class ActionFilter:
         return ", ".join(parts) or "all actions"
 
 
-def filter_actions(config: Config, flt: ActionFilter) -> list[Action]:
-    return [a for a in config.actions.values() if flt.matches(a, config)]
+def entry_targets(config: Config, entry: Action | Runbook) -> list[Target]:
+    """The targets an action may run on, or every target a runbook's steps run on (config order, once each)."""
+    if isinstance(entry, Runbook):
+        names = dict.fromkeys(t.name for step in entry.steps if step.kind != "pause"
+                              for t in config.targets_for(step))
+        return [t for t in config.targets.values() if t.name in names]
+    return config.targets_for(entry)
+
+
+def catalog_entries(config: Config) -> list[Action | Runbook]:
+    """Everything the operator can run: the actions, then the runbooks."""
+    return [*config.actions.values(), *config.runbooks.values()]
+
+
+def filter_actions(config: Config, flt: ActionFilter) -> list[Action | Runbook]:
+    return [a for a in catalog_entries(config) if flt.matches(a, config)]
 
 
 class ActionTable(DataTable):
@@ -79,16 +98,17 @@ class ActionTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self.config = config
         self.show_titles = True
-        self.actions: list[Action] = []
+        self.actions: list[Action | Runbook] = []
 
     def on_mount(self) -> None:
         self._columns()
 
     def _columns(self) -> None:
         self.clear(columns=True)
-        width = max((len(a.id) for a in self.config.actions.values()), default=6)
+        entries = catalog_entries(self.config)
+        width = max((len(a.id) + (2 if isinstance(a, Runbook) else 0) for a in entries), default=6)
         if self.show_titles:
-            width = max([width] + [len(a.title) for a in self.config.actions.values()])
+            width = max([width] + [len(self._subtitle(a)) for a in entries])
         self.add_column("Action", key="id", width=min(width, 26))
         self.add_column("Risk", key="risk", width=RISK_WIDTH)
         self.add_column("Step-up", key="stepup")
@@ -109,7 +129,13 @@ class ActionTable(DataTable):
         row = min(max(self.cursor_row, 0), self.row_count - 1)
         return self.actions[row].id
 
-    def show_actions(self, actions: list[Action], *, keep: str | None = None) -> None:
+    @staticmethod
+    def _subtitle(entry: Action | Runbook) -> str:
+        if isinstance(entry, Runbook):
+            return f"runbook · {len(entry.steps)} steps"
+        return entry.title
+
+    def show_actions(self, actions: list[Action | Runbook], *, keep: str | None = None) -> None:
         """Replace the rows; keep the cursor on ``keep`` when it is still listed."""
         keep = keep or self.selected_id
         self.clear()
@@ -117,9 +143,12 @@ class ActionTable(DataTable):
         for action in self.actions:
             req = self.config.requirement_for(action)
             # Wide: the title under the id (two-line rows); narrow: the id alone.
-            name = Text(action.id, style="bold", overflow="ellipsis", no_wrap=True)
+            name = Text(overflow="ellipsis", no_wrap=True)
+            if isinstance(action, Runbook):
+                name.append("▤ ")  # the runbook marker, also when narrow (no title line)
+            name.append(action.id, style="bold")
             if self.show_titles:
-                name.append("\n" + action.title, style="not bold dim")
+                name.append("\n" + self._subtitle(action), style="not bold dim")
             self.add_row(name, risk_badge(action.risk), Text(req.short()), key=action.id,
                          height=2 if self.show_titles else 1)
         ids = [a.id for a in self.actions]

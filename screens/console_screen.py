@@ -12,28 +12,27 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
-from textual.worker import get_current_worker
+from textual.widgets import Button, Footer, Input, Static
 
 from console.errors import OpsgateError
 from console.policy import FACTOR_WORDS, RISKS, satisfies, seconds_left
 
 from .audit_pane import AuditPane, AuditVerified
 from .badges import risk_badge
-from .catalog import ActionFilter, ActionTable, filter_actions
+from .catalog import ActionFilter, ActionTable, catalog_entries, filter_actions
 from .detail import ActionDetail
-from .frontend import RunStarted, TargetDone, TuiFrontend
-from .output import OutputPanel, status_word
+from .frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
+from .output import OutputPanel, StepView, status_word
 
 if TYPE_CHECKING:
-    from console.run import Plan, RunReport
+    from console.run import Plan, RunbookPlan, RunReport
 
     from .app import OpsgateApp
 
 
 @dataclass
 class RunFinished(Message):
-    plan: "Plan | None"
+    plan: "Plan | RunbookPlan | None"
     report: "RunReport | None"
     error: str | None = None
     denied: bool = False
@@ -56,7 +55,8 @@ class ConsoleScreen(Screen):
     """Everything the operator works with. The app owns config, pipeline, step-up and the trail."""
 
     BINDINGS = [
-        Binding("slash", "focus_filter", "Filter"),
+        # priority: handled as the key arrives, so the rest of "/fail⏎" typed in one burst lands in the filter
+        Binding("slash", "focus_filter", "Filter", priority=True),
         Binding("r", "run", "Run"),
         Binding("x", "cancel_run", "Cancel run"),
         Binding("f", "cycle_risk", "Risk filter"),
@@ -77,10 +77,12 @@ class ConsoleScreen(Screen):
         self.risk: str | None = None
         self.tag: str | None = None
         self.query_text = ""
-        self.plan: "Plan | None" = None
+        self.plan: "Plan | RunbookPlan | None" = None
         self.running = False
         self.last_report: "RunReport | None" = None
         self._run_worker = None
+        self._frontend: TuiFrontend | None = None
+        self.pause: PauseAsked | None = None  # the runbook pause waiting for the operator
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -93,7 +95,11 @@ class ConsoleScreen(Screen):
                 yield Input(placeholder="/ filter: words, risk:high, tag:db", id="filter")
                 yield Static(id="filter-state")
                 yield ActionTable(self.config, id="actions")
-            yield ActionDetail(self.config, id="detail")
+            yield ActionDetail(self.config, plan_runbook=self._plan_runbook, id="detail")
+        with Horizontal(id="pause-bar"):
+            yield Static(id="pause-text")
+            yield Button("Continue", variant="warning", id="pause-continue", compact=True)
+            yield Button("Stop", variant="error", id="pause-stop", compact=True)
         with Horizontal(id="bottom"):
             yield OutputPanel(id="output", clock=self.ctx.monotonic)
             yield AuditPane(self.ctx.audit, self.ctx.state_dir, id="audit")
@@ -109,12 +115,11 @@ class ConsoleScreen(Screen):
         self.set_interval(1.0, self._tick, name="clock")
 
     def on_unmount(self) -> None:
-        # Closing the console stops what it started: remote processes and a pending key touch.
+        # Closing the console stops what it started: remote processes, a pending key touch, a pause.
         if self.running:
             self.ctx.pipeline.cancel()
-        frontend = getattr(self, "_frontend", None)
-        if frontend is not None:
-            frontend.abort()
+        if self._frontend is not None:
+            self._frontend.abort()
 
     def on_resize(self) -> None:
         self.query_one(ActionTable).set_narrow(self.size.width < 100)
@@ -137,10 +142,33 @@ class ConsoleScreen(Screen):
         if grant is not None:
             age = self.ctx.clock() - grant.auth_time
             grant_text = f"grant {FACTOR_WORDS[grant.factor]} {_mmss(age)} ago"
+        runbooks = f", {len(self.config.runbooks)} runbooks" if self.config.runbooks else ""
         bar = Text.assemble((" opsgate ", "bold reverse"), "  operator ", (self.ctx.operator, "bold"),
-                            f"  ·  {len(self.config.actions)} actions, {len(self.config.targets)} targets",
+                            f"  ·  {len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets",
                             f"  ·  {grant_text}  ·  ", (label, style))
+        forwarding = self.forward_status_text()
+        if forwarding is not None:
+            bar.append("  ·  ")
+            bar.append_text(forwarding)
         self.query_one("#topbar", Static).update(bar)
+
+    def forward_status_text(self) -> Text | None:
+        """"fwd ✓", "fwd backlog 12" (records not yet at the collector), or None without [audit.forward]."""
+        forwarder = self.ctx.forwarder
+        if forwarder is None:
+            return None
+        status = forwarder.status()
+        if forwarder.error is not None:
+            return Text(f"fwd ✗ {forwarder.error}", style="bold")
+        if status.waiting_for_lock:
+            return Text("fwd: another opsgate forwards", style="dim")
+        backlog = max(0, self.query_one(AuditPane).last_seq - status.cursor.seq)
+        if backlog == 0 and (status.connected or status.last_error is None):
+            return Text("fwd ✓", style="bold")
+        text = Text(f"fwd backlog {backlog}", style="bold")
+        if not status.connected and status.last_error:
+            text.append(" (collector down)", style="")
+        return text
 
     def grant_text(self, action) -> str:
         """Whether the current grant satisfies the action, and for how long."""
@@ -179,7 +207,7 @@ class ConsoleScreen(Screen):
         actions = filter_actions(self.config, flt)
         table = self.query_one(ActionTable)
         table.show_actions(actions)
-        state = Text.assemble(("showing ", "dim"), f"{len(actions)}/{len(self.config.actions)}",
+        state = Text.assemble(("showing ", "dim"), f"{len(actions)}/{len(catalog_entries(self.config))}",
                               (" · ", "dim"), flt.describe(), ("   f risk · g tag", "dim"))
         self.query_one("#filter-state", Static).update(state)
         self.call_after_refresh(self._show_selected)
@@ -188,7 +216,7 @@ class ConsoleScreen(Screen):
         table = self.query_one(ActionTable)
         action_id = table.selected_id
         detail = self.query_one(ActionDetail)
-        action = self.config.actions.get(action_id) if action_id else None
+        action = (self.config.actions.get(action_id) or self.config.runbooks.get(action_id)) if action_id else None
         await detail.show_action(action)
         self._update_grant_line()
 
@@ -198,8 +226,12 @@ class ConsoleScreen(Screen):
         self._apply_filter()
 
     @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.query_one(ActionTable).focus()
+    def _filter_done(self, event: Input.Submitted) -> None:
+        # Enter applies the filter and goes to the list; it never runs anything by itself.
+        event.stop()
+        self.query_text = event.value
+        self._apply_filter()
+        self.set_focus(self.query_one(ActionTable))
 
     def on_key(self, event) -> None:
         # Escape in the filter: back to the list (the text stays; clear it with ctrl+u).
@@ -209,6 +241,11 @@ class ConsoleScreen(Screen):
 
     def on_data_table_row_highlighted(self, event) -> None:
         self.call_after_refresh(self._show_selected)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "focus_filter" and isinstance(self.focused, Input):
+            return False  # "/" typed into a field (the filter, a parameter) is a character, not the binding
+        return True
 
     def action_focus_filter(self) -> None:
         # set_focus now, not focus() (deferred): "/fail" typed in one burst lands in the filter.
@@ -254,6 +291,12 @@ class ConsoleScreen(Screen):
     def on_action_detail_submitted(self, message: ActionDetail.Submitted) -> None:
         self.action_run()
 
+    def _plan_runbook(self, runbook_id: str, params: dict):
+        """The runbook's steps rendered with ``params`` (the detail pane's preview; nothing is audited)."""
+        from console.run import RunRequest
+
+        return self.ctx.pipeline.plan(RunRequest(runbook_id, (), dict(params), self.ctx.operator))
+
     def _request(self):
         from console.run import RunRequest
 
@@ -261,7 +304,8 @@ class ConsoleScreen(Screen):
         draft = detail.draft
         if draft is None:
             return None
-        return RunRequest(draft.action.id, tuple(draft.targets), dict(draft.request_params()), self.ctx.operator)
+        targets = () if draft.is_runbook else tuple(draft.targets)  # a runbook's steps name their targets
+        return RunRequest(draft.action.id, targets, dict(draft.request_params()), self.ctx.operator)
 
     def action_run(self) -> None:
         if self.running:
@@ -285,14 +329,24 @@ class ConsoleScreen(Screen):
         self.plan = plan
         self.run_worker(self._prepare_and_execute(plan), exclusive=True, group="prepare")
 
-    async def _prepare_and_execute(self, plan: "Plan") -> None:
+    async def _prepare_and_execute(self, plan: "Plan | RunbookPlan") -> None:
+        from console.run import RunbookPlan
+
         output = self.query_one(OutputPanel)
-        headline = f"{plan.action.id} · run {plan.run_id} · {len(plan.targets)} target" + (
-            "s" if len(plan.targets) != 1 else "")
-        await output.start_run(headline, list(plan.target_names))
-        for name in plan.target_names:
-            output.set_status(name, "waiting for step-up" if plan.requirement.needs_stepup else "pending",
-                              outcome="pending")
+        waiting = "waiting for step-up" if plan.requirement.needs_stepup else "pending"
+        if isinstance(plan, RunbookPlan):
+            steps = [StepView(sp.step.index, sp.step.title, sp.step.kind, sp.plan.target_names if sp.plan else (),
+                              sp.plan.command.redacted if sp.plan else None, sp.step.pause) for sp in plan.steps]
+            await output.start_runbook(f"runbook {plan.runbook.id} · run {plan.run_id} · {len(steps)} steps", steps)
+            if plan.requirement.needs_stepup:
+                output.headline += " · waiting for step-up"
+                output.tick()
+        else:
+            headline = f"{plan.action.id} · run {plan.run_id} · {len(plan.targets)} target" + (
+                "s" if len(plan.targets) != 1 else "")
+            await output.start_run(headline, list(plan.target_names))
+            for name in plan.target_names:
+                output.set_status(name, waiting, outcome="pending")
         demo = self.ctx.demo
         frontend = TuiFrontend(
             self.app, self, plan, output.buffer, clock=self.ctx.clock,
@@ -304,7 +358,7 @@ class ConsoleScreen(Screen):
         self._run_worker = self._execute(plan, frontend)
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def _execute(self, plan: "Plan", frontend: TuiFrontend) -> None:
+    def _execute(self, plan: "Plan | RunbookPlan", frontend: TuiFrontend) -> None:
         from console.errors import StepUpDenied
 
         try:
@@ -320,47 +374,130 @@ class ConsoleScreen(Screen):
             return
         self.post_message(RunFinished(plan, report))
 
+    def _is_current(self, run_id: str) -> bool:
+        return self.plan is not None and run_id == self.plan.run_id
+
     def on_run_started(self, message: RunStarted) -> None:
+        if not self._is_current(message.run_id):
+            return
         output = self.query_one(OutputPanel)
-        for name in output.statuses:
-            output.set_status(name, "running", outcome="running")
+        if output.steps:
+            output.headline = output.headline.removesuffix(" · waiting for step-up")
+        for key in message.keys or list(output.statuses):
+            output.set_status(key, "running", outcome="running")
         self.query_one(AuditPane).poke()
 
     def on_target_done(self, message: TargetDone) -> None:
-        if self.plan is None or message.run_id != self.plan.run_id:
+        if not self._is_current(message.run_id):
             return
         result = message.result
+        key = message.key or result.target
         output = self.query_one(OutputPanel)
         output.flush()
         word = status_word(result.outcome, result.exit_code)
-        output.set_status(result.target, word, outcome=result.outcome)
+        output.set_status(key, word, outcome=result.outcome)
         if result.error:
             try:
-                output.log_for(result.target).write_line(f"── {result.error}")
+                output.log_for(key).write_line(f"── {result.error}")
             except Exception:
                 pass
         self.query_one(AuditPane).poke()
 
+    def on_step_changed(self, message: StepChanged) -> None:
+        if not self._is_current(message.run_id):
+            return
+        output = self.query_one(OutputPanel)
+        output.flush()
+        output.set_step_status(message.step, message.status, message.detail)
+        if message.status in ("running", "waiting"):
+            output.select_step(message.step)  # follow the run; the operator can look back with the step list
+        if message.status != "waiting" and self.pause is not None and self.pause.step == message.step:
+            self._hide_pause()
+        self.query_one(AuditPane).poke()
+
+    # -- runbook pauses: the worker waits until the operator answers ------------------------------
+
+    def on_pause_asked(self, message: PauseAsked) -> None:
+        if not self._is_current(message.run_id) or message.answer.done():
+            return
+        self.pause = message
+        text = Text.assemble((" ⏸ waiting for you ", "bold #2e2300 on #f2c94c"), "  ", (message.text, "bold"))
+        text.append(f"  (step {message.step}" + (", skippable)" if message.skippable else ")"), style="dim")
+        self.query_one("#pause-text", Static).update(text)
+        self.add_class("paused")
+        self.set_focus(self.query_one("#pause-continue", Button))
+        self.say(f"Runbook paused at step {message.step}: {message.text}", title="Waiting for you")
+        self.app.bell()
+
+    def answer_pause(self, go_on: bool) -> None:
+        """Continue (True) or Stop (False) the paused runbook."""
+        pause = self.pause
+        if pause is None:
+            return
+        self._hide_pause()
+        if self._frontend is not None:
+            self._frontend.answer_pause(go_on)
+        if not pause.answer.done():
+            pause.answer.set_result(go_on)
+
+    def _hide_pause(self) -> None:
+        self.pause = None
+        self.remove_class("paused")
+        if self.focused is None or self.focused.id in ("pause-continue", "pause-stop"):
+            self.query_one(ActionTable).focus()
+
+    @on(Button.Pressed, "#pause-continue")
+    def _pause_continue(self) -> None:
+        self.answer_pause(True)
+
+    @on(Button.Pressed, "#pause-stop")
+    def _pause_stop(self) -> None:
+        self.answer_pause(False)
+
     def on_run_finished(self, message: RunFinished) -> None:
+        from console.run import RunbookPlan
+
         self.running = False
+        if self.pause is not None:
+            self._hide_pause()
         output = self.query_one(OutputPanel)
         plan = message.plan
-        if message.report is not None:
+        is_runbook = isinstance(plan, RunbookPlan)
+        name = (plan.runbook.id if is_runbook else plan.action.id) if plan else "?"
+        if message.report is not None and is_runbook:
+            report = message.report
+            self.last_report = report
+            steps = output.step_statuses
+            ok = sum(1 for v in steps.values() if v == "ok")
+            stopped = next((i for i, v in steps.items() if v in ("failed", "cancelled")), None)
+            if report.cancelled:
+                word = "cancelled" + (f" at step {stopped}" if stopped else "")
+            elif report.exit_code == 0:
+                word = "ok"
+            else:
+                word = "failed" + (f" at step {stopped}" if stopped else "")
+            output.finish_run(f"runbook {name} · run {report.run_id} · {word} · {ok}/{len(steps)} steps ok"
+                              f" · exit {report.exit_code}")
+            self.say(f"{name}: {word} ({ok}/{len(steps)} steps ok)",
+                     severity="information" if report.exit_code == 0 else "warning")
+        elif message.report is not None:
             report = message.report
             self.last_report = report
             ok = sum(1 for r in report.results if r.outcome == "ok")
             word = "cancelled" if report.cancelled else ("ok" if report.exit_code == 0 else "finished with failures")
-            output.finish_run(f"{plan.action.id} · run {report.run_id} · {word} · {ok}/{len(report.results)} ok"
+            output.finish_run(f"{name} · run {report.run_id} · {word} · {ok}/{len(report.results)} ok"
                               f" · exit {report.exit_code}")
             severity = "information" if report.exit_code == 0 else "warning"
-            self.say(f"{plan.action.id}: {word} ({ok}/{len(report.results)} ok)", severity=severity)
+            self.say(f"{name}: {word} ({ok}/{len(report.results)} ok)", severity=severity)
         else:
-            for name in list(output.statuses):
-                output.set_status(name, "denied" if message.denied else "not run", outcome="denied")
             what = "denied" if message.denied else "not run"
-            output.finish_run(f"{plan.action.id if plan else '?'} · {what}: {message.error}")
-            self.say(message.error or what, title=f"{plan.action.id if plan else 'run'}: {what}",
-                        severity="error")
+            for key in list(output.statuses):
+                output.set_status(key, what, outcome="denied")
+            for index, status in output.step_statuses.items():
+                if status in ("pending", "running", "waiting"):
+                    output.set_step_status(index, "not run")
+            output.finish_run(f"{name} · {what}: {message.error}")
+            self.say(message.error or what, title=f"{name}: {what}", severity="error")
         self.query_one(AuditPane).poke()
         self._tick()
 
@@ -369,11 +506,15 @@ class ConsoleScreen(Screen):
             self.say("Nothing is running.")
             return
         self.ctx.pipeline.cancel()
+        if self.pause is not None:
+            self.answer_pause(False)  # a runbook waiting at a pause stops there
         self.query_one(OutputPanel).headline += "  ·  cancelling…"
-        self.say("Cancelling: stopping the remote processes…")
+        self.say("Cancelling: stopping the remote processes; no further step starts.")
 
     def action_dry_run(self) -> None:
         """Record in the trail that the operator previewed this exact command; nothing runs."""
+        from console.run import RunbookPlan
+
         request = self._request()
         if request is None:
             return
@@ -383,7 +524,10 @@ class ConsoleScreen(Screen):
         except OpsgateError as e:
             self.say(str(e), title="Dry run", severity="error")
             return
-        self.say(f"$ {plan.command.redacted}\non {', '.join(plan.target_names)}", title="Dry run (audited)")
+        if isinstance(plan, RunbookPlan):
+            self.say(plan.describe_steps(), title=f"Dry run of {plan.runbook.id} (audited)")
+        else:
+            self.say(f"$ {plan.command.redacted}\non {', '.join(plan.target_names)}", title="Dry run (audited)")
         self.query_one(AuditPane).poke()
 
     # -- step up now, verify -----------------------------------------------------------------------
@@ -434,19 +578,17 @@ class ConsoleScreen(Screen):
 
     @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
     def _verify(self) -> None:
-        from console.audit import verify
-
-        report = verify(self.ctx.audit.path, state_dir=self.ctx.state_dir)
-        if get_current_worker().is_cancelled:
+        """The whole chain and every recording, now (polls after this verify only the new records)."""
+        report = self.query_one(AuditPane).verify_full()
+        if report is None:
             return
         problem = report.problems[0] if report.problems else None
-        self.query_one(AuditPane).post_message(AuditVerified(report.ok, report.count, problem))
         self.app.call_from_thread(
             self.notify,
             f"{report.count} records, chain intact" + (f", {report.recordings_checked} recordings checked"
                                                        if report.recordings_checked else "")
             if report.ok else f"BROKEN: {problem}",
-            title="Audit verify", severity="information" if report.ok else "error")
+            title="Audit verify", severity="information" if report.ok else "error", markup=False)
 
     # -- misc --------------------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """The detail pane of the selected action: what it does, who may run it where, its parameters, and
-a dry-run preview of the exact command (secrets redacted)."""
+a dry-run preview of the exact command (secrets redacted). For a runbook: its steps (each with its
+targets, rendered command, checks, pauses) and the params its steps share."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,7 +17,7 @@ from textual.validation import ValidationResult, Validator
 from textual.widgets import Input, Label, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from console.config import Action, Config, Param
+from console.config import Action, Config, Param, Runbook
 from console.errors import ParamError
 from console.params import check_value, render_command, resolve_params
 
@@ -47,13 +49,17 @@ class ParamValidator(Validator):
 class Draft:
     """What the operator has chosen so far for one action: raw values and targets, not yet trusted."""
 
-    action: Action
+    action: Action | Runbook
     params: dict[str, str]
     targets: tuple[str, ...]
 
+    @property
+    def is_runbook(self) -> bool:
+        return isinstance(self.action, Runbook)
+
     def problems(self) -> list[str]:
         out = []
-        if not self.targets:
+        if not self.targets and not self.is_runbook:  # a runbook's steps name their own targets
             out.append("select at least one target")
         try:
             resolve_params(self.action, self._given())
@@ -74,7 +80,44 @@ class Draft:
             values = resolve_params(self.action, self._given())
         except ParamError:
             return None
+        if self.is_runbook:
+            return None
         return render_command(self.action, values).redacted
+
+
+def runbook_steps(config: Config, runbook: Runbook, plan=None) -> Text:
+    """Each step: index, title, risk, kind, targets, the command (rendered when ``plan`` is given), checks."""
+    out = Text()
+    rendered = {sp.step.index: sp.plan for sp in plan.steps} if plan is not None else {}
+    for step in runbook.steps:
+        if out:
+            out.append("\n")
+        out.append(f"{step.index:>2} ", style="bold")
+        if step.kind == "pause":
+            out.append("⏸ pause", style="bold")
+            out.append(" (skippable)" if step.skippable else " (the operator must answer)", style="dim")
+            out.append(f"\n   waits for you: {step.pause}")
+            continue
+        out.append(step.title, style="bold")
+        out.append("  ")
+        out.append_text(risk_badge(step.risk, pad=False))
+        out.append(f"  {'action ' + step.action if step.kind == 'action' else 'command'}", style="dim")
+        targets = [t.name for t in config.targets_for(step)]
+        step_plan = rendered.get(step.index)
+        command = step_plan.command.redacted if step_plan is not None else (
+            step.command if step.command is not None else config.actions[step.action].command)
+        out.append(f"\n   on {', '.join(targets)}  ", style="dim")
+        out.append("$ " + command, style="" if step_plan is not None else "italic")
+        checks = []
+        if step.expect_output is not None:
+            checks.append(f"output matches /{step.expect_output}/")
+        if step.expect_exit is not None:
+            checks.append(f"exit {step.expect_exit}")
+        if step.on_failure == "continue":
+            checks.append("goes on if it fails")
+        if checks:
+            out.append("\n   check: " + "; ".join(checks), style="dim")
+    return out
 
 
 class ActionDetail(VerticalScroll, can_focus=False):
@@ -92,10 +135,11 @@ class ActionDetail(VerticalScroll, can_focus=False):
 
         draft: Draft
 
-    def __init__(self, config: Config, **kwargs):
+    def __init__(self, config: Config, *, plan_runbook: Callable[[str, dict], object] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.action: Action | None = None
+        self.plan_runbook = plan_runbook  # (runbook id, params) -> RunbookPlan: the steps as they would run
+        self.action: Action | Runbook | None = None
         self._drafts: dict[str, Draft] = {}
         self._last_selected: set[str] = set()
         self._tags: list[str] = []
@@ -107,6 +151,8 @@ class ActionDetail(VerticalScroll, can_focus=False):
         yield Static(id="detail-description")
         yield Static(id="detail-command", classes="field")
         yield Static(id="detail-stepup", classes="field")
+        yield Label("Steps", classes="section runbook-only")
+        yield Static(id="detail-steps", classes="runbook-only")
         with Horizontal(id="detail-form"):
             with Vertical(id="targets-box"):
                 yield Label("Targets", classes="section")
@@ -121,15 +167,16 @@ class ActionDetail(VerticalScroll, can_focus=False):
     def draft(self) -> Draft | None:
         return self._drafts.get(self.action.id) if self.action else None
 
-    async def show_action(self, action: Action | None) -> None:
+    async def show_action(self, action: Action | Runbook | None) -> None:
         """Fill the pane for ``action`` (None: nothing matches the filter). One at a time."""
         async with self._showing:
             if action is not None and action is self.action and self.query("#params Input, #params Static"):
                 return
             await self._show_action(action)
 
-    async def _show_action(self, action: Action | None) -> None:
+    async def _show_action(self, action: Action | Runbook | None) -> None:
         self.action = action
+        self.set_class(isinstance(action, Runbook), "runbook")
         title = self.query_one("#detail-title", Static)
         params_box = self.query_one("#params", Vertical)
         targets = self.query_one("#targets", SelectionList)
@@ -138,18 +185,31 @@ class ActionDetail(VerticalScroll, can_focus=False):
         targets.clear_options()
         if action is None:
             title.update(Text("No action matches the filter", style="italic"))
-            for wid in ("#detail-description", "#detail-command", "#detail-stepup", "#preview"):
+            for wid in ("#detail-description", "#detail-command", "#detail-stepup", "#detail-steps", "#preview"):
                 self.query_one(wid, Static).update("")
             return
-        allowed = self.config.targets_for(action)
+        is_runbook = isinstance(action, Runbook)
+        allowed = [] if is_runbook else self.config.targets_for(action)
         draft = self._drafts.setdefault(action.id, Draft(
             action, {n: "" if p.default is None else str(p.default) for n, p in action.params.items()},
             tuple(t.name for t in allowed)))
-        head = Text.assemble((action.id, "bold"), "  ", risk_badge(action.risk, pad=False), "  ", action.title)
+        head = Text.assemble((action.id, "bold"), "  ", risk_badge(action.risk, pad=False), "  ")
+        if is_runbook:
+            head.append(" RUNBOOK ", style="bold reverse")
+            head.append("  ")
+        head.append(action.title)
         title.update(head)
         self.query_one("#detail-description", Static).update(Text(action.description or "(no description)"))
-        self.query_one("#detail-command", Static).update(
-            Text.assemble(("Command  ", "bold"), (action.command, "italic")))
+        if is_runbook:
+            from .catalog import entry_targets
+
+            names = ", ".join(t.name for t in entry_targets(self.config, action))
+            self.query_one("#detail-command", Static).update(Text.assemble(
+                ("Runbook  ", "bold"), f"{len(action.steps)} steps in order on {names}; "
+                "a failed step stops it (unless marked to go on)"))
+        else:
+            self.query_one("#detail-command", Static).update(
+                Text.assemble(("Command  ", "bold"), (action.command, "italic")))
         self._update_stepup()
         # Tags first: choosing a tag picks every target that carries it.
         # Tags that pick a proper subset, one per distinct subset.
@@ -206,6 +266,8 @@ class ActionDetail(VerticalScroll, can_focus=False):
             return
         req = self.config.requirement_for(self.action)
         line = Text.assemble(("Step-up  ", "bold"), req.describe())
+        if isinstance(self.action, Runbook):
+            line.append(" · one step-up approves every step")
         if self.grant_text:
             line.append("  ·  ")
             line.append(self.grant_text, style="italic")
@@ -231,6 +293,9 @@ class ActionDetail(VerticalScroll, can_focus=False):
         if draft is None:
             preview.update("")
             return
+        if draft.is_runbook:
+            self._update_runbook_preview(draft)
+            return
         command = draft.preview()
         if command is None or not draft.targets:
             problems = draft.problems()
@@ -239,6 +304,25 @@ class ActionDetail(VerticalScroll, can_focus=False):
         else:
             preview.remove_class("invalid")
             preview.update(Text.assemble(("$ ", "bold"), command, "\n", ("on ", "dim"), ", ".join(draft.targets)))
+        self.post_message(self.Changed(draft))
+
+    def _update_runbook_preview(self, draft: Draft) -> None:
+        preview = self.query_one("#preview", Static)
+        problems = draft.problems()
+        plan = None
+        if not problems and self.plan_runbook is not None:
+            try:
+                plan = self.plan_runbook(draft.action.id, draft.request_params())
+            except Exception as e:  # the planner's own checks (same as opsgate run)
+                problems = [str(e)]
+        self.query_one("#detail-steps", Static).update(runbook_steps(self.config, draft.action, plan))
+        if problems:
+            preview.update(Text("✗ not ready: " + "; ".join(problems), style="bold"))
+            preview.add_class("invalid")
+        else:
+            preview.remove_class("invalid")
+            preview.update(Text.assemble(("✓ ", "bold"), f"{len(draft.action.steps)} steps as listed above, "
+                                         "commands rendered with these parameters"))
         self.post_message(self.Changed(draft))
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -264,7 +348,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
     def _sync_targets(self) -> None:
         """Apply what the operator ticked: a tag entry picks or drops all its targets; tags follow."""
         draft = self.draft
-        if draft is None:
+        if draft is None or draft.is_runbook:
             return
         targets = self.query_one("#targets", SelectionList)
         now = set(targets.selected)

@@ -1,5 +1,9 @@
 """Live output of a run: one tab per target, fed from worker threads in batches.
 
+A runbook run adds a step list beside the tabs: each step with its status, and the selected step's
+own tabs (one per target) with its output. Panes are keyed by target for an action and by
+``"STEP:target"`` (``step_key``) for a runbook.
+
 Fan-out threads call ``OutputBuffer.feed`` (thread-safe, no widget access). A 100 ms timer on the UI
 side drains the buffer with one ``Log.write_lines`` per target. The buffer keeps at most
 ``max_pending`` lines per target between flushes: a 50 MB flood costs bounded memory and bounded UI
@@ -14,10 +18,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from rich.table import Table
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Log, Static, TabbedContent, TabPane
+from textual.containers import Horizontal, Vertical
+from textual.widgets import ContentSwitcher, Log, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
 
 from .badges import STATUS_MARKS
 
@@ -127,66 +134,217 @@ def status_mark(outcome: str) -> str:
     return STATUS_MARKS.get(outcome, "?")
 
 
+STEP_MARKS = {**STATUS_MARKS, "waiting": "⏸", "skipped": "↷", "not run": "✗"}
+STEP_WORDS = {"waiting": "waiting for you"}
+
+
+def step_key(step: int, target: str) -> str:
+    """The pane key of ``target`` in runbook step ``step``."""
+    return f"{step}:{target}"
+
+
+@dataclass
+class StepView:
+    """A runbook step as the output panel shows it."""
+
+    index: int
+    title: str
+    kind: str  # "action" | "command" | "pause"
+    targets: tuple[str, ...]
+    command: str | None = None  # redacted
+    pause: str | None = None
+    status: str = "pending"
+    detail: str = ""
+
+
 class OutputPanel(Vertical):
-    """A status line for the run and one tab per target with its live output."""
+    """A status line for the run and one tab per target with its live output (per step for a runbook)."""
 
     def __init__(self, *, clock=time.monotonic, **kwargs):
         super().__init__(**kwargs)
         self.buffer = OutputBuffer()
         self.clock = clock
-        self._panes: dict[str, str] = {}  # target -> pane id
-        self.statuses: dict[str, str] = {}
+        self._panes: dict[str, tuple[str, str]] = {}  # pane key -> (tabs id, pane id)
+        self.statuses: dict[str, str] = {}  # pane key -> status word
+        self.steps: dict[int, StepView] = {}  # runbook runs only
         self.headline = ""
         self.running = False
         self._started = 0.0
+        self._generation = 0  # ids of a new run never clash with the previous run's widgets being removed
 
     def compose(self) -> ComposeResult:
         yield Static(Text("No run yet. Select an action and press enter (or r).", style="italic"),
                       id="run-status")
-        yield TabbedContent(id="output-tabs")
+        with Horizontal(id="run-body"):
+            yield OptionList(id="steps")
+            with ContentSwitcher(initial="output-tabs", id="step-outputs"):
+                yield TabbedContent(id="output-tabs")
 
     def on_mount(self) -> None:
         self.add_class("idle")
+        self.query_one("#steps", OptionList).border_title = "Steps"
         self.set_interval(FLUSH_INTERVAL, self.flush, name="output-flush")
 
-    def log_for(self, target: str) -> Log:
-        return self.query_one(f"#{self._panes[target]}-log", Log)
+    @property
+    def step_statuses(self) -> dict[int, str]:
+        return {i: v.status for i, v in self.steps.items()}
 
-    async def start_run(self, headline: str, targets: list[str]) -> None:
-        """New tabs for a new run; the previous run's output goes (it is in the recordings)."""
+    def log_for(self, key: str) -> Log:
+        """The log of a target (an action run) or of ``step_key(step, target)`` (a runbook run)."""
+        tabs_id, pane_id = self._panes[key]
+        return self.query_one(f"#{pane_id}-log", Log)
+
+    def _reset(self) -> None:
         self.buffer.drain()
         self.buffer = OutputBuffer()
         self.remove_class("idle")
-        tabs = self.query_one(TabbedContent)
-        await tabs.clear_panes()
         self._panes = {}
         self.statuses = {}
-        for i, target in enumerate(targets):
-            pane_id = f"out-{i}"
-            self._panes[target] = pane_id
-            self.statuses[target] = "pending"
+        self._generation += 1
+
+    async def _add_tabs(self, tabs: TabbedContent, keys: list[tuple[str, str]], prefix: str) -> None:
+        """One tab per (pane key, target)."""
+        for i, (key, target) in enumerate(keys):
+            pane_id = f"{prefix}-{i}"
+            self._panes[key] = (tabs.id, pane_id)
+            self.statuses[key] = "pending"
             log = Log(max_lines=MAX_LINES, auto_scroll=True, id=f"{pane_id}-log", classes="output-log")
             await tabs.add_pane(TabPane(self._tab_label(target), log, id=pane_id))
             log.can_focus = True
-        if targets:
-            tabs.active = self._panes[targets[0]]
+        if keys:
+            tabs.active = f"{prefix}-0"
+
+    async def start_run(self, headline: str, targets: list[str]) -> None:
+        """New tabs for a new run; the previous run's output goes (it is in the recordings)."""
+        self._reset()
+        self.remove_class("runbook")
+        self.steps = {}
+        switcher = self.query_one("#step-outputs", ContentSwitcher)
+        await self._remove_step_views()
+        switcher.current = "output-tabs"
+        tabs = self.query_one("#output-tabs", TabbedContent)
+        await tabs.clear_panes()
+        await self._add_tabs(tabs, [(t, t) for t in targets], f"out{self._generation}")
+        self._begin(headline)
+
+    async def _remove_step_views(self) -> None:
+        switcher = self.query_one("#step-outputs", ContentSwitcher)
+        await switcher.remove_children([w for w in switcher.children if w.id != "output-tabs"])
+
+    async def start_runbook(self, headline: str, steps: list[StepView]) -> None:
+        """The step list and, per step, its own tabs (one per target) or, for a pause, its question."""
+        self._reset()
+        self.add_class("runbook")
+        self.steps = {s.index: s for s in steps}
+        switcher = self.query_one("#step-outputs", ContentSwitcher)
+        await self._remove_step_views()
+        await self.query_one("#output-tabs", TabbedContent).clear_panes()
+        gen = self._generation
+        for step in steps:
+            box = Vertical(Static(self._step_info(step), id=f"g{gen}-step-{step.index}-info", classes="step-info"),
+                           id=f"g{gen}-step-{step.index}", classes="step-view")
+            box.display = False  # the switcher shows one step at a time (select_step)
+            await switcher.mount(box)
+            if step.kind != "pause":
+                tabs = TabbedContent(id=f"g{gen}-step-{step.index}-tabs", classes="step-tabs")
+                await box.mount(tabs)
+                await self._add_tabs(tabs, [(step_key(step.index, t), t) for t in step.targets],
+                                     f"g{gen}-s{step.index}")
+        step_list = self.query_one("#steps", OptionList)
+        step_list.clear_options()
+        step_list.add_options([Option(self._step_line(s), id=str(s.index)) for s in steps])
+        self.select_step(steps[0].index if steps else None)
+        self._begin(headline)
+
+    def _begin(self, headline: str) -> None:
         self.headline = headline
         self.running = True
         self._started = self.clock()
         self._refresh_status()
 
+    # -- runbook steps ------------------------------------------------------------------------------
+
+    def _step_line(self, step: StepView):
+        word = STEP_WORDS.get(step.status, step.status)
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(no_wrap=True, justify="right")
+        style = {"ok": "#3fa45b", "failed": "bold #e5484d", "cancelled": "bold #e5484d", "running": "bold",
+                 "waiting": "bold #d4a72c", "skipped": "dim", "pending": "dim"}.get(step.status, "")
+        grid.add_row(Text(f"{STEP_MARKS.get(step.status, '?')} {step.index} {step.title}"), Text(word, style=style))
+        return grid
+
+    def _step_info(self, step: StepView) -> Text:
+        word = STEP_WORDS.get(step.status, step.status)
+        info = Text.assemble((f"{step.index}. {step.title}", "bold"), "  ·  ", (word, "bold"))
+        if step.detail and step.detail != step.status:
+            info.append(f" ({step.detail})")
+        if step.kind == "pause":
+            info.append(f"\n⏸ {step.pause}")
+        else:
+            info.append(f"\non {', '.join(step.targets)}  ", style="dim")
+            if step.command:
+                info.append("$ " + step.command, style="dim")
+        return info
+
+    def set_step_status(self, index: int, status: str, detail: str = "") -> None:
+        step = self.steps.get(index)
+        if step is None:
+            return
+        step.status, step.detail = status, detail
+        step_list = self.query_one("#steps", OptionList)
+        try:
+            step_list.replace_option_prompt(str(index), self._step_line(step))
+        except Exception:  # a newer run replaced the list
+            pass
+        for info in self.query(f"#g{self._generation}-step-{index}-info"):
+            info.update(self._step_info(step))
+        # Targets of a step that never started show it on their tabs too.
+        if status in ("skipped", "cancelled", "not run"):
+            for target in step.targets:
+                key = step_key(index, target)
+                if self.statuses.get(key) in ("pending", "waiting for step-up"):
+                    self.set_status(key, status, outcome="cancelled" if status != "skipped" else "pending")
+        self._refresh_status()
+
+    def select_step(self, index: int | None) -> None:
+        """Show ``index``'s output (and highlight it in the step list)."""
+        if index is None or index not in self.steps:
+            return
+        step_list = self.query_one("#steps", OptionList)
+        position = list(self.steps).index(index)
+        if step_list.highlighted != position:
+            step_list.highlighted = position
+        self.query_one("#step-outputs", ContentSwitcher).current = f"g{self._generation}-step-{index}"
+
+    @property
+    def selected_step(self) -> int | None:
+        current = self.query_one("#step-outputs", ContentSwitcher).current or ""
+        prefix = f"g{self._generation}-step-"
+        return int(current[len(prefix):]) if current.startswith(prefix) else None
+
+    @on(OptionList.OptionHighlighted, "#steps")
+    def _step_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        event.stop()
+        if event.option.id is not None:
+            self.select_step(int(event.option.id))
+
     def _tab_label(self, target: str) -> str:
         return f"{status_mark('pending')} {target} · pending"
 
-    def set_status(self, target: str, status: str, *, outcome: str | None = None) -> None:
-        """``status`` is the word shown ("running", "ok", "exit 3", ...); ``outcome`` picks the mark."""
-        if target not in self._panes:
+    def set_status(self, key: str, status: str, *, outcome: str | None = None) -> None:
+        """``status`` is the word shown ("running", "ok", "exit 3", ...); ``outcome`` picks the mark.
+
+        ``key`` is the target (an action run) or ``step_key(step, target)`` (a runbook run).
+        """
+        if key not in self._panes:
             return
-        self.statuses[target] = status
+        self.statuses[key] = status
         mark = status_mark(outcome or status)
-        tabs = self.query_one(TabbedContent)
+        tabs_id, pane_id = self._panes[key]
+        target = key.split(":", 1)[1] if self.steps else key
         try:
-            tabs.get_tab(self._panes[target]).label = f"{mark} {target} · {status}"
+            self.query_one(f"#{tabs_id}", TabbedContent).get_tab(pane_id).label = f"{mark} {target} · {status}"
         except Exception:  # the pane went with a newer run
             pass
         self._refresh_status()
@@ -207,7 +365,8 @@ class OutputPanel(Vertical):
             elapsed = int(self.clock() - self._started)
             line.append(f"  ·  running {elapsed // 60:02d}:{elapsed % 60:02d}  ·  x cancels", style="")
         counts: dict[str, int] = {}
-        for status in self.statuses.values():
+        for status in (self.step_statuses if self.steps else self.statuses).values():
+            status = STEP_WORDS.get(status, status)
             counts[status] = counts.get(status, 0) + 1
         if counts:
             line.append("  ·  " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), style="dim")

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, OptionList, Static
 
@@ -30,10 +30,25 @@ class RunSummary:
     title: str
     risk: str
     targets: tuple[str, ...]
-    command: str  # redacted
+    command: str  # redacted; for a runbook, one line per step
     requirement: str  # in words
+    kind: str = "action"  # "action" | "runbook"
 
     def renderable(self) -> Text:
+        if self.kind == "runbook":
+            # Every step on its own line, indented under the label, so the whole plan reads at a glance.
+            steps = self.command.splitlines() or [""]
+            text = Text.assemble(
+                ("Runbook  ", "bold"), self.action_id, "  ", risk_badge(self.risk, pad=False), f"  {self.title}\n",
+                ("Targets  ", "bold"), ", ".join(self.targets), "\n",
+                ("Steps    ", "bold"), f"{len(steps)}, approved together; each is audited as it runs\n")
+            for line in steps:
+                number, _, rest = line.partition(". ")
+                text.append(f"  {number:>2}. ", style="bold")
+                text.append(rest + "\n")
+            text.append("Needs    ", style="bold")
+            text.append(self.requirement)
+            return text
         return Text.assemble(
             ("Action   ", "bold"), self.action_id, "  ", risk_badge(self.risk, pad=False), f"  {self.title}\n",
             ("Targets  ", "bold"), ", ".join(self.targets), "\n",
@@ -74,7 +89,9 @@ class StepUpModal(ModalScreen):
         if self.who:
             yield Label(self.who, classes="modal-who")
         if self.summary is not None:
-            yield Static(self.summary.renderable(), classes="modal-summary")
+            # Scrolls when a long plan (a runbook's steps) does not fit a small terminal.
+            with VerticalScroll(classes="modal-summary-box"):
+                yield Static(self.summary.renderable(), classes="modal-summary")
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -273,7 +273,7 @@ async def test_filter_by_typing_risk_and_tag(demo):
     async with app.run_test(size=SIZE) as pilot:
         screen = console(app)
         table = screen.query_one(ActionTable)
-        await pilot.press("slash", *"fail")
+        await pilot.press("slash", *"db-fail")
         assert [a.id for a in table.actions] == ["db-failover"]
         await wait_for(pilot, lambda: screen.query_one(ActionDetail).action.id == "db-failover")
         await pilot.press("escape")
@@ -408,3 +408,200 @@ async def test_real_sshd_target(sshd, tmp_path):
         assert console(app).last_report.exit_code == 0
         assert "hello from" in log_text(app, "t1")
         assert "[err] warn" in log_text(app, "t1")
+
+
+# -- runbooks ---------------------------------------------------------------------------------------
+
+
+def step_history(monkeypatch) -> dict[int, list[str]]:
+    """Every status each runbook step shows, in order (after the initial "pending")."""
+    seen: dict[int, list[str]] = {}
+    real = OutputPanel.set_step_status
+
+    def record(self, index, status, detail=""):
+        seen.setdefault(index, []).append(status)
+        real(self, index, status, detail)
+
+    monkeypatch.setattr(OutputPanel, "set_step_status", record)
+    return seen
+
+
+async def failover_until_pause(pilot, demo) -> OutputPanel:
+    """Run the demo's database-failover runbook through its one step-up up to the pause at step 5."""
+    app = pilot.app
+    screen = console(app)
+    await select(pilot, "database-failover")
+    steps_text = str(screen.query_one("#detail-steps").render())
+    assert "./bin/pg repoint db-replica" in steps_text and "pause" in steps_text
+    assert not screen.query_one("#targets-box").display  # a runbook's steps name their own targets
+    await pilot.press("r")
+    touch = await wait_for(pilot, lambda: isinstance(app.screen, TouchModal) and app.screen, what="the touch modal")
+    output = screen.query_one(OutputPanel)
+    assert set(output.step_statuses.values()) == {"pending"} and len(output.step_statuses) == 6
+    shown = str(touch.summary.renderable())  # the whole plan, one step a line
+    for line in ("1. db-replica: ./bin/pg lag", "2. db-primary: ./bin/pg fence", "3. db-replica: ./bin/pg promote",
+                 "4. db-primary, db-replica: ./bin/pg repoint db-replica", "5. pause: Check the dashboards",
+                 "6. db-primary, db-replica: ./bin/pg status"):
+        assert any(line in row for row in shown.splitlines()), line
+    await pilot.press("t")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+    await pilot.press(*"db-replica, db-primary", "enter")
+    await wait_for(pilot, lambda: screen.pause is not None, timeout=60, what="the pause")
+    assert output.step_statuses == {1: "ok", 2: "ok", 3: "ok", 4: "ok", 5: "waiting", 6: "pending"}
+    assert screen.query_one("#pause-bar").display
+    assert "waiting for you" in str(screen.query_one("#pause-text").render())
+    assert "Check the dashboards" in str(screen.query_one("#pause-text").render())
+    assert "db-replica is now primary" in log_text(app, "3:db-replica")  # each step keeps its own output
+    assert "fenced (read-only)" in log_text(app, "2:db-primary")
+    return output
+
+
+async def test_runbook_runs_with_one_step_up_and_a_pause(demo, monkeypatch):
+    history = step_history(monkeypatch)
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        output = await failover_until_pause(pilot, demo)
+        await pilot.click("#pause-continue")
+        await finished(pilot)
+        screen = console(app)
+        assert output.step_statuses == {i: "ok" for i in range(1, 7)}
+        assert screen.last_report.exit_code == 0
+        assert screen._frontend.asked == ["fido2", "confirm"]  # one step-up for the whole plan
+        for index in (1, 2, 3, 4, 6):
+            assert history[index] == ["running", "ok"], (index, history[index])
+        assert history[5] == ["waiting", "ok"]
+        assert "ok · 6/6 steps ok · exit 0" in output.headline
+        assert "vip=db-replica" in log_text(app, "6:db-primary")
+        output.select_step(3)
+        assert output.selected_step == 3
+        assert not screen.query_one("#pause-bar").display
+    events = trail_events(demo)
+    assert events.count("runbook.start") == 1 and events.count("runbook.step") == 6
+    assert events[-1] == "runbook.end" and events.count("stepup.success") == 1
+    steps = [r for r in trail_records(demo) if r["event"] == "runbook.step"]
+    assert [(r["step"], r["status"]) for r in steps] == [(i, "ok") for i in range(1, 7)]
+
+
+async def test_runbook_stopped_at_the_pause(demo, monkeypatch):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        output = await failover_until_pause(pilot, demo)
+        await pilot.click("#pause-stop")
+        await finished(pilot)
+        assert output.step_statuses == {1: "ok", 2: "ok", 3: "ok", 4: "ok", 5: "cancelled", 6: "cancelled"}
+        assert "cancelled at step 5" in output.headline and "exit 130" in output.headline
+        status_line = str(console(app).query_one("#run-status").render())
+        assert "cancelled at step 5" in status_line
+    records = trail_records(demo)
+    assert not [r for r in records if r["event"] == "action.start" and r.get("step") == 6]  # never started
+    end = records[-1]
+    assert end["event"] == "runbook.end" and end["exit_code"] == 130 and end["steps"]["6"] == "cancelled"
+
+
+RUNBOOK_EXTRA = """
+[runbooks.watch-then-report]
+title = "Follow the traffic, then report"
+steps = [
+  { title = "Follow traffic", command = "./bin/traffic 60", targets = ["web-1"], risk = "low" },
+  { title = "Report", command = "touch report-ran", targets = ["web-1"], risk = "low" },
+]
+"""
+
+
+async def test_cancel_stops_the_running_step_and_no_further_step_starts(demo):
+    config = parse_config((demo.config_text() + RUNBOOK_EXTRA).encode(), "demo.toml")
+    app = app_for(demo, config=config)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, "watch-then-report")
+        await pilot.press("r")
+        screen = console(app)
+        output = screen.query_one(OutputPanel)
+        await wait_for(pilot, lambda: output.step_statuses.get(1) == "running" and "GET" in log_text(app, "1:web-1"),
+                       what="step 1 streaming")
+        await pilot.press("x")
+        await finished(pilot)
+        assert output.step_statuses == {1: "cancelled", 2: "cancelled"}
+        assert screen.last_report.cancelled
+    assert not (demo.hosts_dir / "web-1" / "report-ran").exists()
+    assert not [r for r in trail_records(demo) if r["event"] == "action.start" and r.get("step") == 2]
+
+
+# -- audit pane, filter burst, forwarding -------------------------------------------------------------
+
+
+async def test_audit_pane_compact_lines_full_record_and_incremental_verify(demo):
+    from screens.audit_pane import AuditRecordModal
+
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = console(app).query_one(AuditPane)
+        await wait_for(pilot, lambda: pane.verified is not None, what="the start-up verify")
+        assert pane.full_verifies == 1
+        await select(pilot, "tail-log")
+        console(app).query_one(ActionTable).focus()
+        await pilot.press("enter")
+        await finished(pilot)
+        await wait_for(pilot, lambda: any(r["event"] == "action.end" for r in pane.last_records), what="action.end")
+        total = len(trail_records(demo))
+        await wait_for(pilot, lambda: f"{total} records" in str(pane.query_one("#audit-badge").render()),
+                       what="the incremental count")
+        assert pane.verified is True and pane.full_verifies == 1  # new records: verified incrementally only
+        log = pane.query_one("#audit-log")
+        lines = [str(log.get_option_at_index(i).prompt) for i in range(log.option_count)]
+        target_lines = [line for line in lines if " action.target " in line]
+        assert any(line.endswith("demo action.target tail-log web-2 ok") for line in target_lines), target_lines
+        assert all(len(line) < 80 for line in lines)  # compact, not the long record format
+        log.focus()
+        log.highlighted = lines.index(target_lines[0])
+        await pilot.press("enter")
+        modal = await wait_for(pilot, lambda: isinstance(app.screen, AuditRecordModal) and app.screen,
+                               what="the record modal")
+        assert "recording_sha256" in str(modal.query_one("#record-json").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConsoleScreen), what="back")
+        await pilot.press("v")
+        await wait_for(pilot, lambda: pane.full_verifies == 2, what="the full verify on v")
+
+
+async def test_filter_typed_in_one_burst_with_enter_runs_nothing(demo):
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = console(app)
+        table = screen.query_one(ActionTable)
+        # As a terminal sends "/db-fail⏎" in one read: every key queued before the first is handled.
+        for key, char in [("slash", "/"), *[(c if c != "-" else "minus", c) for c in "db-fail"], ("enter", "\r")]:
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: [a.id for a in table.actions] == ["db-failover"], what="the filter")
+        await wait_for(pilot, lambda: screen.focused is table, what="focus back on the list")
+        await pilot.pause(0.3)
+        assert not screen.running and screen.last_report is None and app.screen is screen
+        assert screen.query_one("#filter").value == "db-fail"
+        # "/" inside a field is a character, not the filter key.
+        await select(pilot, "tail-log")
+        screen.query_one("#filter").focus()
+        await pilot.press("a", "slash")
+        assert screen.query_one("#filter").value == "a/"  # select() cleared the filter hiding tail-log
+
+
+async def test_forwarding_to_a_down_collector_keeps_the_console_running(demo):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = demo.config_text() + f'\n[audit.forward]\nurl = "syslog+tcp://127.0.0.1:{port}"\n'
+    config = parse_config(text.encode(), "demo.toml")
+    app = app_for(demo, config=config)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.forwarder is not None
+        await select(pilot, "tail-log")
+        console(app).query_one(ActionTable).focus()
+        await pilot.press("enter")
+        await finished(pilot)
+        assert console(app).last_report.exit_code == 0
+        topbar = console(app).query_one("#topbar")
+        await wait_for(pilot, lambda: "fwd backlog" in str(topbar.render()), what="the backlog in the top bar")
+        backlog = int(str(topbar.render()).split("fwd backlog ")[1].split()[0])
+        assert backlog == len(trail_records(demo))  # nothing reached the (absent) collector
+        forwarder = app.forwarder
+    assert app.forwarder is None and not forwarder._thread.is_alive()  # stopped with the console
