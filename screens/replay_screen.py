@@ -130,7 +130,7 @@ class ReplayScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble((" replay ", "bold reverse"), " ", self.heading), id="replay-title")
         yield Static(Text(" checking the recording against the audit trail…", style="dim"), id="replay-banner")
-        with ScrollableContainer(id="replay-term"):
+        with ScrollableContainer(id="replay-term", can_focus=False):  # arrows and home/end seek, not scroll
             yield TerminalView(id="replay-view")
         yield Static(id="replay-status")
         yield Static(id="replay-progress")

@@ -226,3 +226,22 @@ def test_replay_snapshot(snap_compare, state):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_idle_gaps_are_capped_at_two_seconds(tmp_path):
+    path = tmp_path / "idle.cast"
+    rec = Recording(path, run="r", action="a", target="t", command="c", width=20, height=3)
+    rec.output("stdout", b"before\n", rec._t0 + 0.5)
+    rec.output("stdout", b"after\n", rec._t0 + 60.5)  # a minute of silence
+    rec.close()
+    player = TerminalPlayer(Cast(path))
+    try:
+        player.advance(2.4)  # 1.9 s after "before": still waiting
+        assert player.position == pytest.approx(2.4) and "after" not in "".join(player.display())
+        player.advance(0.2)  # the gap reached 2 s: on to the next event
+        assert player.position == pytest.approx(60.5) and "after" in "".join(player.display())
+        player.seek(1.0)
+        player.advance(5.0, idle_limit=None)  # without the cap the silence plays as recorded
+        assert player.position == pytest.approx(6.0) and "after" not in "".join(player.display())
+    finally:
+        player.close()
