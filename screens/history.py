@@ -278,6 +278,7 @@ class RunDetailScreen(Screen[None]):
     """
 
     BINDINGS = [
+        Binding("p", "replay_selected", "Replay recording"),
         Binding("escape,q", "close", "Back"),
     ]
 
@@ -297,7 +298,7 @@ class RunDetailScreen(Screen[None]):
                      id="run-title")
         with VerticalScroll(id="run-body"):
             yield Static(self._summary_text(), id="run-summary")
-            yield Static("Recordings (enter replays)", classes="run-section")
+            yield Static("Recordings (enter or p replays)", classes="run-section")
             yield DataTable(id="run-recordings", cursor_type="row")
             yield Static("Audit records", classes="run-section")
             yield Static(self._records_text(), id="run-records")
@@ -394,6 +395,11 @@ class RunDetailScreen(Screen[None]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.replay(int(event.row_key.value))
+
+    def action_replay_selected(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            self.replay(table.cursor_row)
 
     def replay(self, index: int, **kwargs) -> "ReplayScreen":
         from .replay_screen import ReplayScreen
