@@ -766,14 +766,19 @@ def _short(v: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def format_record_short(record: dict) -> str:
+def format_record_short(record: dict, width: int | None = None) -> str:
     """``15:21:55 demo action.target tail-log web-2 ok``: the time (UTC, to the second), operator, event,
-    what it concerns (action or runbook, step, target) and how it ended, each only when the record has it."""
+    what it concerns (action or runbook, step, target) and how it ended, each only when the record has it.
+
+    With ``width``, a line too long for it gets a shorter action name, so the target and outcome stay.
+    """
     t = str(record.get("time", ""))
     parts = [t[11:19] if len(t) >= 19 else (t or "?"), _short(record.get("operator") or "?", 20),
              _short(record.get("event") or "?")]
     subject = record.get("action") or record.get("runbook")
+    at = None
     if subject:
+        at = len(parts)
         parts.append(_short(subject))
     if record.get("step") is not None and not str(subject).endswith(f"#{record['step']}"):
         parts.append(f"step {_short(record['step'])}")  # an inline step's action id already names it
@@ -796,7 +801,13 @@ def format_record_short(record: dict) -> str:
         parts.append(_short(record["reason"], 60))
     elif record.get("error"):
         parts.append(_short(record["error"], 60))
-    return " ".join(parts)
+    line = " ".join(parts)
+    if width is not None and at is not None and len(line) > width:
+        keep = max(3, len(parts[at]) - (len(line) - width) - 1)
+        if keep < len(parts[at]):
+            parts[at] = parts[at][:keep] + "…"
+            line = " ".join(parts)
+    return line
 
 
 def format_record(record: dict) -> str:

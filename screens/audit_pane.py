@@ -24,7 +24,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from console.audit import AuditTrail, VerifyReport, format_record, format_record_short, verify, verify_from
+from console.audit import AuditTrail, VerifyReport, format_record_short, verify, verify_from
 
 POLL_INTERVAL = 0.25
 SHOWN = 300  # lines kept in the pane; `opsgate audit show/tail` has the rest
@@ -189,17 +189,20 @@ class AuditPane(Vertical):
                                                if isinstance(r.get("seq"), int)])
         log = self.query_one("#audit-log", OptionList)
         follow = log.highlighted is None or log.highlighted >= log.option_count - 1
-        log.add_options([Option(Text(format_record_short(r), style=record_style(r), no_wrap=True,
-                                     overflow="ellipsis")) for r in message.records])
+        log.add_options([self._line(r) for r in message.records])
         extra = log.option_count - SHOWN
         if extra > 0:
             # Rebuild from the kept records rather than remove one by one (one refresh).
             log.clear_options()
-            log.add_options([Option(Text(format_record_short(r), style=record_style(r), no_wrap=True,
-                                         overflow="ellipsis")) for r in self.last_records])
+            log.add_options([self._line(r) for r in self.last_records])
         if follow:
             log.highlighted = log.option_count - 1 if log.has_focus else None
             log.scroll_end(animate=False)
+
+    def _line(self, record: dict) -> Option:
+        width = self.query_one("#audit-log", OptionList).size.width - 2  # the scrollbar
+        text = format_record_short(record, width if width >= 30 else None)
+        return Option(Text(text, style=record_style(record), no_wrap=True, overflow="ellipsis"))
 
     @on(OptionList.OptionSelected, "#audit-log")
     def _show_record(self, event: OptionList.OptionSelected) -> None:

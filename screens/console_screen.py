@@ -476,8 +476,8 @@ class ConsoleScreen(Screen):
                 word = "ok"
             else:
                 word = "failed" + (f" at step {stopped}" if stopped else "")
-            output.finish_run(f"runbook {name} · run {report.run_id} · {word} · {ok}/{len(steps)} steps ok"
-                              f" · exit {report.exit_code}")
+            output.finish_run(f"{name} · {word} · {ok}/{len(steps)} steps ok · exit {report.exit_code}"
+                              f" · runbook run {report.run_id}")
             self.say(f"{name}: {word} ({ok}/{len(steps)} steps ok)",
                      severity="information" if report.exit_code == 0 else "warning")
         elif message.report is not None:

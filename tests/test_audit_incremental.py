@@ -108,3 +108,11 @@ def test_format_record_short():
     assert end.endswith("action.end a exit 1")
     evil = format_record_short({**base, "event": "note\x1b[31m", "operator": "x"})
     assert "\x1b" not in evil
+
+
+def test_format_record_short_fits_a_width_by_shortening_the_action():
+    record = {"time": "2026-11-28T15:21:55.1Z", "operator": "demo", "event": "action.target",
+              "action": "database-failover#4", "target": "db-replica", "outcome": "ok"}
+    line = format_record_short(record, 46)
+    assert len(line) <= 46 and line.endswith(" db-replica ok") and "…" in line
+    assert format_record_short(record, 200) == format_record_short(record)

@@ -1,6 +1,6 @@
 """Snapshots (pytest-textual-snapshot) of the console at 120x40: main screen, OTP modal, FIDO2 modal,
-a finished run. Deterministic: a fixed clock and TOTP secret, fixed run ids and audit times, animations
-off, cursor blink off, volatile audit fields (durations, hashes of files with times in them) hidden."""
+a finished run, a finished runbook run. Deterministic: a fixed clock and TOTP secret, fixed run ids and
+audit times, animations off, cursor blink off (the audit pane's compact lines show no volatile fields)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,17 @@ import console.audit
 import console.run
 from console.config import parse_config
 import screens.audit_pane
-from screens.stepup_modals import OtpModal, TouchModal
+from screens.output import OutputPanel
+from screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
 
 from tui_fixtures import FIXED_SECRET, FIXED_TIME, SIZE, app_for, start_demo, wait_for
 
-VOLATILE = ("duration", "recording_sha256", "sha256")
 
 
 @pytest.fixture
 def frozen(monkeypatch, tmp_path):
     monkeypatch.setattr(console.run, "new_run_id", lambda: "20260101T000000Z-5a7e11")
     monkeypatch.setattr(console.audit, "utc_now", lambda: "2026-01-01T00:00:00.000000Z")
-    real_format = console.audit.format_record
-    monkeypatch.setattr(screens.audit_pane, "format_record",
-                        lambda r: real_format({k: v for k, v in r.items() if k not in VOLATILE}))
     demo = start_demo(tmp_path, clock=lambda: FIXED_TIME, totp_secret=FIXED_SECRET)
     # One target at a time: the audit records of a run come in the same order every time.
     text = demo.config_text().replace('operator = "demo"', 'operator = "demo"\nmax_parallel = 1', 1)
@@ -105,6 +102,38 @@ def test_finished_run(snap_compare, frozen):
         pane = screen.query_one(screens.audit_pane.AuditPane)
         await wait_for(pilot, lambda: any(r["event"] == "action.end" for r in pane.last_records))
         await wait_for(pilot, lambda: pane.verified is True and "7 records" in str(pane.query_one("#audit-badge").render()))
+        screen.query_one("#actions").focus()
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_finished_runbook(snap_compare, frozen, monkeypatch):
+    demo, app = frozen
+    # The pipeline checks a grant's age against time.time(): the same frozen clock as the step-up.
+    import types
+
+    monkeypatch.setattr(console.run, "time", types.SimpleNamespace(time=lambda: FIXED_TIME))
+
+    async def run_before(pilot):
+        screen = app.main_screen
+        screen.select_action("database-failover")
+        await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press(*"db-replica, db-primary", "enter")
+        await wait_for(pilot, lambda: screen.pause is not None, timeout=60, what="the pause")
+        await pilot.click("#pause-continue")
+        await wait_for(pilot, lambda: screen.last_report is not None and not screen.running, timeout=60,
+                       what="the runbook")
+        output = screen.query_one(OutputPanel)
+        assert output.step_statuses == {i: "ok" for i in range(1, 7)}
+        pane = screen.query_one(screens.audit_pane.AuditPane)
+        await wait_for(pilot, lambda: any(r["event"] == "runbook.end" for r in pane.last_records))
+        await wait_for(pilot, lambda: pane.verified is True and f"{pane.last_seq} records"
+                       in str(pane.query_one("#audit-badge").render()))
         screen.query_one("#actions").focus()
         await settle(pilot)
 
