@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 
@@ -11,6 +12,7 @@ def cmd_console(ctx) -> int:
     from screens.app import make_app
 
     app = make_app(ctx.config, ctx.state_dir, operator=ctx.operator)
+    app.exit_on_signals(signal.SIGHUP, signal.SIGTERM)  # a closed terminal still stops runs cleanly
     app.run()
     return app.return_code or 0
 
@@ -20,14 +22,27 @@ def cmd_demo(ctx) -> int:
     from .demo import Demo
 
     print("opsgate demo: starting a loopback SSH target on 127.0.0.1 ...", file=sys.stderr)
-    with Demo() as demo:
+    demo = Demo()
+    atexit.register(demo.close)  # a last resort: the throwaway directory goes whatever ends the program
+    try:
+        demo.start()
         from screens.app import make_app
 
         app = make_app(demo.config, demo.state_dir, operator=demo.operator, stepup=demo.stepup, demo=demo)
-        # A closed terminal (SIGHUP) or a kill (SIGTERM) still ends the app cleanly, so the demo's
-        # server stops and its throwaway directory goes.
-        for sig in (signal.SIGHUP, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: app.exit(return_code=128 + signum))
+        # A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app through its event loop, so the
+        # demo's server stops and its directory goes below.
+        app.exit_on_signals(signal.SIGHUP, signal.SIGTERM)
         app.run()
-    print("opsgate demo: stopped; the demo's state, keys and audit trail were deleted.", file=sys.stderr)
+    finally:
+        # A second signal during the cleanup must not cut it short.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGTERM)}
+        try:
+            demo.close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    try:
+        print("opsgate demo: stopped; the demo's state, keys and audit trail were deleted.", file=sys.stderr)
+    except OSError:  # the terminal is gone (SIGHUP)
+        pass
     return app.return_code or 0

@@ -60,7 +60,22 @@ class OpsgateApp(App):
         self.theme = theme or default_theme()
         self.forwarder = None  # console.forward.Forwarder while the console runs, with [audit.forward]
 
+    def exit_on_signals(self, *signals: int) -> None:
+        """End the app cleanly on these signals (a closed terminal, a kill), so the caller's cleanup runs.
+
+        Call before ``run()``, from the main thread; the handlers go with the app's event loop.
+        """
+        self._exit_signals = signals
+
+    def _install_signal_handlers(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for sig in getattr(self, "_exit_signals", ()):
+            loop.add_signal_handler(sig, lambda sig=sig: self.exit(return_code=128 + sig))
+
     def on_mount(self) -> None:
+        self._install_signal_handlers()
         if self.config.forwarding is not None:
             from console.forward import Forwarder
 

@@ -615,6 +615,8 @@ class ConsoleScreen(Screen):
     def action_toggle_bottom(self) -> None:
         """On a narrow terminal, swap the output and the audit pane."""
         self.query_one("#bottom").toggle_class("show-audit")
+        # Hidden, the pane could not follow new records: show the newest now.
+        self.call_after_refresh(lambda: self.query_one("#audit-log").scroll_end(animate=False))
 
     def badge_for(self, risk: str) -> Text:
         return risk_badge(risk)
