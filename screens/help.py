@@ -26,12 +26,18 @@ code, a key touch, the target's name, or another operator's approval. `escape` s
 runs, and the denial is written to the audit trail. `x` cancels a running action (the remote
 processes are stopped).
 
+**Runbooks** (▤ in the list): ordered steps approved by one step-up; the step-up dialog lists every
+step. While it runs, the output pane shows the step list (pending, running, ok, failed, skipped,
+waiting for you, cancelled) and the selected step's output per target. At a pause, **Continue** goes
+on and **Stop** ends the runbook; `x` stops the running step and no further step starts.
+
 **Output** (bottom left): one tab per target, live, with its status (running, ok, exit N,
 timeout, unreachable). The panes keep the last lines; the recording keeps every byte
 (`opsgate replay RUN`).
 
 **Audit trail** (bottom right): the newest records, including those written by other consoles
-or `opsgate run`, and whether the hash chain verifies (`v` verifies now).
+or `opsgate run`, one compact line each (`enter` or a click shows the whole record), and whether the
+hash chain verifies (checked in full at start and on `v`, then record by record as they arrive).
 
 | key | does |
 |---|---|
