@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -420,7 +419,7 @@ class Pipeline:
                 step_outcome = outcome
                 req = sp.plan.requirement
                 needs_again = req.needs_stepup and (
-                    (req.max_age == 0 and every_run_used) or not satisfies(outcome.grant, req, time.time()))
+                    (req.max_age == 0 and every_run_used) or not satisfies(outcome.grant, req, self.stepup.clock()))
                 if req.needs_stepup and req.max_age == 0:
                     every_run_used = True
                 if needs_again:
