@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from textual import events
+
 from common import Row, cli, emit, log, sshd_server
 from pipeline_harness import load, write_config
 
@@ -62,7 +64,9 @@ async def drive(config, state: Path, targets: int) -> tuple[list[float], float, 
             elif before <= 0:
                 direction = "down"
             start = time.perf_counter()
-            await pilot.press(direction)
+            # Post the key as a terminal would; Pilot.press also waits for every queue to go idle,
+            # which under a flood measures the flood, not the key.
+            app.post_message(events.Key(direction, None))
             while table.cursor_row == before:
                 await asyncio.sleep(0.001)
                 if time.perf_counter() - start > 5:
