@@ -318,7 +318,9 @@ class ConsoleScreen(Screen):
         draft = self.query_one(ActionDetail).draft
         problems = draft.problems() if draft else []
         if problems:
-            self.say("; ".join(problems), title="Not ready to run", severity="error")
+            detail = self.query_one(ActionDetail)
+            hint = " Type it in the highlighted field, then press enter." if detail.focus_first_problem() else ""
+            self.say("; ".join(problems) + hint, title="Not ready to run", severity="error")
             return
         try:
             plan = self.ctx.pipeline.plan(request)

@@ -255,6 +255,27 @@ class ActionDetail(VerticalScroll, can_focus=False):
             self._show_validation(name, self.query_one(f"#param-{name}", Input).validate(value), typed=value != "")
         self._update_preview()
 
+    def focus_first_problem(self) -> bool:
+        """Put the cursor in the first param field that stops the run (missing or invalid); False if none."""
+        draft = self.draft
+        if draft is None:
+            return False
+        given = draft.request_params()
+        for name, param in draft.action.params.items():
+            value = given.get(name)
+            try:
+                if value is None:
+                    if param.required:
+                        raise ValueError("required")
+                    continue
+                check_value(param, value)
+            except ValueError:
+                fields = self.query(f"#param-{name}")
+                if fields:
+                    fields.first().focus()
+                    return True
+        return False
+
     def set_grant_text(self, text: str) -> None:
         """ "grant: OTP, 12:30 left" or "you will be asked for ..." (the app recomputes it every second)."""
         if text != self.grant_text:
