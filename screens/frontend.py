@@ -181,7 +181,6 @@ class TuiFrontend:
 
     def on_output(self, chunk: "Chunk") -> None:
         self.buffer.feed(self._key(chunk.target), chunk.stream, chunk.data)
-        self.buffer.wait_for_ui()
 
     def on_target_done(self, result: "TargetResult") -> None:
         key = self._key(result.target)

@@ -29,9 +29,6 @@ from textual.widgets.option_list import Option
 from .badges import STATUS_MARKS
 
 FLUSH_INTERVAL = 0.1
-PULSE_INTERVAL = 0.02  # the UI's heartbeat for output back-pressure
-UI_LAG_LIMIT = 0.06  # readers pause while the UI has not beaten for this long
-READER_PAUSE_LIMIT = 0.5  # ...but never longer than this per chunk (a stalled UI must not stall the run)
 MAX_LINES = 5000  # per target pane; the recording keeps everything
 MAX_PENDING = 400  # lines per target per flush: more than anyone reads in 0.1 s, cheap to draw
 STDERR_PREFIX = "[err] "
@@ -65,31 +62,6 @@ class OutputBuffer:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._partial: dict[tuple[str, str], bytes] = {}
-        self._pulse: float | None = None  # last UI heartbeat; None: no UI is watching, no back-pressure
-
-    def beat(self) -> None:
-        """The UI's event loop is running (called from a timer on the UI thread)."""
-        self._pulse = time.monotonic()
-
-    def stop_beating(self) -> None:
-        self._pulse = None
-
-    def wait_for_ui(self) -> None:
-        """Back-pressure for reader threads: while the UI's loop is starved, sleep (releasing the GIL).
-
-        A flood from many targets keeps paramiko and the readers busy in Python; without this the
-        event loop gets the GIL too rarely and keys take seconds. The recording still gets every byte.
-        """
-        deadline = None
-        while True:
-            pulse = self._pulse
-            now = time.monotonic()
-            if pulse is None or now - pulse < UI_LAG_LIMIT:
-                return
-            deadline = deadline or now + READER_PAUSE_LIMIT
-            if now >= deadline:
-                return
-            time.sleep(0.005)
 
     def _slot(self, target: str) -> _Pending:
         slot = self._pending.get(target)
@@ -213,10 +185,6 @@ class OutputPanel(Vertical):
         self.add_class("idle")
         self.query_one("#steps", OptionList).border_title = "Steps"
         self.set_interval(FLUSH_INTERVAL, self.flush, name="output-flush")
-        self.set_interval(PULSE_INTERVAL, lambda: self.buffer.beat(), name="output-pulse")  # buffer is per run
-
-    def on_unmount(self) -> None:
-        self.buffer.stop_beating()
 
     @property
     def step_statuses(self) -> dict[int, str]:
