@@ -635,13 +635,19 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
     report.end_offset, report.last_seq = offset, seq
 
     if check_recordings:
-        for rec_seq, rec_line, rel, expected in recordings:
-            problem = check_recording(state_dir, rel, expected)
-            report.recordings_checked += 1
-            if problem:
-                report.ok = False
-                report.problems.append(f"line {rec_line} (seq {rec_seq}): recording {rel}: {problem}")
+        _check_recordings(report, state_dir, recordings, with_line=True)
     return report
+
+
+def _check_recordings(report: VerifyReport, state_dir: Path | None, recordings, *, with_line: bool) -> None:
+    """Check each (seq, line, path, sha256) named by an action.target record; add a problem per mismatch."""
+    for rec_seq, rec_line, rel, expected in recordings:
+        problem = check_recording(state_dir, rel, expected)
+        report.recordings_checked += 1
+        if problem:
+            report.ok = False
+            where = f"line {rec_line} (seq {rec_seq})" if with_line else f"seq {rec_seq}"
+            report.problems.append(f"{where}: recording {rel}: {problem}")
 
 
 def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, state_dir: Path | None = None,
@@ -701,12 +707,7 @@ def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, sta
     if chunk.problem:
         bad(chunk.problem[0], chunk.problem[1], offset + chunk.bytes)
     if check_recordings:
-        for rec_seq, _line, rel, expected in chunk.recordings:
-            problem = check_recording(state_dir, rel, expected)
-            report.recordings_checked += 1
-            if problem:
-                report.ok = False
-                report.problems.append(f"seq {rec_seq}: recording {rel}: {problem}")
+        _check_recordings(report, state_dir, chunk.recordings, with_line=False)  # chunk lines are relative
     return report
 
 
