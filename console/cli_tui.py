@@ -31,7 +31,7 @@ def cmd_demo(ctx) -> int:
         app = make_app(demo.config, demo.state_dir, operator=demo.operator, stepup=demo.stepup, demo=demo)
         # A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app through its event loop, so the
         # demo's server stops and its directory goes below.
-        app.exit_on_signals(signal.SIGHUP, signal.SIGTERM)
+        app.exit_on_signals(signal.SIGHUP, signal.SIGTERM, last_resort=demo.close)
         app.run()
     finally:
         # A second signal during the cleanup must not cut it short.

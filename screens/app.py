@@ -30,6 +30,9 @@ class DemoHooks(Protocol):
     def touch(self) -> None: ...
 
 
+FORCED_EXIT_AFTER = 5.0  # seconds a signalled app may take to exit through its event loop
+
+
 class OpsgateApp(App):
     """Holds the config, the pipeline, step-up and the audit trail; the ConsoleScreen does the rest."""
 
@@ -60,19 +63,40 @@ class OpsgateApp(App):
         self.theme = theme or default_theme()
         self.forwarder = None  # console.forward.Forwarder while the console runs, with [audit.forward]
 
-    def exit_on_signals(self, *signals: int) -> None:
+    def exit_on_signals(self, *signals: int, last_resort: Callable[[], None] | None = None) -> None:
         """End the app cleanly on these signals (a closed terminal, a kill), so the caller's cleanup runs.
 
-        Call before ``run()``, from the main thread; the handlers go with the app's event loop.
+        If the event loop cannot act within ``FORCED_EXIT_AFTER`` seconds (after a SIGHUP the writer
+        thread may die on the closed terminal and leave the loop blocked on its queue), run
+        ``last_resort`` and leave with ``os._exit``. Call before ``run()``, from the main thread.
         """
         self._exit_signals = signals
+        self._last_resort = last_resort
 
     def _install_signal_handlers(self) -> None:
         import asyncio
+        import signal
 
         loop = asyncio.get_running_loop()
         for sig in getattr(self, "_exit_signals", ()):
-            loop.add_signal_handler(sig, lambda sig=sig: self.exit(return_code=128 + sig))
+            signal.signal(sig, lambda signum, frame, loop=loop: self._on_exit_signal(signum, loop))
+
+    def _on_exit_signal(self, signum: int, loop) -> None:
+        """Runs in the main thread between bytecodes, even while the loop is blocked."""
+        import os
+        import threading
+
+        def force() -> None:
+            try:
+                if self._last_resort is not None:
+                    self._last_resort()
+            finally:
+                os._exit(128 + signum)
+
+        watchdog = threading.Timer(FORCED_EXIT_AFTER, force)
+        watchdog.daemon = True  # a clean exit in time ends the process and this timer with it
+        watchdog.start()
+        loop.call_soon_threadsafe(lambda: self.exit(return_code=128 + signum))
 
     def on_mount(self) -> None:
         self._install_signal_handlers()
