@@ -655,3 +655,30 @@ def test_demo_cleans_up_on_hangup_and_terminate(tmp_path, sig):
             proc.kill()
         if master is not None:
             os.close(master)
+
+
+def test_exit_signal_with_a_blocked_event_loop_runs_the_last_resort_and_exits(tmp_path):
+    """After SIGHUP the loop may be stuck on a dead terminal's writer queue: the watchdog still ends it."""
+    import signal
+
+    marker = tmp_path / "cleaned"
+    script = f"""
+import asyncio, signal, threading
+import screens.app as m
+m.FORCED_EXIT_AFTER = 0.5
+app = m.OpsgateApp.__new__(m.OpsgateApp)
+app.exit_on_signals(signal.SIGTERM, last_resort=lambda: open({str(marker)!r}, "w").write("x"))
+
+async def main():
+    app._install_signal_handlers()
+    print("ready", flush=True)
+    threading.Event().wait()  # the event loop itself is blocked, as on a dead terminal
+
+asyncio.run(main())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=str(__import__("pathlib").Path(__file__).parent.parent))
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert marker.read_text() == "x"
