@@ -538,7 +538,7 @@ def _runbooks(c: _Checker, raw: dict, targets: dict[str, Target], actions: dict[
         used = set()
         for step in steps:
             used |= template_fields(step.command or "")
-            used |= {v[1:-1] for v in step.params.values() if isinstance(v, str) and _is_ref(v)}
+            used |= {ref for v in step.params.values() if (ref := param_ref(v))}
         for name in sorted(set(params) - used):
             c.error(f"{where}.params.{name}", "declared but not used by any step")
         risk = max((s.risk for s in steps if s.kind != "pause"), key=RISKS.index, default="low")
@@ -546,9 +546,11 @@ def _runbooks(c: _Checker, raw: dict, targets: dict[str, Target], actions: dict[
     return runbooks
 
 
-def _is_ref(value: str) -> bool:
-    """A step param value written as ``"{name}"`` takes the runbook param ``name``."""
-    return value.startswith("{") and value.endswith("}") and bool(_PARAM_NAME.match(value[1:-1]))
+def param_ref(value: object) -> str | None:
+    """The runbook param a step param value refers to (written ``"{name}"``), else None (a literal)."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and _PARAM_NAME.match(value[1:-1]):
+        return value[1:-1]
+    return None
 
 
 def _step(c: _Checker, raw: Any, where: str, index: int, rb_params: dict[str, Param],
@@ -608,9 +610,9 @@ def _step(c: _Checker, raw: Any, where: str, index: int, rb_params: dict[str, Pa
         pwhere = f"{where}.params.{name}"
         if name not in action.params:
             c.error(pwhere, f"action {action.id} has no param {name!r}")
-        elif isinstance(value, str) and _is_ref(value):
-            if value[1:-1] not in rb_params:
-                c.error(pwhere, f"refers to {value} but the runbook declares no param {value[1:-1]!r}")
+        elif ref := param_ref(value):
+            if ref not in rb_params:
+                c.error(pwhere, f"refers to {value} but the runbook declares no param {ref!r}")
             values[name] = value
         elif not isinstance(value, (str, int)) or isinstance(value, bool):
             c.error(pwhere, f"expected a string or an integer, got {_type_name(value)}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from actions.outcome import Chunk, Endpoint, TargetResult
 
 from .audit import AuditTrail
-from .config import Action, Config, Runbook, Step, Target
+from .config import Action, Config, Runbook, Step, Target, param_ref
 from .errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied, UsageError
 from .params import RenderedCommand, render_command, resolve_params
 from .policy import Requirement, satisfies
@@ -181,8 +181,7 @@ class Pipeline:
                 step_values = values
             else:
                 action = self.config.actions[step.action]
-                given = {n: (str(values[v[1:-1]]) if isinstance(v, str) and v.startswith("{") else str(v))
-                         for n, v in step.params.items()}
+                given = {n: str(values[ref] if (ref := param_ref(v)) else v) for n, v in step.params.items()}
                 step_values = resolve_params(action, given)
             targets = tuple(self.config.targets_for(step))
             plan = Plan(f"{run_id}.{step.index}", operator, action, targets, step_values,

@@ -204,3 +204,24 @@ def test_check_validates_runbooks(runbook, expected):
     with pytest.raises(ConfigError) as e:
         parse_config(f'{BASE}\n[runbooks.rb]\ntitle = "RB"\n{runbook}\n'.encode())
     assert any(p.startswith(f"config.toml: {expected}") for p in e.value.problems), e.value.problems
+
+
+def test_a_literal_step_value_that_only_starts_with_a_brace_is_not_a_param_reference(tmp_path):
+    from console.run import Pipeline, RunRequest
+
+    cfg = parse_config(f'''{BASE}
+[actions.echo]
+title = "Echo"
+risk = "low"
+targets = ["a"]
+command = "echo {{msg}}"
+[actions.echo.params.msg]
+pattern = ".*"
+
+[runbooks.rb]
+title = "RB"
+params.word = {{ choices = ["hi"] }}
+steps = [{{ action = "echo", params = {{ msg = "{{not a ref" }} }}, {{ action = "echo", params = {{ msg = "{{word}}" }} }}]
+'''.encode())
+    plan = Pipeline(cfg, tmp_path, stepup=None, audit=None).plan(RunRequest("rb", params={"word": "hi"}))
+    assert [sp.plan.command.command for sp in plan.steps] == ["echo '{not a ref'", "echo hi"]
