@@ -63,6 +63,11 @@ class Plan:
         """One line for prompts: "restart-service on web-1, web-2: sudo systemctl restart nginx"."""
         return f"{self.action.id} on {', '.join(self.target_names)}: {self.command.redacted}"
 
+    def stepup_request(self) -> StepUpRequest:
+        """What a code or touch approves: this command on these targets, with a fresh nonce."""
+        return StepUpRequest(self.action.id, self.command.command, self.target_names, os.urandom(16),
+                             display_command=self.command.redacted)
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -259,10 +264,8 @@ class Pipeline:
         self._cancel.clear()
         if isinstance(plan, RunbookPlan):
             return self._execute_runbook(plan, frontend)
-        request = StepUpRequest(plan.action.id, plan.command.command, plan.target_names, os.urandom(16),
-                                display_command=plan.command.redacted)
-        fields = self._action_fields(plan)
-        outcome = self._step_up(plan, plan.requirement, request, frontend, fields, label=plan.action.id)
+        outcome = self._step_up(plan, plan.requirement, plan.stepup_request(), frontend, self._action_fields(plan),
+                                label=plan.action.id)
         if self._cancel.is_set():
             self._record("action.cancelled", plan, action=plan.action.id, stage="before start")
             return RunReport(plan.run_id, [], EXIT_CANCELLED, cancelled=True)
@@ -401,18 +404,15 @@ class Pipeline:
                 step = sp.step
                 if self._cancel.is_set() or exit_code != EXIT_OK:
                     status = "cancelled" if self._cancel.is_set() else "skipped"
-                    self._step_done(plan, sp, status, frontend, "not started")
-                    statuses[step.index] = status
+                    self._step_done(plan, sp, status, frontend, "not started", statuses)
                     continue
                 if sp.plan is None:
                     frontend.on_step(sp, "waiting")
                     if frontend.ask_pause(step) and not self._cancel.is_set():
-                        statuses[step.index] = "ok"
-                        self._step_done(plan, sp, "ok", frontend, "operator continued")
+                        self._step_done(plan, sp, "ok", frontend, "operator continued", statuses)
                     else:
                         self._cancel.set()
-                        statuses[step.index] = "cancelled"
-                        self._step_done(plan, sp, "cancelled", frontend, "operator stopped at the pause")
+                        self._step_done(plan, sp, "cancelled", frontend, "operator stopped at the pause", statuses)
                         exit_code = EXIT_CANCELLED
                     continue
                 step_outcome = outcome
@@ -422,9 +422,7 @@ class Pipeline:
                 if req.needs_stepup and req.max_age == 0:
                     every_run_used = True
                 if needs_again:
-                    step_req = StepUpRequest(sp.plan.action.id, sp.plan.command.command, sp.plan.target_names,
-                                             os.urandom(16), display_command=sp.plan.command.redacted)
-                    step_outcome = self._step_up(sp.plan, req, step_req, frontend,
+                    step_outcome = self._step_up(sp.plan, req, sp.plan.stepup_request(), frontend,
                                                  self._action_fields(sp.plan), label=sp.plan.action.id)
                 frontend.on_step(sp, "running")
                 capture: dict = defaultdict(bytearray)
@@ -432,8 +430,7 @@ class Pipeline:
                 report = self._run_plan(sp.plan, frontend, step_outcome, pool=pool, link=link, capture=capture)
                 results += report.results
                 status, detail = check_step(step, report, capture)
-                statuses[step.index] = status
-                self._step_done(plan, sp, status, frontend, detail)
+                self._step_done(plan, sp, status, frontend, detail, statuses)
                 if status == "cancelled":
                     exit_code = EXIT_CANCELLED
                 elif status == "failed" and step.on_failure == "stop":
@@ -444,7 +441,10 @@ class Pipeline:
                      steps={str(k): v for k, v in statuses.items()}, exit_code=exit_code)
         return RunReport(plan.run_id, results, exit_code, exit_code == EXIT_CANCELLED)
 
-    def _step_done(self, plan: RunbookPlan, sp: StepPlan, status: str, frontend: Frontend, detail: str) -> None:
+    def _step_done(self, plan: RunbookPlan, sp: StepPlan, status: str, frontend: Frontend, detail: str,
+                   statuses: dict[int, str]) -> None:
+        """Audit a step's end, keep its status for runbook.end, and tell the front end."""
+        statuses[sp.step.index] = status
         self._record("runbook.step", plan, runbook=plan.runbook.id, step=sp.step.index, title=sp.step.title,
                      step_run=sp.plan.run_id if sp.plan else None, status=status, detail=detail)
         frontend.on_step(sp, status, detail)
