@@ -175,6 +175,20 @@ def _read_tail(fd: int, size: int, path: Path) -> _Tail:
     return _Tail(end, seq, stored.decode("ascii"))
 
 
+def pick_run(prefix: str, runs: list[str], *, where: str = "") -> str:
+    """The run ``prefix`` names among ``runs`` (ids starting with it): the exact id, or a unique prefix
+    of at least 6 characters. Raises UsageError saying which rule failed."""
+    if prefix in runs:
+        return prefix
+    if not runs:
+        raise UsageError(f"no run {prefix!r} in the audit trail{where}")
+    if len(prefix) < 6:
+        raise UsageError(f"run {prefix!r} not found; a prefix must have at least 6 characters")
+    if len(runs) > 1:
+        raise UsageError(f"run prefix {prefix!r} is ambiguous: {', '.join(runs[:5])}")
+    return runs[0]
+
+
 class AuditTrail:
     """Append to and read one audit file. Safe across threads and processes (see the module docstring)."""
 
@@ -353,15 +367,7 @@ class AuditTrail:
                 run = self._parse(f"line {number}", line).get("run")
                 if isinstance(run, str) and run.startswith(prefix):
                     runs[run] = None
-        if prefix in runs:
-            return prefix
-        if not runs:
-            raise UsageError(f"no run {prefix!r} in the audit trail {self.path}")
-        if len(prefix) < 6:
-            raise UsageError(f"run {prefix!r} not found; a prefix must have at least 6 characters")
-        if len(runs) > 1:
-            raise UsageError(f"run prefix {prefix!r} is ambiguous: {', '.join(list(runs)[:5])}")
-        return next(iter(runs))
+        return pick_run(prefix, list(runs), where=f" {self.path}")
 
     def read_new(self, offset: int) -> tuple[list[dict], int]:
         """Records whose lines start at or after byte ``offset``, and the offset to pass next time.

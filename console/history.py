@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .audit import AuditTrail, VerifyReport, check_recording, record_hash, verify
-from .errors import EXIT_CANCELLED, EXIT_OK, UsageError
+from .audit import AuditTrail, VerifyReport, check_recording, pick_run, record_hash, verify
+from .errors import EXIT_CANCELLED, EXIT_OK
 
 OUTCOMES = ("ok", "failed", "cancelled", "denied", "dry-run", "running")
 _RISKS = ("low", "medium", "high", "critical")
@@ -421,14 +421,7 @@ def find_summary(summaries: list[RunSummary], prefix: str) -> RunSummary:
     m = _STEP_RUN.match(prefix)
     if m and m.group("base") in by_id and by_id[m.group("base")].kind == "runbook":
         return by_id[m.group("base")]
-    found = [s for s in summaries if s.run.startswith(prefix)]
-    if not found:
-        raise UsageError(f"no run {prefix!r} in the audit trail")
-    if len(prefix) < 6:
-        raise UsageError(f"run {prefix!r} not found; a prefix must have at least 6 characters")
-    if len(found) > 1:
-        raise UsageError(f"run prefix {prefix!r} is ambiguous: {', '.join(s.run for s in found[:5])}")
-    return found[0]
+    return by_id[pick_run(prefix, [s.run for s in summaries if s.run.startswith(prefix)])]
 
 
 def export_run(audit_path: Path, state_dir: Path, prefix: str) -> tuple[dict, bool]:
