@@ -172,7 +172,9 @@ def test_list_shows_runbooks_with_their_highest_risk(lab):
     config, state = lab
     rows = {r["id"]: r for r in json.loads(cli(config, state, "list", "--json").stdout)}
     assert rows["three-medium"]["risk"] == "medium" and rows["three-medium"]["kind"] == "runbook"
+    assert rows["three-medium"]["targets"] == ["t1", "t2"]  # an action step without targets uses its action's
     assert rows["two-high"]["risk"] == "high" and len(rows["two-high"]["steps"]) == 2
+    assert rows["five-steps"]["targets"] == ["t1"]
 
 
 BASE = """
