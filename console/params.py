@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .config import Action, Param
+from .config import Action, Param, Runbook
 from .errors import ParamError
 from .template import render
 
@@ -56,7 +56,7 @@ def _show(param: Param, raw: str) -> str:
     return "the value" if param.secret else repr(raw)
 
 
-def resolve_params(action: Action, given: Mapping[str, str]) -> dict[str, str | int]:
+def resolve_params(action: Action | Runbook, given: Mapping[str, str]) -> dict[str, str | int]:
     """Validate every given value, fill defaults, and report all problems in one ParamError."""
     problems = []
     values: dict[str, str | int] = {}
