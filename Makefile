@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean system-deps
+.PHONY: run test bench clean system-deps lint-imports
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ system-deps:
 run: $(VENV)/.installed
 	$(BIN)/opsgate demo
 
-test: $(VENV)/.installed-test system-deps
+# import-linter reads packages from disk; .lint/opsgate is the installed layout as links to the folders.
+lint-imports: $(VENV)/.installed-test
+	@rm -rf .lint && mkdir -p .lint/opsgate && for d in cli console screens actions; do ln -s ../../$$d .lint/opsgate/$$d; done
+	PYTHONPATH=.lint $(BIN)/lint-imports --no-cache
+
+test: $(VENV)/.installed-test system-deps lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test system-deps
@@ -42,4 +47,4 @@ bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .lint

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-from actions.ssh import Chunk, Connection, Endpoint, SSHError, TargetResult, connect
+from opsgate.actions.ssh import Chunk, Connection, Endpoint, SSHError, TargetResult, connect
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Callable
 
 import paramiko
 
-from actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
-from actions.hostkeys import KnownHosts, fingerprint, host_token, preferred_key_types
+from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
+from opsgate.actions.hostkeys import KnownHosts, fingerprint, host_token, preferred_key_types
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
 logging.getLogger("paramiko").addHandler(logging.NullHandler())

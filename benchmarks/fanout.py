@@ -18,8 +18,8 @@ import time
 
 from common import Row, alternate, cli, emit, log, sshd_server
 
-from actions.fanout import FanOut
-from actions.ssh import Endpoint
+from opsgate.actions.fanout import FanOut
+from opsgate.actions.ssh import Endpoint
 
 
 def run_opsgate(server, count: int, parallel: int) -> float:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.config import Config, parse_config
-from console.run import Pipeline
-from console.stepup import StepUp
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.catalog.model import Config
+from opsgate.console.catalog.loader import parse_config
+from opsgate.console.run import Pipeline
+from opsgate.console.stepup.verifier import StepUp
 
 
 def write_config(directory: Path, server, commands: dict[str, str], *, targets: int = 1,

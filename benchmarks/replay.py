@@ -23,8 +23,8 @@ from pathlib import Path
 
 from common import Row, cli, emit, log
 
-from console.recording import Recording
-from console.replay import Cast
+from opsgate.console.audit.recording import Recording
+from opsgate.console.audit.replay import Cast
 
 DURATION = 3600.0
 
@@ -46,7 +46,7 @@ def first_event(cast: Cast, t: float):
 
 def screen_seeks(cast: Cast, rng: random.Random, seeks: int) -> tuple[float, list[float]]:
     """The replay screen's seek: TerminalPlayer.seek (snapshot or window) plus rendering pyte's buffer."""
-    from screens.terminal import TerminalPlayer, render_screen
+    from opsgate.screens.terminal import TerminalPlayer, render_screen
 
     start = time.perf_counter()
     player = TerminalPlayer(cast)  # scans the markers (the index is built already)

@@ -58,8 +58,8 @@ choices = ["nginx", "haproxy"]
 
 
 def child_opsgate(config: str, state: str) -> None:
-    import screens.app as app_mod
-    import screens.console_screen as cs
+    import opsgate.screens.app as app_mod
+    import opsgate.screens.console_screen as cs
 
     original_mount = cs.ConsoleScreen.on_mount
 
@@ -75,7 +75,7 @@ def child_opsgate(config: str, state: str) -> None:
     cs.ConsoleScreen.on_mount = on_mount
     run = app_mod.OpsgateApp.run
     app_mod.OpsgateApp.run = lambda self, **kw: run(self, headless=True, size=(120, 40), **kw)
-    from console.cli import main
+    from opsgate.cli.main import main
 
     main(["--config", config, "--state-dir", state])
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from common import Row, alternate, cli, emit, log, sshd_server
 from pipeline_harness import NullFrontend, load, make_pipeline, write_config
 
-from console.run import RunRequest
+from opsgate.console.run import RunRequest
 
 
 def make_data(path: Path, mb: int) -> tuple[int, str]:

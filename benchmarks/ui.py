@@ -35,8 +35,8 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def drive(config, state: Path, targets: int) -> tuple[list[float], float, dict]:
-    from screens.app import make_app
-    from screens.catalog import ActionTable
+    from opsgate.screens.app import make_app
+    from opsgate.screens.catalog import ActionTable
 
     state.mkdir(mode=0o700, exist_ok=True)
     app = make_app(config, state, operator="bench", theme="opsgate-dark")

@@ -1,4 +1,4 @@
-"""opsgate core: config, catalog, policy, step-up, audit, recordings, run pipeline, CLI.
+"""opsgate's core, with no user interface: the catalog, step-up, the audit trail and the run pipeline.
 
-Never imports Textual (tests/test_import_hygiene.py enforces it).
+Never imports Textual, Rich, the front ends or the demo (import-linter contracts in pyproject.toml).
 """

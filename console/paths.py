@@ -8,9 +8,19 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import ConfigError, UsageError
+from opsgate.console.errors import ConfigError, UsageError
 
 APP = "opsgate"
+
+# What a state dir holds, named once.
+AUDIT_FILE = "audit.jsonl"  # the hash-chained trail (console/audit/trail.py)
+RECORDINGS_DIR = "recordings"  # recordings/<run>/<target>.cast
+CREDENTIALS_FILE = "credentials.toml"  # factor secrets, FIDO2 credentials, replay and lockout state
+CREDENTIALS_LOCK = ".credentials.lock"
+GRANTS_FILE = "grants.json"  # kept step-up grants (`opsgate auth`)
+GRANTS_LOCK = ".grants.lock"
+FORWARD_CURSOR = "forward.cursor"  # how far the syslog collector has the trail
+FORWARD_LOCK = "forward.lock"
 
 
 def find_config(flag: str | None) -> Path:

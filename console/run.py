@@ -1,4 +1,4 @@
-"""The run pipeline: one path for the TUI and the CLI (DESIGN.md, "The run pipeline").
+"""The run pipeline: one path for the TUI and the CLI (ARCHITECTURE.md, "The run pipeline").
 
 request -> validate params -> render (shlex-quoted) -> policy -> step-up -> audit action.start (fsync)
 -> fan-out over SSH, each target recorded -> audit action.target per target -> audit action.end.
@@ -19,18 +19,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from actions.outcome import Chunk, Endpoint, TargetResult
+from opsgate.actions.outcome import Chunk, Endpoint, TargetResult
 
-from .audit import AuditTrail
-from .config import Action, Config, Runbook, Step, Target, param_ref
-from .errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied, UsageError
-from .params import RenderedCommand, render_command, resolve_params
-from .policy import Requirement, satisfies
-from .recording import Recording, recording_path
-from .stepup import Prompter, StepUp, StepUpOutcome, StepUpRequest
+from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.catalog.model import Action, Config, Runbook, Step, Target, param_ref
+from opsgate.console.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied, UsageError
+from opsgate.console.catalog.params import RenderedCommand, render_command, resolve_params
+from opsgate.console.catalog.policy import Requirement, satisfies
+from opsgate.console.audit.recording import Recording, recording_path
+from opsgate.console.stepup.verifier import Prompter, StepUp, StepUpOutcome, StepUpRequest
 
 if TYPE_CHECKING:  # paramiko is imported when the first run starts, not at start-up
-    from actions.fanout import ConnectionPool, FanOut
+    from opsgate.actions.fanout import ConnectionPool, FanOut
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,7 @@ class Pipeline:
                 audit_failures.append(e)
             frontend.on_target_done(result)
 
-        from actions.fanout import FanOut
+        from opsgate.actions.fanout import FanOut
 
         endpoints = [self._endpoint(t) for t in plan.targets]
         fanout = FanOut(endpoints, plan.command.command, max_parallel=settings.max_parallel,
@@ -388,7 +388,7 @@ class Pipeline:
 
     def _execute_runbook(self, plan: RunbookPlan, frontend: Frontend) -> RunReport:
         """Steps in order, one step-up for the whole plan; stop at the first failed step unless it continues."""
-        from actions.fanout import ConnectionPool
+        from opsgate.actions.fanout import ConnectionPool
 
         request = StepUpRequest(f"runbook:{plan.runbook.id}", plan.describe_steps(redacted=False),
                                 plan.target_names, os.urandom(16), display_command=plan.describe_steps())

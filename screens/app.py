@@ -6,26 +6,28 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from rich.text import Text
 from textual.app import App
 from textual.binding import Binding
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.config import Config
+from opsgate.console.audit.trail import AuditTrail
 
-from .commands import ConsoleCommands
-from .console_screen import ConsoleScreen
-from .theme import THEMES, default_theme
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.catalog.model import Config
+from opsgate.screens.commands import ConsoleCommands
+from opsgate.screens.console_screen import ConsoleScreen
+from opsgate.screens.theme import THEMES, default_theme
 
 if TYPE_CHECKING:
-    from console.run import Pipeline
-    from console.stepup import StepUp
+    from opsgate.console.run import Pipeline
+    from opsgate.console.stepup.verifier import StepUp
 
 
 class DemoHooks(Protocol):
-    """What ``opsgate demo`` adds to the screens: a banner, the TOTP code hint, the software key's touch."""
+    """What ``opsgate demo`` adds to the screens: its operator's TOTP codes, the code hint, the key's touch."""
 
-    def banner(self, now: float) -> Text: ...
+    operator: str
+
+    def codes(self, now: float) -> tuple[str, str, int]: ...
     def otp_hint(self, operator: str) -> str | None: ...
     def touch(self) -> None: ...
 
@@ -101,7 +103,7 @@ class OpsgateApp(App):
     def on_mount(self) -> None:
         self._install_signal_handlers()
         if self.config.forwarding is not None:
-            from console.forward import Forwarder
+            from opsgate.console.audit.forward.forwarder import Forwarder
 
             # Ships the trail to the collector in the background; runs never wait for it.
             self.forwarder = Forwarder(self.audit.path, self.state_dir, self.config.forwarding).start()
@@ -129,8 +131,8 @@ def make_app(config: Config, state_dir: Path, *, operator: str | None = None, st
     ``authenticator`` is a FIDO2 device factory (a SoftKey in tests and the demo; else USB HID).
     Grants are kept in memory only: a TUI session's step-up ends with the session.
     """
-    from console.run import Pipeline
-    from console.stepup import StepUp
+    from opsgate.console.run import Pipeline
+    from opsgate.console.stepup.verifier import StepUp
 
     state_dir = Path(state_dir)
     operator = operator or config.settings.operator

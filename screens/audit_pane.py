@@ -24,7 +24,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from console.audit import AuditTrail, VerifyReport, format_record_short, verify, verify_from
+from opsgate.console.audit.trail import AuditTrail, VerifyReport, format_record_short, verify, verify_from
 
 POLL_INTERVAL = 0.25
 SHOWN = 300  # lines kept in the pane; `opsgate audit show/tail` has the rest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from console.policy import RISKS
+from opsgate.console.catalog.policy import RISKS
 
 # Solid backgrounds with a contrasting foreground read the same on dark and light terminals.
 RISK_STYLES = {

@@ -12,10 +12,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from console.config import Action, Config, Runbook, Target
-from console.policy import RISKS
+from opsgate.console.catalog.model import Action, Config, Runbook, Target
+from opsgate.console.catalog.policy import RISKS
 
-from .badges import RISK_WIDTH, risk_badge
+from opsgate.screens.badges import RISK_WIDTH, risk_badge
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from console.policy import RISKS
+from opsgate.console.catalog.policy import RISKS
 
 if TYPE_CHECKING:
-    from .console_screen import ConsoleScreen
+    from opsgate.screens.console_screen import ConsoleScreen
 
 
 class ConsoleCommands(Provider):
     """Run, filter by risk or tag, step up now, verify the audit trail, cancel, theme, help."""
 
     def _console(self) -> "ConsoleScreen | None":
-        from .console_screen import ConsoleScreen
+        from opsgate.screens.console_screen import ConsoleScreen
 
         for screen in reversed(self.app.screen_stack):
             if isinstance(screen, ConsoleScreen):

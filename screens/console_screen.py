@@ -14,20 +14,21 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
-from console.errors import OpsgateError
-from console.policy import FACTOR_WORDS, RISKS, satisfies, seconds_left
+from opsgate.console.durations import format_clock
+from opsgate.console.errors import OpsgateError
+from opsgate.console.catalog.policy import FACTOR_WORDS, RISKS, satisfies, seconds_left
 
-from .audit_pane import AuditPane, AuditVerified
-from .badges import risk_badge
-from .catalog import ActionFilter, ActionTable, catalog_entries, filter_actions
-from .detail import ActionDetail
-from .frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
-from .output import OutputPanel, StepView, status_word
+from opsgate.screens.audit_pane import AuditPane, AuditVerified
+from opsgate.screens.badges import risk_badge
+from opsgate.screens.catalog import ActionFilter, ActionTable, catalog_entries, filter_actions
+from opsgate.screens.detail import ActionDetail
+from opsgate.screens.frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
+from opsgate.screens.output import OutputPanel, StepView, status_word
 
 if TYPE_CHECKING:
-    from console.run import Plan, RunbookPlan, RunReport
+    from opsgate.console.run import Plan, RunbookPlan, RunReport
 
-    from .app import OpsgateApp
+    from opsgate.screens.app import DemoHooks, OpsgateApp
 
 
 @dataclass
@@ -44,11 +45,14 @@ class StepUpFinished(Message):
     error: str | None
 
 
-def _mmss(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
+def demo_banner(demo: "DemoHooks", now: float) -> Text:
+    """The demo's red banner: its operator's TOTP code now and next, and how the software key is touched."""
+    code, nxt, left = demo.codes(now)
+    return Text.assemble(
+        (" DEMO ", "bold #ffffff on #b3123a"),
+        f" TOTP code of {demo.operator}: ", (f"{code[:3]} {code[3:]}", "bold"), f" ({left:2d}s, next {nxt})",
+        " · software security key: t in the touch dialog · state deleted on exit",
+    )
 
 
 class ConsoleScreen(Screen):
@@ -131,7 +135,7 @@ class ConsoleScreen(Screen):
         self._update_grant_line()
         self.query_one(OutputPanel).tick()
         if self.ctx.demo is not None:
-            self.query_one("#demo-banner", Static).update(self.ctx.demo.banner(self.ctx.clock()))
+            self.query_one("#demo-banner", Static).update(demo_banner(self.ctx.demo, self.ctx.clock()))
 
     def _update_topbar(self) -> None:
         audit = self.query_one(AuditPane)
@@ -141,7 +145,7 @@ class ConsoleScreen(Screen):
         grant_text = "no grant"
         if grant is not None:
             age = self.ctx.clock() - grant.auth_time
-            grant_text = f"grant {FACTOR_WORDS[grant.factor]} {_mmss(age)} ago"
+            grant_text = f"grant {FACTOR_WORDS[grant.factor]} {format_clock(age)} ago"
         runbooks = f", {len(self.config.runbooks)} runbooks" if self.config.runbooks else ""
         bar = Text.assemble((" opsgate ", "bold reverse"), "  operator ", (self.ctx.operator, "bold"),
                             f"  ·  {len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets",
@@ -179,13 +183,13 @@ class ConsoleScreen(Screen):
         stepup = self.ctx.stepup
         locked = stepup.totp.locked_until(self.ctx.operator) if stepup is not None and req.factor == "otp" else None
         if locked:
-            return f"OTP locked for {_mmss(locked - now)} after wrong codes"
+            return f"OTP locked for {format_clock(locked - now)} after wrong codes"
         record = stepup.grants.get(self.ctx.operator) if stepup is not None else None
         grant = record.grant if record else None
         if req.max_age == 0:
             return f"asks for the {FACTOR_WORDS[req.factor]} at every run"
         if satisfies(grant, req, now, used=record.used if record else False):
-            return f"✓ current grant ({FACTOR_WORDS[grant.factor]}) valid for {_mmss(seconds_left(grant, req, now))}"
+            return f"✓ current grant ({FACTOR_WORDS[grant.factor]}) valid for {format_clock(seconds_left(grant, req, now))}"
         return f"you will be asked for the {FACTOR_WORDS[req.factor]}"
 
     def _update_grant_line(self) -> None:
@@ -293,12 +297,12 @@ class ConsoleScreen(Screen):
 
     def _plan_runbook(self, runbook_id: str, params: dict):
         """The runbook's steps rendered with ``params`` (the detail pane's preview; nothing is audited)."""
-        from console.run import RunRequest
+        from opsgate.console.run import RunRequest
 
         return self.ctx.pipeline.plan(RunRequest(runbook_id, (), dict(params), self.ctx.operator))
 
     def _request(self):
-        from console.run import RunRequest
+        from opsgate.console.run import RunRequest
 
         detail = self.query_one(ActionDetail)
         draft = detail.draft
@@ -332,7 +336,7 @@ class ConsoleScreen(Screen):
         self.run_worker(self._prepare_and_execute(plan), exclusive=True, group="prepare")
 
     async def _prepare_and_execute(self, plan: "Plan | RunbookPlan") -> None:
-        from console.run import RunbookPlan
+        from opsgate.console.run import RunbookPlan
 
         output = self.query_one(OutputPanel)
         waiting = "waiting for step-up" if plan.requirement.needs_stepup else "pending"
@@ -361,7 +365,7 @@ class ConsoleScreen(Screen):
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _execute(self, plan: "Plan | RunbookPlan", frontend: TuiFrontend) -> None:
-        from console.errors import StepUpDenied
+        from opsgate.console.errors import StepUpDenied
 
         try:
             report = self.ctx.pipeline.execute(plan, frontend)
@@ -457,7 +461,7 @@ class ConsoleScreen(Screen):
         self.answer_pause(False)
 
     def on_run_finished(self, message: RunFinished) -> None:
-        from console.run import RunbookPlan
+        from opsgate.console.run import RunbookPlan
 
         self.running = False
         if self.pause is not None:
@@ -515,7 +519,7 @@ class ConsoleScreen(Screen):
 
     def action_dry_run(self) -> None:
         """Record in the trail that the operator previewed this exact command; nothing runs."""
-        from console.run import RunbookPlan
+        from opsgate.console.run import RunbookPlan
 
         request = self._request()
         if request is None:
@@ -599,13 +603,13 @@ class ConsoleScreen(Screen):
         self.notify(message, title=title, severity=severity, markup=False)
 
     def action_history(self) -> None:
-        from .history import HistoryScreen
+        from opsgate.screens.history import HistoryScreen
 
         self.app.push_screen(HistoryScreen(self.ctx.audit.path, self.ctx.state_dir, operator=self.ctx.operator,
                                            clock=self.ctx.clock))
 
     def action_help(self) -> None:
-        from .help import HelpScreen
+        from opsgate.screens.help import HelpScreen
 
         self.app.push_screen(HelpScreen())
 

@@ -17,11 +17,11 @@ from textual.validation import ValidationResult, Validator
 from textual.widgets import Input, Label, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from console.config import Action, Config, Param, Runbook
-from console.errors import ParamError
-from console.params import check_value, render_command, resolve_params
+from opsgate.console.catalog.model import Action, Config, Param, Runbook
+from opsgate.console.errors import ParamError
+from opsgate.console.catalog.params import check_value, render_command, resolve_params
 
-from .badges import risk_badge
+from opsgate.screens.badges import risk_badge
 
 TAG_PREFIX = "tag:"
 
@@ -201,7 +201,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
         title.update(head)
         self.query_one("#detail-description", Static).update(Text(action.description or "(no description)"))
         if is_runbook:
-            from .catalog import entry_targets
+            from opsgate.screens.catalog import entry_targets
 
             names = ", ".join(t.name for t in entry_targets(self.config, action))
             self.query_one("#detail-command", Static).update(Text.assemble(

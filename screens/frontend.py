@@ -19,18 +19,18 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from console.run import RunbookPlan
+from opsgate.console.run import RunbookPlan
 
-from .output import OutputBuffer, step_key
-from .stepup_modals import ApproverModal, ConfirmModal, OtpModal, RunSummary, TouchModal
+from opsgate.screens.output import OutputBuffer, step_key
+from opsgate.screens.stepup_modals import ApproverModal, ConfirmModal, OtpModal, RunSummary, TouchModal
 
 if TYPE_CHECKING:
     from textual.app import App
 
-    from actions.ssh import Chunk, TargetResult
-    from console.config import Step
-    from console.run import Plan, StepPlan
-    from console.stepup import Prompt
+    from opsgate.actions.ssh import Chunk, TargetResult
+    from opsgate.console.catalog.model import Step
+    from opsgate.console.run import Plan, StepPlan
+    from opsgate.console.stepup.verifier import Prompt
 
 
 @dataclass

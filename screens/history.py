@@ -17,19 +17,19 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
-from console.audit import AuditTrail, VerifyReport, format_record, verify
-from console.errors import OpsgateError
-from console.history import (OUTCOMES, HistoryFilter, RecordingRef, RunSummary, build_history, chain_ok,
+from opsgate.console.audit.trail import AuditTrail, VerifyReport, format_record, verify
+from opsgate.console.errors import OpsgateError
+from opsgate.console.audit.history import (OUTCOMES, HistoryFilter, RecordingRef, RunSummary, build_history, chain_ok,
                              chain_state, check_recordings, filter_history, record_verified)
-from console.policy import FACTOR_SHORT, FACTOR_WORDS, RISKS
+from opsgate.console.catalog.policy import FACTOR_SHORT, FACTOR_WORDS, RISKS
 
-from .badges import STATUS_MARKS, risk_badge
+from opsgate.screens.badges import STATUS_MARKS, risk_badge
 
 RED, YELLOW, GREEN, DIM = "bold #e5484d", "#d4a72c", "#3fa45b", "dim"
 OUTCOME_STYLES = {"ok": GREEN, "failed": RED, "denied": RED, "cancelled": YELLOW, "dry-run": DIM, "running": YELLOW}
@@ -402,7 +402,7 @@ class RunDetailScreen(Screen[None]):
             self.replay(table.cursor_row)
 
     def replay(self, index: int, **kwargs) -> "ReplayScreen":
-        from .replay_screen import ReplayScreen
+        from opsgate.screens.replay_screen import ReplayScreen
 
         ref = self.summary.recordings[index]
         chain_problem = None

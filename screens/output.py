@@ -26,7 +26,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Log, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from .badges import STATUS_MARKS
+from opsgate.console.durations import format_clock
+from opsgate.screens.badges import STATUS_MARKS
 
 FLUSH_INTERVAL = 0.1
 MAX_LINES = 5000  # per target pane; the recording keeps everything
@@ -363,8 +364,7 @@ class OutputPanel(Vertical):
     def _refresh_status(self) -> None:
         line = Text(self.headline, style="bold")
         if self.running:
-            elapsed = int(self.clock() - self._started)
-            line.append(f"  ·  running {elapsed // 60:02d}:{elapsed % 60:02d}  ·  x cancels", style="")
+            line.append(f"  ·  running {format_clock(self.clock() - self._started)}  ·  x cancels", style="")
         counts: dict[str, int] = {}
         for status in (self.step_statuses if self.steps else self.statuses).values():
             status = STEP_WORDS.get(status, status)

@@ -24,11 +24,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
-from console.audit import check_recording, record_hash
-from console.history import RecordingRef
-from console.replay import Cast, ReplayError
+from opsgate.console.audit.trail import check_recording, record_hash
+from opsgate.console.audit.history import RecordingRef
+from opsgate.console.audit.replay import Cast, ReplayError
 
-from .terminal import IDLE_LIMIT, Marker, TerminalPlayer, render_screen
+from opsgate.screens.terminal import IDLE_LIMIT, Marker, TerminalPlayer, render_screen
 
 SPEEDS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SEEK_STEP = 5.0

@@ -19,7 +19,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, OptionList, Static
 
-from .badges import risk_badge
+from opsgate.console.durations import format_clock
+from opsgate.screens.badges import risk_badge
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,6 @@ class RunSummary:
             ("Command  ", "bold"), ("$ ", "dim"), self.command, "\n",
             ("Needs    ", "bold"), self.requirement,
         )
-
-
-def _countdown(seconds: float) -> str:
-    seconds = max(0, int(seconds + 0.999))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class StepUpModal(ModalScreen):
@@ -137,7 +133,7 @@ class OtpModal(StepUpModal):
         if self.error:
             status.append(f"✗ {self.error}\n", style="bold")
         if locked:
-            status.append(f"Locked out: try again in {_countdown(self.locked_until - self.clock())}")
+            status.append(f"Locked out: try again in {format_clock(self.locked_until - self.clock(), round_up=True)}")
         elif self.attempts_left is not None and not (self.error and "attempt" in self.error):
             status.append(f"{self.attempts_left} attempt{'s' if self.attempts_left != 1 else ''} left "
                           "before a lockout")
@@ -199,7 +195,7 @@ class TouchModal(StepUpModal):
     def _refresh(self) -> None:
         text = "Waiting for a touch…"
         if self.deadline is not None:
-            text += f"  times out in {_countdown(self.deadline - self.clock())}"
+            text += f"  times out in {format_clock(self.deadline - self.clock(), round_up=True)}"
         self.query_one("#touch-status", Static).update(text)
 
     def action_cancel(self) -> None:

@@ -28,7 +28,7 @@ import pyte
 from rich.style import Style
 from rich.text import Text
 
-from console.replay import Cast
+from opsgate.console.audit.replay import Cast
 
 SNAPSHOT_EVERY = 5.0
 SNAPSHOT_CACHE = 48

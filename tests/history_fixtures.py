@@ -7,13 +7,13 @@ Records go through ``AuditTrail.append`` with the fields of ``console/run.py`` (
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import console.audit
-from console.audit import AUDIT_FILE, AuditTrail
-from console.recording import Recording, recording_path
+import opsgate.console.audit.trail as audit_trail
+from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.audit.recording import Recording, recording_path
 
 NOW = datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc)  # "today" in these tests
 NOW_TS = NOW.timestamp()
@@ -40,7 +40,7 @@ def fixed_times(monkeypatch, start: datetime):
     def move_to(when: datetime) -> None:
         state["t"] = when
 
-    monkeypatch.setattr(console.audit, "utc_now", now)
+    monkeypatch.setattr(audit_trail, "utc_now", now)
     return move_to
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyotp
 
-from console.config import Settings
-from console.credentials import CredentialStore, OperatorCredentials
-from console.stepup import Prompt, StepUp, StepUpRequest
-from console.totp import STEP, new_secret
+from opsgate.console.catalog.model import Settings
+from opsgate.console.stepup.credentials import CredentialStore, OperatorCredentials
+from opsgate.console.stepup.verifier import Prompt, StepUp, StepUpRequest
+from opsgate.console.stepup.totp import STEP, new_secret
 
 
 class FakeClock:
@@ -70,8 +70,8 @@ class AuditLog(list):
         return [e for e, _ in self]
 
 
-def enrol_totp(state_dir: Path, operator: str, secret: str | None = None) -> str:
-    """Put a TOTP secret straight into the store (the enrolment flow has its own tests)."""
+def enroll_totp(state_dir: Path, operator: str, secret: str | None = None) -> str:
+    """Put a TOTP secret straight into the store (the enrollment flow has its own tests)."""
     secret = secret or new_secret()
     with CredentialStore(state_dir).transaction() as data:
         data.setdefault(operator, OperatorCredentials()).totp_secret = secret

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from console.audit import (
-    AUDIT_FILE,
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.audit.trail import (
     GENESIS,
     AuditFormatError,
     AuditTrail,
@@ -23,7 +23,7 @@ from console.audit import (
     record_hash,
     verify,
 )
-from console.errors import AuditWriteError, UsageError
+from opsgate.console.errors import AuditWriteError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,7 +191,7 @@ def test_missing_directory_raises_audit_write_error(tmp_path):
 WRITER = """
 import os, sys, time
 from pathlib import Path
-from console.audit import AuditTrail
+from opsgate.console.audit.trail import AuditTrail
 path, go, name, n = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 while not go.exists():
     time.sleep(0.001)
@@ -223,7 +223,7 @@ def test_read_new_picks_up_records_from_another_process(trail, tmp_path):
     fill(trail, 2)
     first, offset = trail.read_new(0)
     assert [r["seq"] for r in first] == [1, 2]
-    script = ("import sys; from pathlib import Path; from console.audit import AuditTrail; "
+    script = ("import sys; from pathlib import Path; from opsgate.console.audit.trail import AuditTrail; "
               "t = AuditTrail(Path(sys.argv[1])); [t.append('stepup.success', operator='bob', factor='otp') for _ in range(3)]")
     subprocess.run([sys.executable, "-c", script, str(trail.path)], cwd=ROOT, check=True)
     new, offset2 = trail.read_new(offset)
@@ -333,7 +333,7 @@ def test_read_only_filesystem_raises(small_tmpfs):
 
 
 def test_parallel_verify_reports_exactly_what_sequential_does(trail, monkeypatch):
-    import console.audit as audit
+    import opsgate.console.audit.trail as audit
 
     monkeypatch.setattr(audit, "_PARALLEL_BLOCK", 700)  # a chunk boundary every few records
     fill(trail, 40)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from console.audit import AuditTrail, format_record_short, verify, verify_from
+from opsgate.console.audit.trail import AuditTrail, format_record_short, verify, verify_from
 
 
 def trail(tmp_path, n: int) -> AuditTrail:

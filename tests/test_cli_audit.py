@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.recording import Recording, recording_path
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.audit.recording import Recording, recording_path
 
 OPSGATE = Path(sys.executable).parent / "opsgate"
 RUN = "20261128-145001-a1b2c3"

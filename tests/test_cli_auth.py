@@ -26,7 +26,7 @@ def opsgate(env, *args, stdin="", extra_env=None):
     config, state = env
     e = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
     e.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                            *args], input=stdin, capture_output=True, text=True, cwd=ROOT, env=e, timeout=60)
 
 
@@ -39,7 +39,7 @@ def enroll_otp(env, operator="alice", stdin_prefix=""):
     """Run `opsgate enroll otp`, read the secret from the printed URI, answer with its current code."""
     config, state = env
     e = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                              "enroll", "otp", "--operator", operator], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=e)
     if stdin_prefix:
@@ -97,7 +97,7 @@ def test_auth_with_another_operators_code(env):
     assert r.returncode == 3 and "wrong code, 4 attempts left" in r.stderr
 
 
-def test_auth_without_enrolment_says_how(env):
+def test_auth_without_enrollment_says_how(env):
     r = opsgate(env, "auth", stdin="123456\n")
     assert r.returncode == 3
     assert r.stderr.strip() == "opsgate: no factor enrolled for alice: run `opsgate enroll otp`"
@@ -131,7 +131,7 @@ def test_usage_errors_exit_2(env):
     assert opsgate(env, "enroll", "voice").returncode == 2
 
 
-def test_reenrolment_needs_a_step_up_first(env):
+def test_reenrollment_needs_a_step_up_first(env):
     _, _, _, secret = enroll_otp(env)
     r = opsgate(env, "enroll", "otp", stdin="000000\n")
     assert r.returncode == 3 and "step up with it first" in r.stderr

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def opsgate(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -71,7 +71,7 @@ def test_list_json_and_text():
 
 
 def test_state_dir_is_created_private(tmp_path):
-    from console import paths
+    from opsgate.console import paths
 
     d = paths.state_dir(str(tmp_path / "s"), None)
     assert d.stat().st_mode & 0o777 == 0o700
@@ -79,6 +79,6 @@ def test_state_dir_is_created_private(tmp_path):
     os.chmod(tmp_path / "open", 0o777)
     import pytest
 
-    from console.errors import UsageError
+    from opsgate.console.errors import UsageError
     with pytest.raises(UsageError, match="writable by group or others"):
         paths.state_dir(str(tmp_path / "open"), None)

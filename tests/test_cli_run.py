@@ -13,9 +13,9 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from console.audit import AUDIT_FILE
-from console.config import load_config
-from console.stepup import StepUp
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.catalog.loader import load_config
+from opsgate.console.stepup.verifier import StepUp
 from run_fixtures import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def opsgate(config: Path, state: Path, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                            *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
@@ -43,17 +43,17 @@ def lab(tmp_path, sshd):
     return config, state
 
 
-def enrol_otp(config: Path, state: Path, operator: str = "alice") -> str:
-    """Enrol a TOTP secret for ``operator`` through the real StepUp code; return the secret."""
+def enroll_otp(config: Path, state: Path, operator: str = "alice") -> str:
+    """Enroll a TOTP secret for ``operator`` through the real StepUp code; return the secret."""
     secret = pyotp.random_base32(32)
     state.mkdir(mode=0o700, exist_ok=True)
     stepup = StepUp(state, load_config(config).settings)
-    assert stepup.enrol_otp(operator, secret, pyotp.TOTP(secret).now())
+    assert stepup.enroll_otp(operator, secret, pyotp.TOTP(secret).now())
     return secret
 
 
 def next_code(secret: str) -> str:
-    """A code the verifier accepts after enrolment spent the current step (the next step is within ±1)."""
+    """A code the verifier accepts after enrollment spent the current step (the next step is within ±1)."""
     return pyotp.TOTP(secret).at(time.time() + 30)
 
 
@@ -122,9 +122,9 @@ def test_dry_run_prints_and_audits_but_runs_nothing(lab):
 
 
 def test_medium_action_with_otp_on_stdin_end_to_end(lab):
-    """The acceptance path: enrol, run with the code on stdin, verify, replay, asciinema cat, tamper."""
+    """The acceptance path: enroll, run with the code on stdin, verify, replay, asciinema cat, tamper."""
     config, state = lab
-    secret = enrol_otp(config, state)
+    secret = enroll_otp(config, state)
     r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin=next_code(secret) + "\n")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "t1 | restarting nginx" in r.stdout
@@ -163,14 +163,14 @@ def test_medium_action_with_otp_on_stdin_end_to_end(lab):
 
 def test_wrong_code_is_denied_exit_3_and_audited(lab):
     config, state = lab
-    enrol_otp(config, state)
+    enroll_otp(config, state)
     r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin="000000\n")
     assert r.returncode == 3, r.stdout + r.stderr
     ev = events(state)
     assert "stepup.failure" in ev and ev[-1] == "action.denied" and "action.start" not in ev
 
 
-def test_no_enrolled_factor_says_how_to_enrol(lab):
+def test_no_enrolled_factor_says_how_to_enroll(lab):
     config, state = lab
     r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin="123456\n")
     assert r.returncode == 3
@@ -179,7 +179,7 @@ def test_no_enrolled_factor_says_how_to_enrol(lab):
 
 def test_secret_param_never_reaches_trail_or_terminal(lab):
     config, state = lab
-    secret = enrol_otp(config, state)
+    secret = enroll_otp(config, state)
     value = "TopSecretKey12345"
     r = opsgate(config, state, "run", "rotate-key", "--param", f"key={value}", "--yes", stdin=next_code(secret) + "\n")
     assert r.returncode == 0, r.stderr
@@ -221,7 +221,7 @@ def test_full_audit_disk_fails_closed_exit_4(lab, tmp_path):
 def test_ctrl_c_cancels_remote_process_and_exits_130(lab):
     config, state = lab
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                              "run", "sleepy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env=env)
     deadline = time.monotonic() + 30
@@ -248,7 +248,7 @@ def test_critical_action_with_security_key_and_typed_confirmation(lab, tmp_path)
     env_run = {k: v for k, v in env_run.items() if k not in ("OPSGATE_CONFIG", "OPSGATE_STATE_DIR")}
 
     def cli(*args, stdin=""):
-        return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+        return subprocess.run([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                                *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env_run)
 
     enrolled = cli("enroll", "fido2", "--name", "test-key")

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from console.config import load_config, parse_config, parse_duration
-from console.errors import ConfigError
+from opsgate.console.catalog.loader import load_config, parse_config
+
+from opsgate.console.durations import parse_duration
+from opsgate.console.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from console.credentials import CredentialStore, FidoCredential, OperatorCredentials
-from console.errors import CredentialsError
+from opsgate.console.stepup.credentials import CredentialStore, FidoCredential, OperatorCredentials
+from opsgate.console.errors import CredentialsError
 
 
 def test_round_trip_and_mode_0600(tmp_path):

@@ -7,8 +7,8 @@ import time
 import paramiko
 import pytest
 
-from actions.ssh import Endpoint, connect
-from console.demo_server import DemoServer, generate_key, generate_key_file
+from opsgate.actions.ssh import Endpoint, connect
+from opsgate.console.demo.server import DemoServer, generate_key, generate_key_file
 
 
 @pytest.fixture

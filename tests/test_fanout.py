@@ -1,4 +1,4 @@
-"""actions.fanout against a real sshd reached through several loopback addresses."""
+"""opsgate.actions.fanout against a real sshd reached through several loopback addresses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from actions.fanout import ConnectionPool, FanOut, PoolClosed
-from actions.ssh import Chunk, TargetResult
+from opsgate.actions.fanout import ConnectionPool, FanOut, PoolClosed
+from opsgate.actions.ssh import Chunk, TargetResult
 from sshd import free_port
 from test_ssh import endpoint, marker, wait_gone
 
@@ -137,7 +137,7 @@ def test_shared_pool_reuses_one_connection_per_target(sshd):
 
 def test_concurrent_gets_connect_once(sshd):
     calls: list[str] = []
-    from actions.ssh import connect
+    from opsgate.actions.ssh import connect
 
     def counting_connect(ep):
         calls.append(ep.name)

@@ -5,9 +5,9 @@ import threading
 import pytest
 from fido2.client import Fido2Client
 
-from console.errors import StepUpDenied
-from console.policy import Requirement
-from console.securitykey import (
+from opsgate.console.errors import StepUpDenied
+from opsgate.console.catalog.policy import Requirement
+from opsgate.console.stepup.securitykey import (
     CloneSuspected,
     KeyAccepted,
     KeyRejected,
@@ -18,8 +18,8 @@ from console.securitykey import (
     TouchTimeout,
     counter_ok,
 )
-from console.softkey import SoftKey
-from tests.stepup_fixtures import AuditLog, FakeClock, ScriptedPrompter, make_stepup, request
+from opsgate.console.demo.softkey import SoftKey
+from tests.stepup_fixtures import AuditLog, ScriptedPrompter, make_stepup, request
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_softkey_speaks_ctap2_to_the_real_client(softkey):
     assert "FIDO_2_0" in client.info.versions
 
 
-def test_enrol_then_verify(key, cred, softkey):
+def test_enroll_then_verify(key, cred, softkey):
     assert cred.name == "yubi" and len(cred.credential_id) == 32
     result = key.verify([cred], b"c" * 32)
     assert isinstance(result, KeyAccepted) and result.credential_id == cred.credential_id
@@ -132,7 +132,7 @@ FIDO = Requirement("fido2", 0)
 
 def enrolled(tmp_path, softkey, operator="alice"):
     stepup = make_stepup(tmp_path, key=softkey)
-    stepup.enrol_fido2(operator, f"{operator}-key", ScriptedPrompter())
+    stepup.enroll_fido2(operator, f"{operator}-key", ScriptedPrompter())
     return stepup
 
 
@@ -222,4 +222,4 @@ def test_clone_detected_when_another_console_saw_a_higher_counter(tmp_path, soft
 def test_enrolling_the_same_key_twice_is_refused(tmp_path, softkey):
     stepup = enrolled(tmp_path, softkey)
     with pytest.raises(SecurityKeyError):
-        stepup.enrol_fido2("alice", "again", ScriptedPrompter())
+        stepup.enroll_fido2("alice", "again", ScriptedPrompter())

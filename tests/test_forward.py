@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.config import load_config, parse_config
-from console.errors import ConfigError
-from console.forward import (
-    CURSOR_FILE,
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE, FORWARD_CURSOR
+from opsgate.console.catalog.loader import load_config, parse_config
+from opsgate.console.errors import ConfigError
+from opsgate.console.audit.forward.forwarder import (
+
     Cursor,
     Forwarder,
     compare_with_collector,
@@ -74,7 +76,7 @@ def forwarding(url: str, extra: str = ""):
 
 def opsgate(config: Path, state: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                            *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
@@ -151,7 +153,7 @@ def test_records_arrive_complete_in_order_as_rfc5424(collector, state):
     heads = [line for line in lines if b" audit.head " in line]
     assert heads and heads[-1].split(b" [", 1)[1].startswith(
         f'opsgate@32473 head="{records[-1]["hash"]}" seq="{len(records)}"]'.encode())
-    cursor = Cursor.load(state / CURSOR_FILE)
+    cursor = Cursor.load(state / FORWARD_CURSOR)
     assert (cursor.seq, cursor.hash, cursor.offset) == (len(records), records[-1]["hash"], trail.path.stat().st_size)
 
 
@@ -292,7 +294,7 @@ def test_forwarding_never_blocks_appends_when_the_collector_does_not_read(state)
         t = time.monotonic()
         fwd.stop(timeout=1.0)
         assert time.monotonic() - t < 4
-        assert Cursor.load(state / CURSOR_FILE).seq < 300
+        assert Cursor.load(state / FORWARD_CURSOR).seq < 300
     finally:
         listener.close()
 
@@ -300,14 +302,14 @@ def test_forwarding_never_blocks_appends_when_the_collector_does_not_read(state)
 def test_cursor_that_does_not_match_the_trail_sends_everything_again(collector, state):
     trail = AuditTrail(state / AUDIT_FILE)
     fill(trail, 4)
-    Cursor(3, 100, "f" * 64).save(state / CURSOR_FILE)  # not where record 3 ends
+    Cursor(3, 100, "f" * 64).save(state / FORWARD_CURSOR)  # not where record 3 ends
     warnings = []
     fwd = Forwarder(trail.path, state, forwarding(collector.url), warn=warnings.append, **FAST).start()
     assert fwd.drain(10)
     fwd.stop()
     assert any("does not match" in w for w in warnings)
     collector.wait_for(has_seqs(4))
-    assert Cursor.load(state / CURSOR_FILE).seq == 4
+    assert Cursor.load(state / FORWARD_CURSOR).seq == 4
 
 
 def test_one_forwarder_per_state_dir(collector, state):
@@ -431,7 +433,7 @@ def test_opsgate_run_forwards_and_the_collector_copy_verifies(collector, tmp_pat
     r = opsgate(config, state, "audit", "verify", "--against", str(collector.output))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "collector copy matches the local chain: 5 records up to seq 5" in r.stdout
-    assert Cursor.load(state / CURSOR_FILE).seq == 5
+    assert Cursor.load(state / FORWARD_CURSOR).seq == 5
 
     r = opsgate(config, state, "audit", "forward")
     assert r.returncode == 0 and "nothing new to forward" in r.stdout, r.stdout + r.stderr
@@ -471,7 +473,7 @@ def test_audit_forward_follow_keeps_going_until_interrupted(collector, tmp_path,
     trail = AuditTrail(state / AUDIT_FILE)
     fill(trail, 2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                              "audit", "forward", "--follow"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

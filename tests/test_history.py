@@ -13,12 +13,14 @@ import pytest
 from textual.app import App
 from textual.widgets import DataTable, Input, Static
 
-from console.audit import AUDIT_FILE, AuditTrail, verify
-from console.history import (HistoryFilter, build_history, chain_state, check_recordings, export_run,
+from opsgate.console.audit.trail import AuditTrail, verify
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.audit.history import (HistoryFilter, build_history, chain_state, check_recordings, export_run,
                              filter_history, find_summary, parse_when)
-from console.errors import UsageError
-from screens.history import HistoryScreen, RunDetailScreen
-from screens.replay_screen import ReplayScreen
+from opsgate.console.errors import UsageError
+from opsgate.screens.history import HistoryScreen, RunDetailScreen
+from opsgate.screens.replay_screen import ReplayScreen
 
 from history_fixtures import DIGEST, NOW, NOW_TS, reviewer_state
 from tui_fixtures import wait_for
@@ -149,7 +151,7 @@ def test_export_document(state):
 
 
 def opsgate(state: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args, "--state-dir", str(state)],
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", *args, "--state-dir", str(state)],
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(state.parent), "LANG": "C.UTF-8",
                                "XDG_CONFIG_HOME": str(state.parent / "nocfg")})
@@ -278,7 +280,7 @@ async def test_reviewer_acceptance_yesterdays_failover(state):
 
 async def test_from_the_console_run_then_history_then_replay(tmp_path):
     """The real pipeline against the demo server: run tail-log, press h, open the run, replay web-1."""
-    from screens.catalog import ActionTable
+    from opsgate.screens.catalog import ActionTable
     from tui_fixtures import SIZE, app_for, start_demo
 
     demo = start_demo(tmp_path)

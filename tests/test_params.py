@@ -5,10 +5,10 @@ import shlex
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from console.config import Action, Param
-from console.errors import ParamError
-from console.params import check_value, parse_assignments, render_command, resolve_params
-from console.template import render, template_fields
+from opsgate.console.catalog.model import Action, Param
+from opsgate.console.errors import ParamError
+from opsgate.console.catalog.params import check_value, parse_assignments, render_command, resolve_params
+from opsgate.console.catalog.template import render, template_fields
 
 FREE = Param("v", pattern=r"(?s).*")  # the loosest str param a config can declare
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.policy import CLOCK_SKEW, FACTORS, ONE_RUN_WINDOW, Grant, Requirement, satisfies, seconds_left
+from opsgate.console.catalog.policy import CLOCK_SKEW, FACTORS, ONE_RUN_WINDOW, Grant, Requirement, satisfies, seconds_left
 
 NOW = 1_700_000_000.0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from console.recording import Recording, RecordingError, recording_path
+from opsgate.console.audit.recording import Recording, RecordingError, recording_path
 
 ROOT = Path(__file__).resolve().parent.parent
 ASCIINEMA = Path(sys.executable).parent / "asciinema"
@@ -91,7 +91,7 @@ def test_invalid_bytes_and_a_cut_character_at_close_become_replacement_chars(tmp
 def test_crash_keeps_what_was_received(tmp_path):
     path = recording_path(tmp_path, "run-crash", "db1")
     script = (
-        "import os, sys, time; from pathlib import Path; from console.recording import Recording\n"
+        "import os, sys, time; from pathlib import Path; from opsgate.console.audit.recording import Recording\n"
         "rec = Recording(Path(sys.argv[1]), run='run-crash', action='a', target='db1', command='c')\n"
         "rec.output('stdout', b'before the crash\\n')\n"
         "time.sleep(0.5)\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from console.recording import Recording
-from console.replay import Cast, Event, ReplayError, play
+from opsgate.console.audit.recording import Recording
+from opsgate.console.audit.replay import Cast, Event, ReplayError, play
 
 HEADER = {"version": 2, "width": 80, "height": 24, "timestamp": 0, "title": "r a@t"}
 TIMES = [0.5, 1.2, 1.9, 3.5, 10.0]

@@ -12,13 +12,15 @@ from rich.style import Style
 from textual.app import App
 from textual.widgets import DataTable, Static
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.history import build_history, find_summary
-from console.recording import Recording
-from console.replay import Cast
-from screens.history import HistoryScreen
-from screens.replay_screen import ReplayScreen
-from screens.terminal import TerminalPlayer, render_screen
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.audit.history import build_history, find_summary
+from opsgate.console.audit.recording import Recording
+from opsgate.console.audit.replay import Cast
+from opsgate.screens.history import HistoryScreen
+from opsgate.screens.replay_screen import ReplayScreen
+from opsgate.screens.terminal import TerminalPlayer, render_screen
 
 from history_fixtures import NOW_TS, reviewer_state
 from tui_fixtures import wait_for

@@ -12,10 +12,10 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from console.config import parse_config
-from console.errors import ConfigError
+from opsgate.console.catalog.loader import parse_config
+from opsgate.console.errors import ConfigError
 from run_fixtures import write_config
-from test_cli_run import ROOT, enrol_otp, events, next_code, records
+from test_cli_run import ROOT, enroll_otp, events, next_code, records
 
 RUNBOOKS = """
 [runbooks.five-steps]
@@ -82,7 +82,7 @@ def lab(tmp_path, sshd):
 
 def cli(config: Path, state: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config), "--state-dir", str(state),
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                            *args], input=stdin, capture_output=True, text=True, timeout=90, cwd=ROOT, env=env)
 
 
@@ -136,7 +136,7 @@ def test_pause_passed_with_yes_only_when_skippable(lab):
 
 def test_one_step_up_for_a_medium_runbook_of_three_steps(lab):
     config, state = lab
-    secret = enrol_otp(config, state)
+    secret = enroll_otp(config, state)
     r = cli(config, state, "run", "three-medium", "--param", "service=nginx", "--yes", stdin=next_code(secret) + "\n")
     assert r.returncode == 0, r.stdout + r.stderr
     assert events(state).count("stepup.success") == 1
@@ -146,7 +146,7 @@ def test_one_step_up_for_a_medium_runbook_of_three_steps(lab):
 
 def test_every_run_step_asks_again(lab):
     config, state = lab
-    secret = enrol_otp(config, state)
+    secret = enroll_otp(config, state)
     totp = pyotp.TOTP(secret)
     codes = f"{totp.at(time.time() + 30)}\n{totp.at(time.time() + 30)}\n"
     r = cli(config, state, "run", "two-high", "--yes", stdin=codes)
@@ -209,7 +209,7 @@ def test_check_validates_runbooks(runbook, expected):
 
 
 def test_a_literal_step_value_that_only_starts_with_a_brace_is_not_a_param_reference(tmp_path):
-    from console.run import Pipeline, RunRequest
+    from opsgate.console.run import Pipeline, RunRequest
 
     cfg = parse_config(f'''{BASE}
 [actions.echo]

@@ -1,4 +1,4 @@
-"""actions.ssh against a real OpenSSH sshd on loopback (no paramiko mocks)."""
+"""opsgate.actions.ssh against a real OpenSSH sshd on loopback (no paramiko mocks)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from actions.ssh import (
+from opsgate.actions.ssh import (
     AuthFailed,
     Chunk,
     Connection,

@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from console.errors import CredentialsError, StepUpDenied
-from console.policy import Grant, Requirement
-from console.softkey import SoftKey
-from console.stepup import confirmation_matches, confirmation_text
-from tests.stepup_fixtures import AuditLog, FakeClock, ScriptedPrompter, code, enrol_totp, make_stepup, request
+from opsgate.console.errors import CredentialsError, StepUpDenied
+from opsgate.console.catalog.policy import Grant, Requirement
+from opsgate.console.demo.softkey import SoftKey
+from opsgate.console.stepup.verifier import confirmation_matches, confirmation_text
+from tests.stepup_fixtures import AuditLog, FakeClock, ScriptedPrompter, code, enroll_totp, make_stepup, request
 
 OTP15 = Requirement("otp", 900)
 OTP_EVERY = Requirement("otp", 0)
@@ -22,7 +22,7 @@ def clock():
 
 @pytest.fixture
 def alice(tmp_path):
-    return enrol_totp(tmp_path, "alice")
+    return enroll_totp(tmp_path, "alice")
 
 
 def test_no_step_up_for_factor_none(tmp_path, clock):
@@ -54,7 +54,7 @@ def test_grant_persists_for_the_cli_but_not_without_persist(tmp_path, clock, ali
     assert (grants.stat().st_mode & 0o777) == 0o600
     other = tmp_path / "other"
     other.mkdir()
-    enrol_totp(other, "alice", alice)
+    enroll_totp(other, "alice", alice)
     mem = make_stepup(other, clock, persist=False)
     mem.ensure("alice", OTP15, request(), ScriptedPrompter([code(alice, clock)]), AuditLog())
     assert mem.grant_for("alice") is not None and not (other / "grants.json").exists()
@@ -140,7 +140,7 @@ def test_lockout_denies_and_is_audited(tmp_path, clock, alice):
     assert p2.prompts == [] and audit2.events() == ["stepup.lockout"]
 
 
-def test_no_factor_enrolled_says_how_to_enrol(tmp_path, clock):
+def test_no_factor_enrolled_says_how_to_enroll(tmp_path, clock):
     with pytest.raises(StepUpDenied, match="run `opsgate enroll otp`"):
         make_stepup(tmp_path, clock).ensure("carol", OTP15, request(), ScriptedPrompter(), AuditLog())
 
@@ -154,7 +154,7 @@ def test_otp_does_not_meet_a_fido2_requirement(tmp_path, clock, alice):
 def test_fido2_meets_an_otp_requirement(tmp_path, clock):
     key = SoftKey()
     stepup = make_stepup(tmp_path, clock, key=key)
-    stepup.enrol_fido2("dave", "k", ScriptedPrompter())
+    stepup.enroll_fido2("dave", "k", ScriptedPrompter())
     out = stepup.ensure("dave", OTP15, request(), ScriptedPrompter(), AuditLog())
     assert out.grant.factor == "fido2" and out.digest
 
@@ -200,8 +200,8 @@ APPROVAL = Requirement("otp", 900, approvals=1)
 
 
 def test_approval_by_another_operator(tmp_path, clock, alice):
-    bob = enrol_totp(tmp_path, "bob")
-    enrol_totp(tmp_path, "carol")
+    bob = enroll_totp(tmp_path, "bob")
+    enroll_totp(tmp_path, "carol")
     audit = AuditLog()
     p = ScriptedPrompter([code(alice, clock), code(bob, clock)], approvers=["bob"])
     out = make_stepup(tmp_path, clock).ensure("alice", APPROVAL, request(), p, audit)
@@ -215,7 +215,7 @@ def test_approval_by_another_operator(tmp_path, clock, alice):
 
 
 def test_self_approval_is_refused(tmp_path, clock, alice):
-    enrol_totp(tmp_path, "bob")
+    enroll_totp(tmp_path, "bob")
     audit = AuditLog()
     p = ScriptedPrompter([code(alice, clock)], approvers=["alice"])
     with pytest.raises(StepUpDenied, match="cannot approve their own request"):
@@ -225,22 +225,22 @@ def test_self_approval_is_refused(tmp_path, clock, alice):
 
 
 def test_same_approver_does_not_count_twice(tmp_path, clock, alice):
-    bob = enrol_totp(tmp_path, "bob")
-    enrol_totp(tmp_path, "carol")
+    bob = enroll_totp(tmp_path, "bob")
+    enroll_totp(tmp_path, "carol")
     p = ScriptedPrompter([code(alice, clock), code(bob, clock)], approvers=["bob", "bob"])
     with pytest.raises(StepUpDenied, match="bob already approved"):
         make_stepup(tmp_path, clock).ensure("alice", Requirement("otp", 900, approvals=2), request(), p, AuditLog())
 
 
 def test_two_approvals(tmp_path, clock, alice):
-    bob, carol = enrol_totp(tmp_path, "bob"), enrol_totp(tmp_path, "carol")
+    bob, carol = enroll_totp(tmp_path, "bob"), enroll_totp(tmp_path, "carol")
     p = ScriptedPrompter([code(alice, clock), code(bob, clock), code(carol, clock)], approvers=["bob", "carol"])
     out = make_stepup(tmp_path, clock).ensure("alice", Requirement("otp", 900, approvals=2), request(), p, AuditLog())
     assert out.approvals == ("bob", "carol")
 
 
 def test_approver_failing_their_factor_denies(tmp_path, clock, alice):
-    enrol_totp(tmp_path, "bob")
+    enroll_totp(tmp_path, "bob")
     audit = AuditLog()
     p = ScriptedPrompter([code(alice, clock), code(alice, clock, 1)], approvers=["bob"])  # alice's code for bob
     with pytest.raises(StepUpDenied, match="approval by bob failed"):
@@ -258,7 +258,7 @@ def test_no_other_operator_enrolled(tmp_path, clock, alice):
 
 
 def test_unknown_approver_and_cancel(tmp_path, clock, alice):
-    enrol_totp(tmp_path, "bob")
+    enroll_totp(tmp_path, "bob")
     stepup = make_stepup(tmp_path, clock)
     with pytest.raises(StepUpDenied, match="mallory is not an operator"):
         stepup.ensure("alice", APPROVAL, request(), ScriptedPrompter([code(alice, clock)], approvers=["mallory"]),
@@ -271,7 +271,7 @@ def test_fido2_approval_uses_the_request_digest(tmp_path, clock):
     key = SoftKey()
     stepup = make_stepup(tmp_path, clock, key=key)
     for who in ("alice", "bob"):
-        stepup.enrol_fido2(who, f"{who}-key", ScriptedPrompter())
+        stepup.enroll_fido2(who, f"{who}-key", ScriptedPrompter())
     audit = AuditLog()
     req = request()
     out = stepup.ensure("alice", Requirement("fido2", 0, approvals=1), req, ScriptedPrompter(approvers=["bob"]), audit)

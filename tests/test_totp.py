@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from console.credentials import CredentialStore
-from console.totp import (
+from opsgate.console.stepup.credentials import CredentialStore
+from opsgate.console.stepup.totp import (
     TotpAccepted,
     TotpLockedOut,
     TotpMalformed,
@@ -22,7 +22,7 @@ from console.totp import (
     new_secret,
     provisioning_uri,
 )
-from tests.stepup_fixtures import FakeClock, code, enrol_totp
+from tests.stepup_fixtures import FakeClock, code, enroll_totp
 
 RFC_SEED = base64.b32encode(b"12345678901234567890").decode()
 
@@ -54,7 +54,7 @@ def verifier(tmp_path, clock):
 
 
 def test_current_and_adjacent_steps_accepted_but_not_two_away(tmp_path, verifier, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     assert isinstance(verifier.verify("alice", code(secret, clock, -2)), TotpRejected)
     assert isinstance(verifier.verify("alice", code(secret, clock, 2)), TotpRejected)
     assert isinstance(verifier.verify("alice", code(secret, clock, -1)), TotpAccepted)
@@ -63,7 +63,7 @@ def test_current_and_adjacent_steps_accepted_but_not_two_away(tmp_path, verifier
 
 
 def test_replay_and_earlier_steps_refused(tmp_path, verifier, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     assert isinstance(verifier.verify("alice", code(secret, clock, 1)), TotpAccepted)
     # The same code, and a valid code of an earlier step, are both at or before the last accepted step.
     assert isinstance(verifier.verify("alice", code(secret, clock, 1)), TotpReplay)
@@ -75,7 +75,7 @@ def test_replay_and_earlier_steps_refused(tmp_path, verifier, clock):
 
 
 def test_replay_state_survives_a_restart(tmp_path, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     c = code(secret, clock)
     assert isinstance(TotpVerifier(CredentialStore(tmp_path), clock).verify("alice", c), TotpAccepted)
     assert isinstance(TotpVerifier(CredentialStore(tmp_path), clock).verify("alice", c), TotpReplay)
@@ -83,20 +83,20 @@ def test_replay_state_survives_a_restart(tmp_path, clock):
 
 @pytest.mark.parametrize("bad", ["", "12345", "1234567", "12a456", "abcdef", "１２３４５６", "12345\x00"])
 def test_malformed_codes_are_not_counted(tmp_path, verifier, bad):
-    enrol_totp(tmp_path, "alice")
+    enroll_totp(tmp_path, "alice")
     assert isinstance(verifier.verify("alice", bad), TotpMalformed)
     assert CredentialStore(tmp_path).operator("alice").totp_failures == 0
 
 
 def test_spaces_inside_a_code_are_tolerated(tmp_path, verifier, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     c = code(secret, clock)
     assert isinstance(verifier.verify("alice", f" {c[:3]} {c[3:]}\n"), TotpAccepted)
 
 
 def test_code_from_another_operators_secret_is_refused(tmp_path, verifier, clock):
-    enrol_totp(tmp_path, "alice")
-    bob = enrol_totp(tmp_path, "bob")
+    enroll_totp(tmp_path, "alice")
+    bob = enroll_totp(tmp_path, "bob")
     assert isinstance(verifier.verify("alice", code(bob, clock)), TotpRejected)
 
 
@@ -105,7 +105,7 @@ def test_not_enrolled(verifier):
 
 
 def test_lockout_after_five_failures_doubles_up_to_15_minutes(tmp_path, verifier, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     wrong = "000000" if code(secret, clock) != "000000" else "111111"
     left = [verifier.verify("alice", wrong) for _ in range(4)]
     assert [r.attempts_left for r in left] == [4, 3, 2, 1]
@@ -126,7 +126,7 @@ def test_lockout_after_five_failures_doubles_up_to_15_minutes(tmp_path, verifier
 
 
 def test_success_resets_the_failure_count(tmp_path, verifier, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     wrong = "000000" if code(secret, clock) != "000000" else "111111"
     for _ in range(4):
         verifier.verify("alice", wrong)
@@ -135,7 +135,7 @@ def test_success_resets_the_failure_count(tmp_path, verifier, clock):
 
 
 def test_replays_count_towards_lockout(tmp_path, verifier, clock):
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     c = code(secret, clock)
     verifier.verify("alice", c)
     results = [verifier.verify("alice", c) for _ in range(5)]
@@ -145,7 +145,7 @@ def test_replays_count_towards_lockout(tmp_path, verifier, clock):
 @pytest.mark.skipif(not shutil.which("oathtool"), reason="oathtool not installed")
 def test_oathtool_code_accepted_once_then_refused(tmp_path):
     verifier = TotpVerifier(CredentialStore(tmp_path))  # real clock: oathtool uses it too
-    secret = enrol_totp(tmp_path, "alice")
+    secret = enroll_totp(tmp_path, "alice")
     if time.time() % 30 > 28:
         time.sleep(2.5)  # not across a step boundary between oathtool and the check
     oath = subprocess.run(["oathtool", "--totp", "-b", secret], capture_output=True, text=True, check=True)

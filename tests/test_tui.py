@@ -9,15 +9,15 @@ import time
 import pytest
 from textual import events
 
-from console.audit import AUDIT_FILE
-from console.config import parse_config
-from screens.audit_pane import AuditPane
-from screens.catalog import ActionTable
-from screens.console_screen import ConsoleScreen
-from screens.detail import ActionDetail
-from screens.help import HelpScreen
-from screens.output import OutputPanel
-from screens.stepup_modals import ApproverModal, ConfirmModal, OtpModal, TouchModal
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.catalog.loader import parse_config
+from opsgate.screens.audit_pane import AuditPane
+from opsgate.screens.catalog import ActionTable
+from opsgate.screens.console_screen import ConsoleScreen
+from opsgate.screens.detail import ActionDetail
+from opsgate.screens.help import HelpScreen
+from opsgate.screens.output import OutputPanel
+from opsgate.screens.stepup_modals import ApproverModal, ConfirmModal, OtpModal, TouchModal
 
 from tui_fixtures import SIZE, app_for, current_code, start_demo, trail_events, trail_records, wait_for, wrong_code
 
@@ -187,10 +187,10 @@ async def test_approval_by_second_operator(demo, tmp_path):
         "confirm = true", "confirm = true\napprovals = 1", 1)
     config = parse_config(text.encode(), "approvals.toml")
     bob_secret = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU"
-    from console.totp import code_at_step, time_step
+    from opsgate.console.stepup.totp import code_at_step, time_step
 
     step = time_step(time.time())
-    assert demo.stepup.enrol_otp("bob", bob_secret, code_at_step(bob_secret, step - 1))
+    assert demo.stepup.enroll_otp("bob", bob_secret, code_at_step(bob_secret, step - 1))
     app = app_for(demo, config=config)
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "db-failover")
@@ -331,7 +331,7 @@ async def test_record_from_another_process_shows_up(demo):
     async with app.run_test(size=SIZE) as pilot:
         pane = console(app).query_one(AuditPane)
         await wait_for(pilot, lambda: pane.verified is not None, what="the first poll")
-        code = ("import sys; from pathlib import Path; from console.audit import AuditTrail; "
+        code = ("import sys; from pathlib import Path; from opsgate.console.audit.trail import AuditTrail; "
                 "AuditTrail(Path(sys.argv[1])).append('note.external', operator='bob', run=None, text='hello')")
         subprocess.run([sys.executable, "-c", code, str(demo.state_dir / AUDIT_FILE)], check=True)
         await wait_for(pilot, lambda: any(r["event"] == "note.external" for r in pane.last_records),
@@ -395,8 +395,8 @@ async def test_small_terminal_80x24(demo):
 async def test_real_sshd_target(sshd, tmp_path):
     from run_fixtures import write_config
 
-    from console.config import load_config
-    from screens.app import make_app
+    from opsgate.console.catalog.loader import load_config
+    from opsgate.screens.app import make_app
 
     config = load_config(write_config(tmp_path, sshd))
     state = tmp_path / "state"
@@ -531,7 +531,7 @@ async def test_cancel_stops_the_running_step_and_no_further_step_starts(demo):
 
 
 async def test_audit_pane_compact_lines_full_record_and_incremental_verify(demo):
-    from screens.audit_pane import AuditRecordModal
+    from opsgate.screens.audit_pane import AuditRecordModal
 
     app = app_for(demo)
     async with app.run_test(size=SIZE) as pilot:
@@ -620,7 +620,7 @@ def test_demo_cleans_up_on_hangup_and_terminate(tmp_path, sig):
 
     master, slave = pty.openpty()
     env = {**os.environ, "TMPDIR": str(tmp_path), "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "demo"], stdin=slave, stdout=slave, stderr=slave,
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "demo"], stdin=slave, stdout=slave, stderr=slave,
                             env=env, start_new_session=True, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     os.close(slave)
     seen = b""
@@ -665,7 +665,7 @@ def test_exit_signal_with_a_blocked_event_loop_runs_the_last_resort_and_exits(tm
     marker = tmp_path / "cleaned"
     script = f"""
 import asyncio, signal, threading
-import screens.app as m
+import opsgate.screens.app as m
 m.FORCED_EXIT_AFTER = 0.5
 app = m.OpsgateApp.__new__(m.OpsgateApp)
 app.exit_on_signals(signal.SIGTERM, last_resort=lambda: open({str(marker)!r}, "w").write("x"))

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-import console.audit
-import console.run
-from console.config import parse_config
-import screens.audit_pane
-from screens.output import OutputPanel
-from screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
+import opsgate.console.audit.trail as audit_trail
+import opsgate.console.run as run_module
+from opsgate.console.catalog.loader import parse_config
+from opsgate.screens.audit_pane import AuditPane
+from opsgate.screens.output import OutputPanel
+from opsgate.screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
 
 from tui_fixtures import FIXED_SECRET, FIXED_TIME, SIZE, app_for, start_demo, wait_for
 
@@ -20,8 +20,8 @@ from tui_fixtures import FIXED_SECRET, FIXED_TIME, SIZE, app_for, start_demo, wa
 
 @pytest.fixture
 def frozen(monkeypatch, tmp_path):
-    monkeypatch.setattr(console.run, "new_run_id", lambda: "20260101T000000Z-5a7e11")
-    monkeypatch.setattr(console.audit, "utc_now", lambda: "2026-01-01T00:00:00.000000Z")
+    monkeypatch.setattr(run_module, "new_run_id", lambda: "20260101T000000Z-5a7e11")
+    monkeypatch.setattr(audit_trail, "utc_now", lambda: "2026-01-01T00:00:00.000000Z")
     demo = start_demo(tmp_path, clock=lambda: FIXED_TIME, totp_secret=FIXED_SECRET)
     # One target at a time: the audit records of a run come in the same order every time.
     text = demo.config_text().replace('operator = "demo"', 'operator = "demo"\nmax_parallel = 1', 1)
@@ -37,7 +37,7 @@ def frozen(monkeypatch, tmp_path):
 async def settle(pilot) -> None:
     """No blinking cursor, no toasts, and the audit badge in place."""
     app = pilot.app
-    pane = app.main_screen.query_one(screens.audit_pane.AuditPane)
+    pane = app.main_screen.query_one(AuditPane)
     await wait_for(pilot, lambda: pane.verified is not None, what="the audit badge")
     for field in app.screen.query(Input):
         field.cursor_blink = False
@@ -99,7 +99,7 @@ def test_finished_run(snap_compare, frozen):
         await wait_for(pilot, lambda: "tail -n 5 " in str(screen.query_one("#preview").render()), what="the preview")
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.last_report is not None and not screen.running, what="the run")
-        pane = screen.query_one(screens.audit_pane.AuditPane)
+        pane = screen.query_one(AuditPane)
         await wait_for(pilot, lambda: any(r["event"] == "action.end" for r in pane.last_records))
         await wait_for(pilot, lambda: pane.verified is True and "7 records" in str(pane.query_one("#audit-badge").render()))
         screen.query_one("#actions").focus()
@@ -126,7 +126,7 @@ def test_finished_runbook(snap_compare, frozen):
                        what="the runbook")
         output = screen.query_one(OutputPanel)
         assert output.step_statuses == {i: "ok" for i in range(1, 7)}
-        pane = screen.query_one(screens.audit_pane.AuditPane)
+        pane = screen.query_one(AuditPane)
         await wait_for(pilot, lambda: any(r["event"] == "runbook.end" for r in pane.last_records))
         await wait_for(pilot, lambda: pane.verified is True and f"{pane.last_seq} records"
                        in str(pane.query_one("#audit-badge").render()))

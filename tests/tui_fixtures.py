@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.demo import Demo
-from console.totp import code_at_step, time_step
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.demo.wiring import Demo
+from opsgate.console.stepup.totp import code_at_step, time_step
 
 SIZE = (120, 40)
 FIXED_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -21,7 +23,7 @@ def start_demo(root: Path, **kwargs) -> Demo:
 
 
 def app_for(demo: Demo, **kwargs):
-    from screens.app import make_app
+    from opsgate.screens.app import make_app
 
     kwargs.setdefault("theme", "opsgate-dark")
     return make_app(kwargs.pop("config", demo.config), demo.state_dir, operator=kwargs.pop("operator", demo.operator),

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from console.audit import AUDIT_FILE, AuditTrail
-from console.config import Config, parse_config
-from console.run import Pipeline
-from console.stepup import StepUp
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.catalog.model import Config
+from opsgate.console.catalog.loader import parse_config
+from opsgate.console.run import Pipeline
+from opsgate.console.stepup.verifier import StepUp
 
 
 def config_text(server, targets: list[tuple[str, str, int]], actions: dict[str, tuple[str, str]], *,

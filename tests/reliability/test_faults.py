@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from console.audit import AUDIT_FILE, AuditTrail, verify
-from console.errors import AuditWriteError
-from console.run import RunRequest
+from opsgate.console.audit.trail import AuditTrail, verify
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.errors import AuditWriteError
+from opsgate.console.run import RunRequest
 from rel_helpers import (Proxy, Recorder, config_text, descendants, load, pids_running, pipeline, run_in_thread,
                          wait_until)
 
@@ -199,7 +201,7 @@ APPENDER = r"""
 import sys
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
-from console.audit import AuditTrail
+from opsgate.console.audit.trail import AuditTrail
 trail = AuditTrail(Path(sys.argv[1]))
 for i in range(100000):
     record = trail.append("action.target", operator="child", run="run-kill", i=i, pad="x" * (i % 3000))

@@ -13,13 +13,14 @@ import tomli_w
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from actions.ssh import Endpoint, connect
-from console.audit import AuditFormatError, AuditTrail, verify
-from console.config import Config, parse_config
-from console.credentials import CredentialStore
-from console.errors import ConfigError
-from console.params import render_command, resolve_params
-from console.totp import STEP, TotpAccepted, TotpVerifier, code_at_step, normalize_code, time_step
+from opsgate.actions.ssh import Endpoint, connect
+from opsgate.console.audit.trail import AuditFormatError, AuditTrail, verify
+from opsgate.console.catalog.model import Config
+from opsgate.console.catalog.loader import parse_config
+from opsgate.console.stepup.credentials import CredentialStore
+from opsgate.console.errors import ConfigError
+from opsgate.console.catalog.params import render_command, resolve_params
+from opsgate.console.stepup.totp import STEP, TotpAccepted, TotpVerifier, code_at_step, normalize_code, time_step
 
 # -- the config loader: never an exception other than ConfigError ----------------------------------
 
@@ -129,7 +130,7 @@ def test_only_a_valid_current_code_is_accepted(data):
         now = [1_800_000_000.0]
         store = CredentialStore(Path(tmp))
         with store.transaction() as creds:
-            from console.credentials import OperatorCredentials
+            from opsgate.console.stepup.credentials import OperatorCredentials
 
             creds["op"] = OperatorCredentials(totp_secret=SECRET)
         verifier = TotpVerifier(store, clock=lambda: now[0])
@@ -153,7 +154,7 @@ def test_codes_two_steps_away_are_refused():
     with tempfile.TemporaryDirectory() as tmp:
         now = 1_800_000_000.0
         store = CredentialStore(Path(tmp))
-        from console.credentials import OperatorCredentials
+        from opsgate.console.stepup.credentials import OperatorCredentials
 
         with store.transaction() as creds:
             creds["op"] = OperatorCredentials(totp_secret=SECRET)

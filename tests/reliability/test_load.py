@@ -12,8 +12,10 @@ from __future__ import annotations
 import threading
 import time
 
-from console.audit import AUDIT_FILE, verify
-from console.run import RunRequest
+from opsgate.console.audit.trail import verify
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.run import RunRequest
 from rel_helpers import Recorder, children, config_text, load, open_fds, pipeline, wait_until
 
 RUNS = 25

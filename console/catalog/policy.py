@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opsgate.console.durations import format_duration
+
 FACTORS = ("none", "otp", "fido2")  # weakest to strongest
 RISKS = ("low", "medium", "high", "critical")
 FACTOR_WORDS = {"none": "no step-up", "otp": "OTP", "fido2": "security key"}
@@ -97,14 +99,3 @@ def seconds_left(grant: Grant | None, requirement: Requirement, now: float) -> f
     if grant is None or not satisfies(grant, requirement, now) or requirement.max_age == 0:
         return 0.0
     return max(0.0, grant.auth_time + requirement.max_age - now)
-
-
-def format_duration(seconds: float, short: bool = False) -> str:
-    seconds = int(seconds)
-    if seconds % 3600 == 0 and seconds >= 3600:
-        n, unit, word = seconds // 3600, "h", "h"
-    elif seconds % 60 == 0 and seconds >= 60:
-        n, unit, word = seconds // 60, "m", "min"
-    else:
-        n, unit, word = seconds, "s", "s"
-    return f"{n}{unit}" if short else f"{n} {word}"

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import MSG_CHANNEL_REQUEST
 
+from opsgate.console.files import write_private
+
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "KILL": signal.SIGKILL, "HUP": signal.SIGHUP,
             "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1, "USR2": signal.SIGUSR2}
@@ -36,17 +38,10 @@ def generate_key() -> paramiko.Ed25519Key:
     return paramiko.Ed25519Key(file_obj=io.StringIO(_openssh_private(ed25519.Ed25519PrivateKey.generate())))
 
 
-def write_private_key(key_text: str, path: Path) -> None:
-    """Write an OpenSSH private key file readable by the owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key_text)
-
-
 def generate_key_file(path: Path) -> paramiko.Ed25519Key:
     """Generate an Ed25519 key, write it to ``path`` (0600, OpenSSH format) and return it."""
     text = _openssh_private(ed25519.Ed25519PrivateKey.generate())
-    write_private_key(text, path)
+    write_private(path, text.encode())
     return paramiko.Ed25519Key(file_obj=io.StringIO(text))
 
 

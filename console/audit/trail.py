@@ -64,9 +64,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import EXIT_FAILED, AuditWriteError, OpsgateError, UsageError
+from opsgate.console.files import FileShrank, read_complete_lines
+from opsgate.console.errors import EXIT_FAILED, AuditWriteError, OpsgateError, UsageError
 
-AUDIT_FILE = "audit.jsonl"
 GENESIS = "0" * 64
 EVENTS = (
     "stepup.success", "stepup.failure", "stepup.replay", "stepup.lockout", "stepup.clone_suspected",
@@ -376,17 +376,12 @@ class AuditTrail:
         ``offset`` must be 0 or a value this method (or ``tail``) returned.
         """
         try:
-            f = open(self.path, "rb")
+            data = read_complete_lines(self.path, offset)
         except FileNotFoundError:
             return [], offset
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            if size < offset:
-                raise AuditFormatError(f"{self.path}: the trail shrank below byte {offset} (replaced or truncated?)")
-            f.seek(offset)
-            data = f.read(size - offset)
-        end = data.rfind(b"\n") + 1
-        return self._parse_block(data[:end], offset), offset + end
+        except FileShrank:
+            raise AuditFormatError(f"{self.path}: the trail shrank below byte {offset} (replaced or truncated?)") from None
+        return self._parse_block(data, offset), offset + len(data)
 
     def tail(self, n: int) -> tuple[list[dict], int]:
         """The last ``n`` complete records and the byte offset after them (for ``read_new``)."""
@@ -671,15 +666,12 @@ def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, sta
     state_dir = Path(state_dir) if state_dir is not None else path.parent
     report = VerifyReport(ok=True, count=0, head=prev_hash, end_offset=offset, last_seq=seq)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < offset:
-                report.ok = False
-                report.problems.append(f"the trail shrank below byte {offset} (replaced or truncated?)")
-                report.first_bad_offset = offset
-                return report
-            f.seek(offset)
-            data = f.read(size - offset)
+        data = read_complete_lines(path, offset)
+    except FileShrank:
+        report.ok = False
+        report.problems.append(f"the trail shrank below byte {offset} (replaced or truncated?)")
+        report.first_bad_offset = offset
+        return report
     except FileNotFoundError:
         if offset == 0:
             return report
@@ -688,7 +680,6 @@ def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, sta
     except OSError as e:
         return VerifyReport(ok=False, count=0, head=prev_hash, end_offset=offset, last_seq=seq,
                             problems=[f"{path}: cannot read: {e.strerror or e}"])
-    data = data[: data.rfind(b"\n") + 1]
     if not data:
         return report
     chunk = _verify_chunk(data)

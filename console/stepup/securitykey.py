@@ -1,4 +1,4 @@
-"""FIDO2 security keys: enrol with makeCredential, verify with getAssertion and the fido2 server checks.
+"""FIDO2 security keys: enroll with makeCredential, verify with getAssertion and the fido2 server checks.
 
 The relying party is ``settings.rp_id`` (origin ``https://<rp_id>``). ``Fido2Server`` checks the rp id
 hash, the challenge, the user-presence flag, user verification when asked, and the signature
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
-from .credentials import FidoCredential
-from .errors import StepUpDenied
+from opsgate.console.stepup.credentials import FidoCredential
+from opsgate.console.errors import StepUpDenied
 
 # fido2 is imported when a key is first used, not when the console starts (start-up time).
 if TYPE_CHECKING:

@@ -7,14 +7,16 @@ import sys
 import threading
 from collections import defaultdict
 
-from actions.outcome import Chunk, TargetResult
+from opsgate.actions.outcome import Chunk, TargetResult
 
-from .audit import AUDIT_FILE, AuditTrail
-from .cli import Context
-from .errors import EXIT_CANCELLED, UsageError
-from .params import parse_assignments
-from .run import Pipeline, Plan, RunbookPlan, RunReport, RunRequest, StepPlan
-from .stepup import StepUp
+from opsgate.console.audit.trail import AuditTrail
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.cli.context import Context
+from opsgate.console.errors import EXIT_CANCELLED, UsageError
+from opsgate.console.catalog.params import parse_assignments
+from opsgate.console.run import Pipeline, Plan, RunbookPlan, RunReport, RunRequest, StepPlan
+from opsgate.console.stepup.verifier import StepUp
 
 JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keeps every byte
 
@@ -134,8 +136,8 @@ def cmd_run(ctx: Context) -> int:
     args = ctx.args
     cfg = ctx.config
     state_dir = ctx.state_dir
-    from .cli_auth import authenticator_from_env
-    from .cli_prompt import TerminalPrompter
+    from opsgate.cli.auth import authenticator_from_env
+    from opsgate.cli.prompt import TerminalPrompter
 
     stepup = StepUp(state_dir, cfg.settings, persist_grants=True, authenticator=authenticator_from_env())
     pipeline = Pipeline(cfg, state_dir, stepup=stepup, audit=AuditTrail(state_dir / AUDIT_FILE))
@@ -181,7 +183,7 @@ def start_forwarder(ctx: Context):
     """With [audit.forward], ship the trail to the collector in the background; it never holds up the run."""
     if ctx.config.forwarding is None:
         return None
-    from .forward import Forwarder
+    from opsgate.console.audit.forward.forwarder import Forwarder
 
     return Forwarder(ctx.state_dir / AUDIT_FILE, ctx.state_dir, ctx.config.forwarding).start()
 

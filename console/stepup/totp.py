@@ -14,7 +14,7 @@ from typing import Callable
 
 import pyotp
 
-from .credentials import CredentialStore, OperatorCredentials
+from opsgate.console.stepup.credentials import CredentialStore, OperatorCredentials
 
 STEP = 30  # seconds per code (RFC 6238 default)
 DIGITS = 6
@@ -160,7 +160,7 @@ class TotpVerifier:
         return TotpRejected(left)
 
 
-def check_enrolment_code(secret: str, code: str, now: float) -> int | None:
+def check_enrollment_code(secret: str, code: str, now: float) -> int | None:
     """The matched step when ``code`` is current for a secret being enrolled, else None."""
     normalized = normalize_code(code)
     if normalized is None:

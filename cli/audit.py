@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from .audit import AUDIT_FILE, AuditTrail, check_recording, format_record, record_hash, verify
-from .errors import EXIT_FAILED, EXIT_OK, UsageError
-from .replay import Cast, ReplayError, play
+from opsgate.console.audit.trail import AuditTrail, check_recording, format_record, record_hash, verify
+
+from opsgate.console.paths import AUDIT_FILE
+from opsgate.console.errors import EXIT_FAILED, EXIT_OK, UsageError
+from opsgate.console.audit.replay import Cast, ReplayError, play
 
 FOLLOW_POLL = 0.25
 
@@ -63,7 +65,7 @@ def cmd_verify(ctx) -> int:
 
 
 def _verify_against(path: Path, collector: Path) -> int:
-    from .forward import compare_with_collector
+    from opsgate.console.audit.forward.forwarder import compare_with_collector
 
     r = compare_with_collector(path, collector)
     resent = f" ({r.duplicates} re-sent copies counted once)" if r.duplicates else ""
@@ -85,7 +87,7 @@ def _verify_against(path: Path, collector: Path) -> int:
 @_one_line_errors
 def cmd_forward(ctx) -> int:
     """Send what is behind the forward cursor to the collector and anchor the head; --follow keeps going."""
-    from .forward import Forwarder, forward_trail_once
+    from opsgate.console.audit.forward.forwarder import Forwarder, forward_trail_once
 
     forwarding = ctx.config.forwarding
     if forwarding is None:
@@ -183,7 +185,7 @@ def cmd_export(ctx) -> int:
     """
     import json
 
-    from .history import export_run
+    from opsgate.console.audit.history import export_run
 
     doc, ok = export_run(ctx.state_dir / AUDIT_FILE, ctx.state_dir, ctx.args.run)
     print(json.dumps(doc, indent=2, ensure_ascii=False))

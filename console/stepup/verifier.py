@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from .config import Settings
-from .credentials import CredentialStore, FidoCredential, OperatorCredentials
-from .errors import StepUpDenied
-from .grants import GrantBook, GrantRecord
-from .policy import FACTOR_WORDS, Grant, Requirement, factor_rank, satisfies
-from .securitykey import (
+from opsgate.console.catalog.model import Settings
+from opsgate.console.stepup.credentials import CredentialStore, FidoCredential, OperatorCredentials
+from opsgate.console.errors import StepUpDenied
+from opsgate.console.stepup.grants import GrantBook, GrantRecord
+from opsgate.console.catalog.policy import FACTOR_WORDS, Grant, Requirement, factor_rank, satisfies
+from opsgate.console.stepup.securitykey import (
     DEFAULT_TIMEOUT,
     CloneSuspected,
     KeyAccepted,
@@ -31,7 +31,7 @@ from .securitykey import (
     SecurityKeyError,
     counter_ok,
 )
-from .totp import (
+from opsgate.console.stepup.totp import (
     TotpAccepted,
     TotpLockedOut,
     TotpMalformed,
@@ -39,7 +39,7 @@ from .totp import (
     TotpRejected,
     TotpReplay,
     TotpVerifier,
-    check_enrolment_code,
+    check_enrollment_code,
 )
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Prompt:
 
     operator: str  # who must answer (the requester, or an approver)
     factor: str  # "otp" | "fido2"
-    purpose: str  # "step-up" | "approval" | "enrol"
+    purpose: str  # "step-up" | "approval" | "enroll"
     summary: str
     attempts_left: int | None = None
     locked_until: float | None = None
@@ -129,7 +129,7 @@ def confirmation_matches(typed: str, targets: tuple[str, ...]) -> bool:
     return len(names) == len(targets) and sorted(names) == sorted(targets)
 
 
-def enrol_hint(factor: str) -> str:
+def enroll_hint(factor: str) -> str:
     return "run `opsgate enroll fido2`" if factor == "fido2" else "run `opsgate enroll otp`"
 
 
@@ -189,37 +189,37 @@ class StepUp:
         enrolled = creds.factors()
         if factor is None:
             if not enrolled:
-                raise StepUpDenied(f"no factor enrolled for {operator}: {enrol_hint('otp')}")
+                raise StepUpDenied(f"no factor enrolled for {operator}: {enroll_hint('otp')}")
             factor = enrolled[-1]
         elif factor not in enrolled:
-            raise StepUpDenied(f"{operator} has no {FACTOR_WORDS[factor]} enrolled: {enrol_hint(factor)}")
+            raise StepUpDenied(f"{operator} has no {FACTOR_WORDS[factor]} enrolled: {enroll_hint(factor)}")
         request = StepUpRequest("opsgate.auth", "opsgate auth", (), new_nonce())
         grant, _ = self._authenticate(operator, factor, Requirement(factor), request, prompter, audit,
                                       purpose="step-up", exact=True)
         self.grants.put(GrantRecord(grant, False, None))
         return grant
 
-    # Enrolment ------------------------------------------------------------------------------
-    def enrol_otp(self, operator: str, secret: str, code: str) -> bool:
+    # Enrollment ------------------------------------------------------------------------------
+    def enroll_otp(self, operator: str, secret: str, code: str) -> bool:
         """Save ``secret`` for ``operator`` only if ``code`` is current for it; the code is then spent."""
-        step = check_enrolment_code(secret, code, self.clock())
+        step = check_enrollment_code(secret, code, self.clock())
         if step is None:
             return False
         with self.store.transaction() as data:
             op = data.setdefault(operator, OperatorCredentials())
             op.totp_secret = secret
-            op.totp_last_step = step  # the enrolment code cannot be replayed for a step-up
+            op.totp_last_step = step  # the enrollment code cannot be replayed for a step-up
             op.totp_failures = 0
             op.totp_locked_until = 0.0
         return True
 
-    def enrol_fido2(self, operator: str, name: str, prompter: Prompter) -> FidoCredential:
+    def enroll_fido2(self, operator: str, name: str, prompter: Prompter) -> FidoCredential:
         """Register a security key for ``operator`` (one touch) and save its credential."""
         existing = self.store.operator(operator).fido2
         if any(c.name == name for c in existing):
             raise StepUpDenied(f"{operator} already has a security key named {name!r}: pick another --name")
         cancel = threading.Event()
-        prompter.touch_started(Prompt(operator, "fido2", "enrol", f"register security key {name!r}"), cancel)
+        prompter.touch_started(Prompt(operator, "fido2", "enroll", f"register security key {name!r}"), cancel)
         try:
             cred = self.key.register(operator, name, existing, cancel=cancel)
         finally:
@@ -233,7 +233,7 @@ class StepUp:
         usable = [f for f in creds.factors() if factor_rank(f) >= factor_rank(required)]
         if not usable:
             raise StepUpDenied(f"no factor enrolled for {operator} that meets {FACTOR_WORDS[required]}: "
-                               f"{enrol_hint(required)}")
+                               f"{enroll_hint(required)}")
         return required if required in usable else usable[0]  # the one asked for, else the next stronger
 
     def _authenticate(self, operator: str, factor: str, requirement: Requirement, request: StepUpRequest,
@@ -283,7 +283,7 @@ class StepUp:
                     self._event(audit, "stepup.lockout", prompt, locked_until=until, failures=failures)
                     raise StepUpDenied(_locked_message(operator, until, self.clock()))
                 case TotpNotEnrolled():
-                    raise StepUpDenied(f"no OTP enrolled for {operator}: {enrol_hint('otp')}")
+                    raise StepUpDenied(f"no OTP enrolled for {operator}: {enroll_hint('otp')}")
 
     def _fido2(self, operator: str, credentials: list[FidoCredential], digest: bytes, user_verification: bool,
                prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:

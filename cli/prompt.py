@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import TextIO
 
-from .stepup import Prompt
+from opsgate.console.stepup.verifier import Prompt
 
 
 class TerminalPrompter:

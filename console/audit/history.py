@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .audit import AuditTrail, VerifyReport, check_recording, pick_run, record_hash, verify
-from .errors import EXIT_CANCELLED, EXIT_OK
+from opsgate.console.audit.trail import AuditTrail, VerifyReport, check_recording, pick_run, record_hash, verify
+from opsgate.console.errors import EXIT_CANCELLED, EXIT_OK
 
 OUTCOMES = ("ok", "failed", "cancelled", "denied", "dry-run", "running")
 _RISKS = ("low", "medium", "high", "critical")

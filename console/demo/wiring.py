@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .config import Config, parse_config
-from .demo_server import DemoServer, generate_key_file
-from .softkey import SoftKey
-from .stepup import StepUp
-from .totp import STEP, code_at_step, new_secret, time_step
+from opsgate.console.catalog.model import Config
+
+from opsgate.console.catalog.loader import parse_config
+from opsgate.console.demo.server import DemoServer, generate_key_file
+from opsgate.console.demo.softkey import SoftKey
+from opsgate.console.stepup.verifier import StepUp
+from opsgate.console.stepup.totp import STEP, code_at_step, new_secret, time_step
 
 OPERATOR = "demo"
 TARGETS = {
@@ -223,12 +225,12 @@ class Demo:
         self.config = parse_config(self.config_text().encode(), "demo.toml")
         self.stepup = StepUp(self.state_dir, self.config.settings, persist_grants=False,
                              authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
-        self._enrol()
+        self._enroll()
         return self
 
     def config_text(self) -> str:
         """The catalog plus the generated [console] and [targets] tables."""
-        catalog = importlib.resources.files("console").joinpath("demo.toml").read_text()
+        catalog = importlib.resources.files("opsgate.console.demo").joinpath("catalog.toml").read_text()
         lines = [
             "[console]",
             f'operator = "{OPERATOR}"',
@@ -248,14 +250,14 @@ class Demo:
             ]
         return "\n".join(lines) + "\n" + catalog
 
-    def _enrol(self) -> None:
-        # Enrol with the previous step's code so the code shown now is not a replay of the enrolment.
+    def _enroll(self) -> None:
+        # Enroll with the previous step's code so the code shown now is not a replay of the enrollment.
         step = time_step(self.clock())
-        if not self.stepup.enrol_otp(OPERATOR, self.totp_secret, code_at_step(self.totp_secret, step - 1)):
-            raise RuntimeError("demo: TOTP enrolment failed")
+        if not self.stepup.enroll_otp(OPERATOR, self.totp_secret, code_at_step(self.totp_secret, step - 1)):
+            raise RuntimeError("demo: TOTP enrollment failed")
         self.security_key.auto_touch = True
         try:
-            self.stepup.enrol_fido2(OPERATOR, "demo software key", _SilentPrompter())
+            self.stepup.enroll_fido2(OPERATOR, "demo software key", _SilentPrompter())
         finally:
             self.security_key.auto_touch = False
 
@@ -266,16 +268,6 @@ class Demo:
         step = time_step(now)
         left = STEP - int(now) % STEP
         return code_at_step(self.totp_secret, step), code_at_step(self.totp_secret, step + 1), left
-
-    def banner(self, now: float):
-        from rich.text import Text
-
-        code, nxt, left = self.codes(now)
-        return Text.assemble(
-            (" DEMO ", "bold #ffffff on #b3123a"),
-            f" TOTP code of {OPERATOR}: ", (f"{code[:3]} {code[3:]}", "bold"), f" ({left:2d}s, next {nxt})",
-            " · software security key: t in the touch dialog · state deleted on exit",
-        )
 
     def otp_hint(self, operator: str) -> str | None:
         if operator != OPERATOR:

@@ -25,7 +25,7 @@ from fido2.ctap2 import Ctap2
 from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import AttestedCredentialData, AuthenticatorData
 
-from .credentials import write_private
+from opsgate.console.files import write_private
 
 AAGUID = bytes.fromhex("6f707367617465000000000000000001")  # "opsgate" + 1: marks a software key
 _FLAG = AuthenticatorData.FLAG

@@ -9,7 +9,7 @@ import sys
 
 def cmd_console(ctx) -> int:
     """The TUI on ctx.config with its state in ctx.state_dir."""
-    from screens.app import make_app
+    from opsgate.screens.app import make_app
 
     app = make_app(ctx.config, ctx.state_dir, operator=ctx.operator)
     app.exit_on_signals(signal.SIGHUP, signal.SIGTERM)  # a closed terminal still stops runs cleanly
@@ -19,14 +19,14 @@ def cmd_console(ctx) -> int:
 
 def cmd_demo(ctx) -> int:
     """The TUI on an embedded loopback SSH target and a throwaway state dir (removed at exit)."""
-    from .demo import Demo
+    from opsgate.console.demo.wiring import Demo
 
     print("opsgate demo: starting a loopback SSH target on 127.0.0.1 ...", file=sys.stderr)
     demo = Demo()
     atexit.register(demo.close)  # a last resort: the throwaway directory goes whatever ends the program
     try:
         demo.start()
-        from screens.app import make_app
+        from opsgate.screens.app import make_app
 
         app = make_app(demo.config, demo.state_dir, operator=demo.operator, stepup=demo.stepup, demo=demo)
         # A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app through its event loop, so the

@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .config import Action, Param, Runbook
-from .errors import ParamError
-from .template import render
+from opsgate.console.catalog.model import Action, Param, Runbook
+from opsgate.console.errors import ParamError
+from opsgate.console.catalog.template import render
 
 _INT = re.compile(r"^-?[0-9]{1,18}$")
 

@@ -8,7 +8,6 @@ refused when group or others may read it or when another user owns it (fail clos
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import stat
 import tomllib
@@ -19,10 +18,10 @@ from typing import Any, Iterator
 
 import tomli_w
 
-from .errors import CredentialsError
+from opsgate.console.errors import CredentialsError
+from opsgate.console.files import file_lock, write_private
+from opsgate.console.paths import CREDENTIALS_FILE, CREDENTIALS_LOCK
 
-FILENAME = "credentials.toml"
-LOCKNAME = ".credentials.lock"
 VERSION = 1
 
 
@@ -82,38 +81,6 @@ def read_private(path: Path, what: str) -> bytes | None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically: a 0600 temp file beside ``path``, fsync, rename, fsync the dir."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT honours the umask; make the mode exact
-        os.write(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)  # the rename itself must survive a crash
-    finally:
-        os.close(dfd)
-
-
-@contextmanager
-def file_lock(lock_path: Path, exclusive: bool) -> Iterator[None]:
-    """An fcntl lock on a separate lock file (the data file is replaced by rename, so it cannot hold one)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def _b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
@@ -126,8 +93,8 @@ class CredentialStore:
     """The operators' enrolled factors, in ``<state_dir>/credentials.toml``."""
 
     def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / FILENAME
-        self._lock_path = Path(state_dir) / LOCKNAME
+        self.path = Path(state_dir) / CREDENTIALS_FILE
+        self._lock_path = Path(state_dir) / CREDENTIALS_LOCK
 
     def load(self) -> dict[str, OperatorCredentials]:
         """Every operator's credentials (empty when nothing is enrolled yet)."""
@@ -156,7 +123,7 @@ class CredentialStore:
         except (UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
             raise CredentialsError(
                 f"{self.path}: corrupted credentials file ({type(e).__name__}: {e}); "
-                "restore it from a backup or move it away and enrol again"
+                "restore it from a backup or move it away and enroll again"
             ) from None
 
     def _write(self, data: dict[str, OperatorCredentials]) -> None:

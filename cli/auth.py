@@ -11,13 +11,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable
 
-from .errors import EXIT_OK, StepUpDenied
-from .policy import FACTOR_WORDS, RISKS, Requirement, satisfies, seconds_left
-from .stepup import Prompt, StepUp
-from .totp import DIGITS, new_secret, provisioning_uri
+from opsgate.console.durations import format_clock
+from opsgate.console.errors import EXIT_OK, StepUpDenied
+from opsgate.console.catalog.policy import FACTOR_WORDS, RISKS, Requirement, satisfies, seconds_left
+from opsgate.console.stepup.verifier import Prompt, StepUp
+from opsgate.console.stepup.totp import DIGITS, new_secret, provisioning_uri
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from opsgate.cli.context import Context
 
 SOFTKEY_ENV = "OPSGATE_SOFTKEY"
 
@@ -27,7 +28,7 @@ def authenticator_from_env() -> Callable | None:
     path = os.environ.get(SOFTKEY_ENV)
     if not path:
         return None
-    from .softkey import SoftKey
+    from opsgate.console.demo.softkey import SoftKey
 
     print(f"opsgate: WARNING: using the DEMO/TEST software key {path} (${SOFTKEY_ENV}); "
           "it is not a security key", file=sys.stderr)
@@ -41,7 +42,8 @@ def _stepup(ctx: "Context") -> StepUp:
 def _audit_hook(ctx: "Context"):
     """Step-up events go to the state dir's audit trail when that module is present."""
     try:
-        from .audit import AUDIT_FILE, AuditTrail
+        from opsgate.console.audit.trail import AuditTrail
+        from opsgate.console.paths import AUDIT_FILE
     except ImportError:  # the audit trail is not part of this build yet
         return lambda event, fields: None
     trail = AuditTrail(ctx.state_dir / AUDIT_FILE)
@@ -55,12 +57,12 @@ def _audit_hook(ctx: "Context"):
 
 
 def cmd_enroll(ctx: "Context") -> int:
-    """Enrol a TOTP secret or a security key for the operator.
+    """Enroll a TOTP secret or a security key for the operator.
 
     An operator who already has a factor must step up with it first, so a borrowed terminal
     cannot quietly add the borrower's phone or key.
     """
-    from .cli_prompt import TerminalPrompter
+    from opsgate.cli.prompt import TerminalPrompter
 
     operator = ctx.operator
     prompter = TerminalPrompter()
@@ -72,7 +74,7 @@ def cmd_enroll(ctx: "Context") -> int:
     if ctx.args.factor == "otp":
         return _enroll_otp(stepup, operator, prompter, audit)
     name = ctx.args.name or "security key"
-    cred = stepup.enrol_fido2(operator, name, prompter)
+    cred = stepup.enroll_fido2(operator, name, prompter)
     audit("enroll.fido2", {"operator": operator, "credential": name, "credential_id": cred.credential_id.hex()})
     print(f"Security key {name!r} enrolled for {operator} (relying party {ctx.config.settings.rp_id}).")
     return EXIT_OK
@@ -86,13 +88,13 @@ def _enroll_otp(stepup: StepUp, operator: str, prompter, audit) -> int:
     print(f"Add this account to your authenticator app (scan the QR code or enter the URI):\n{uri}\n")
     segno.make(uri, error="m").terminal(out=sys.stdout, compact=True)
     sys.stdout.flush()
-    prompt = Prompt(operator, "otp", "enrol", f"confirm the new OTP secret for {operator}")
+    prompt = Prompt(operator, "otp", "enroll", f"confirm the new OTP secret for {operator}")
     while True:
         code = prompter.ask_code(prompt)
         if code is None:
-            raise StepUpDenied(f"OTP enrolment for {operator} not saved: "
+            raise StepUpDenied(f"OTP enrollment for {operator} not saved: "
                                f"{prompt.error or 'cancelled'}")
-        if stepup.enrol_otp(operator, secret, code):
+        if stepup.enroll_otp(operator, secret, code):
             break
         prompt.error = f"that code does not match the new secret (enter the current {DIGITS}-digit code)"
     audit("enroll.otp", {"operator": operator})
@@ -102,7 +104,7 @@ def _enroll_otp(stepup: StepUp, operator: str, prompter, audit) -> int:
 
 def cmd_auth(ctx: "Context") -> int:
     """Step up now and keep the grant, then say what it allows (like ``sudo -v``)."""
-    from .cli_prompt import TerminalPrompter
+    from opsgate.cli.prompt import TerminalPrompter
 
     operator = ctx.operator
     stepup = _stepup(ctx)
@@ -130,17 +132,11 @@ def describe_grant(grant, policy: dict[str, Requirement], now: float) -> str:
     if not by_time:
         text = f"{head} step-up done, but no action accepts a kept grant of this factor"
     else:
-        parts = [f"{_clock(left)} for {_and(risks)} actions" for left, risks in sorted(by_time.items(), reverse=True)]
+        parts = [f"{format_clock(left)} for {_and(risks)} actions" for left, risks in sorted(by_time.items(), reverse=True)]
         text = f"{head} grant valid for " + "; ".join(parts)
     if every_run:
         text += f" ({_and(every_run)} actions still ask at every run)"
     return text
-
-
-def _clock(seconds: int) -> str:
-    minutes, secs = divmod(max(0, seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _and(items: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""Load and validate the opsgate config (TOML) into typed, frozen objects.
+"""Load and validate the opsgate config (TOML) into the frozen model of ``model.py``.
 
 Every problem is reported with the file and the key path, all at once:
 ``config.toml: actions.restart.params.service.pattern: invalid regular expression ...``.
@@ -9,196 +9,19 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .policy import FACTORS, RISKS, Requirement
-from .template import template_fields
+from opsgate.console.catalog.model import (DEFAULT_POLICY, DEFAULT_RP_ID, FACILITIES, FORWARD_SCHEMES, PARAM_NAME,
+                                           Action, Config, Forwarding, Param, Runbook, Settings, Step, Target,
+                                           expand_targets, param_ref)
+from opsgate.console.catalog.params import check_value
+from opsgate.console.catalog.policy import FACTORS, RISKS, Requirement
+from opsgate.console.catalog.template import template_fields
+from opsgate.console.durations import parse_duration
+from opsgate.console.errors import ConfigError
 
-DEFAULT_RP_ID = "opsgate.local"
-DEFAULT_POLICY = {
-    "low": Requirement("none"),
-    "medium": Requirement("otp", 15 * 60),
-    "high": Requirement("otp", 5 * 60),
-    "critical": Requirement("fido2", 0, confirm=True),
-}
-_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Settings:
-    operator: str
-    state_dir: Path | None
-    known_hosts: tuple[Path, ...]
-    max_parallel: int = 16
-    connect_timeout: float = 10.0
-    rp_id: str = DEFAULT_RP_ID
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    host: str  # an address, a DNS name, or a Host alias of ~/.ssh/config
-    port: int | None = None
-    user: str | None = None
-    identity_file: Path | None = None
-    tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    description: str = ""
-    type: str = "str"  # "str" or "int"
-    choices: tuple[str | int, ...] | None = None
-    pattern: str | None = None
-    min: int | None = None
-    max: int | None = None
-    default: str | int | None = None
-    secret: bool = False
-
-    @property
-    def required(self) -> bool:
-        return self.default is None
-
-    def describe(self) -> str:
-        """One line for a listing: what values it accepts."""
-        if self.choices is not None:
-            rule = "one of " + ", ".join(str(c) for c in self.choices)
-        elif self.type == "int":
-            lo = "" if self.min is None else f">= {self.min}"
-            hi = "" if self.max is None else f"<= {self.max}"
-            rule = "integer " + " ".join(x for x in (lo, hi) if x)
-        else:
-            rule = f"matches {self.pattern}"
-        extra = "" if self.default is None else f", default {self.default}"
-        secret = ", secret" if self.secret else ""
-        return f"{rule.strip()}{extra}{secret}"
-
-
-@dataclass(frozen=True)
-class Action:
-    id: str
-    title: str
-    risk: str
-    command: str
-    targets: tuple[str, ...]  # target names and "tag:NAME" references, as written
-    description: str = ""
-    timeout: float | None = None
-    params: dict[str, Param] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of a runbook: a catalog action, an inline command, or a pause for the operator."""
-
-    index: int  # 1-based
-    title: str
-    kind: str  # "action" | "command" | "pause"
-    risk: str = "low"
-    action: str | None = None
-    command: str | None = None  # inline template over the runbook's params
-    targets: tuple[str, ...] = ()  # refs as written; empty for an action step means the action's targets
-    params: dict[str, str | int] = field(default_factory=dict, hash=False, compare=False)  # "{name}" = runbook param
-    expect_exit: int | None = None
-    expect_output: str | None = None
-    pause: str | None = None
-    skippable: bool = False
-    on_failure: str = "stop"  # "stop" | "continue"
-
-
-@dataclass(frozen=True)
-class Runbook:
-    """Ordered steps run as one plan with one step-up at the highest risk of its steps."""
-
-    id: str
-    title: str
-    risk: str
-    steps: tuple[Step, ...]
-    description: str = ""
-    params: dict[str, Param] = field(default_factory=dict, hash=False, compare=False)
-
-
-FACILITIES = {  # syslog facility names (RFC 5424 section 6.2.1) and their codes
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
-    "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14, "clock": 15,
-    **{f"local{i}": 16 + i for i in range(8)},
-}
-FORWARD_SCHEMES = {"syslog+tcp": "tcp", "syslog+tls": "tls"}
-
-
-@dataclass(frozen=True)
-class Forwarding:
-    """``[audit.forward]``: where every audit record is also sent, as RFC 5424 syslog (console/forward.py)."""
-
-    url: str
-    transport: str  # "tcp" | "tls"
-    host: str
-    port: int
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    app_name: str = "opsgate"
-    facility: str = "authpriv"
-    head_interval: float = 60.0
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path | None
-    sha256: str
-    settings: Settings
-    policy: dict[str, Requirement] = field(hash=False, compare=False)
-    targets: dict[str, Target] = field(hash=False, compare=False)
-    actions: dict[str, Action] = field(hash=False, compare=False)
-    runbooks: dict[str, Runbook] = field(default_factory=dict, hash=False, compare=False)
-    forwarding: Forwarding | None = None
-
-    def requirement_for(self, action: Action | Runbook | Step) -> Requirement:
-        return self.policy[action.risk]
-
-    def targets_for(self, action: Action | Step) -> list[Target]:
-        """The allowed targets (of an action, or of a runbook step), tags expanded, in config order, once each."""
-        refs = action.targets
-        if isinstance(action, Step):
-            refs = action.targets or (self.actions[action.action].targets if action.action else ())
-        return self.expand_targets(refs)
-
-    def expand_targets(self, refs: tuple[str, ...]) -> list[Target]:
-        return expand_targets(self.targets, refs)
-
-
-def expand_targets(targets: dict[str, Target], refs: tuple[str, ...]) -> list[Target]:
-    """Names and ``tag:NAME`` refs to targets, in config order for tags, each once."""
-    names: list[str] = []
-    for ref in refs:
-        if ref.startswith("tag:"):
-            names += [t.name for t in targets.values() if ref[4:] in t.tags]
-        else:
-            names.append(ref)
-    return [targets[n] for n in dict.fromkeys(names) if n in targets]
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds as an integer, or "90s", "15m", "12h", "1d". Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("expected seconds or a duration like \"90s\", \"15m\", \"12h\"")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value.strip())
-        if m:
-            return float(int(m.group(1)) * _UNITS[m.group(2)])
-        raise ValueError(f"bad duration {value!r}: use seconds or a number with s, m, h or d (\"15m\")")
-    raise ValueError("expected seconds or a duration like \"90s\", \"15m\", \"12h\"")
-
 
 class _Checker:
     """Walks the raw TOML, collecting every problem with its key path."""
@@ -546,13 +369,6 @@ def _runbooks(c: _Checker, raw: dict, targets: dict[str, Target], actions: dict[
     return runbooks
 
 
-def param_ref(value: object) -> str | None:
-    """The runbook param a step param value refers to (written ``"{name}"``), else None (a literal)."""
-    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and _PARAM_NAME.match(value[1:-1]):
-        return value[1:-1]
-    return None
-
-
 def _step(c: _Checker, raw: Any, where: str, index: int, rb_params: dict[str, Param],
           targets: dict[str, Target], actions: dict[str, Action]) -> Step | None:
     if not isinstance(raw, dict):
@@ -617,7 +433,6 @@ def _step(c: _Checker, raw: Any, where: str, index: int, rb_params: dict[str, Pa
         elif not isinstance(value, (str, int)) or isinstance(value, bool):
             c.error(pwhere, f"expected a string or an integer, got {_type_name(value)}")
         else:
-            from .params import check_value
 
             try:
                 check_value(action.params[name], str(value))
@@ -635,7 +450,7 @@ def _params(c: _Checker, raw: dict, path: str) -> dict[str, Param]:
     params = {}
     for name, body in raw.items():
         where = f"{path}.{name}"
-        if not _PARAM_NAME.match(name):
+        if not PARAM_NAME.match(name):
             c.error(where, "invalid param name (a letter or '_', then letters, digits or '_')")
             continue
         if not isinstance(body, dict):
@@ -677,7 +492,6 @@ def _params(c: _Checker, raw: dict, path: str) -> dict[str, Param]:
         param = Param(name, t.get("description", ""), ptype, choices, pattern, t.get("min"), t.get("max"),
                       t.get("default"), t.get("secret", False))
         if param.default is not None:
-            from .params import check_value
 
             try:
                 check_value(param, str(param.default))

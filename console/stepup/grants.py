@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .credentials import file_lock, read_private, write_private
-from .errors import CredentialsError
-from .policy import FACTORS, Grant
+from opsgate.console.files import file_lock, write_private
+from opsgate.console.stepup.credentials import read_private
+from opsgate.console.errors import CredentialsError
+from opsgate.console.catalog.policy import FACTORS, Grant
+from opsgate.console.paths import GRANTS_FILE, GRANTS_LOCK
 
-FILENAME = "grants.json"
-LOCKNAME = ".grants.lock"
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class GrantBook:
 
     def __init__(self, state_dir: Path | None):
         self._memory: dict[str, GrantRecord] = {}
-        self.path = Path(state_dir) / FILENAME if state_dir else None
-        self._lock_path = Path(state_dir) / LOCKNAME if state_dir else None
+        self.path = Path(state_dir) / GRANTS_FILE if state_dir else None
+        self._lock_path = Path(state_dir) / GRANTS_LOCK if state_dir else None
 
     def get(self, operator: str) -> GrantRecord | None:
         """The operator's grant record: the newer of memory and the state dir."""

@@ -49,11 +49,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import FACILITIES, Forwarding
-from .errors import EXIT_FAILED, OpsgateError
+from opsgate.console.catalog.model import FACILITIES, Forwarding
+from opsgate.console.errors import EXIT_FAILED, OpsgateError
+from opsgate.console.files import FileShrank, read_complete_lines, write_private
+from opsgate.console.paths import FORWARD_CURSOR, FORWARD_LOCK
 
-CURSOR_FILE = "forward.cursor"
-LOCK_FILE = "forward.lock"
 SD_ID = "opsgate@32473"
 HEAD_MSGID = "audit.head"
 BOM = b"\xef\xbb\xbf"
@@ -164,26 +164,8 @@ class Cursor:
         return cursor
 
     def save(self, path: Path) -> None:
-        """Write atomically: a temp file, fsync, rename, fsync the directory."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        data = json.dumps({"seq": self.seq, "offset": self.offset, "hash": self.hash}) + "\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data.encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        try:
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        """Write atomically and durably (temp file, fsync, rename, fsync the directory)."""
+        write_private(path, (json.dumps({"seq": self.seq, "offset": self.offset, "hash": self.hash}) + "\n").encode("ascii"))
 
 
 def _cursor_matches(trail_path: Path, cursor: Cursor) -> bool:
@@ -257,7 +239,7 @@ class Forwarder:
         self.trail_path = Path(trail_path)
         self.state_dir = Path(state_dir)
         self.forwarding = forwarding
-        self.cursor_path = self.state_dir / CURSOR_FILE
+        self.cursor_path = self.state_dir / FORWARD_CURSOR
         self.backoff_start, self.backoff_cap = backoff_start, backoff_cap
         self.poll, self.settle = poll, settle
         self.connect_timeout, self.send_timeout = connect_timeout, send_timeout
@@ -411,9 +393,9 @@ class Forwarder:
     def _take_lock(self) -> bool:
         """Take STATE/forward.lock; then load the cursor and check it against the trail."""
         try:
-            fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.state_dir / FORWARD_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
-            self._failed(f"{self.state_dir / LOCK_FILE}: cannot open: {e.strerror or e}")
+            self._failed(f"{self.state_dir / FORWARD_LOCK}: cannot open: {e.strerror or e}")
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -496,7 +478,12 @@ class Forwarder:
 
     def _send_new(self) -> bool:
         """Send the complete lines after what was sent; True if anything was sent."""
-        data = _read_complete(self.trail_path, self._sent_offset)
+        try:
+            data = read_complete_lines(self.trail_path, self._sent_offset, _READ_BLOCK)
+        except FileNotFoundError:
+            data = b"" if self._sent_offset == 0 else None
+        except FileShrank:
+            data = None
         if data is None:  # the trail shrank below what was sent
             raise ForwardError(f"{self.trail_path}: the trail is shorter than what was forwarded "
                                f"(byte {self._sent_offset}); was it replaced?")
@@ -541,7 +528,7 @@ class Forwarder:
                 if self._head_requested and seq == self._anchor_sent_seq:
                     self._head_requested = False
                 return
-        from .audit import utc_now
+        from opsgate.console.audit.trail import utc_now
 
         self._sock.sendall(frame(head_message(seq, digest, self.origin, utc_now())))
         with self._cond:
@@ -648,28 +635,6 @@ def _complete_end(path: Path) -> int:
     return 0
 
 
-def _read_complete(path: Path, offset: int) -> bytes | None:
-    """Complete lines from ``offset`` (about _READ_BLOCK bytes, at least one whole line); None if shrunk."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return b"" if offset == 0 else None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < offset:
-            return None
-        f.seek(offset)
-        data = f.read(min(size - offset, _READ_BLOCK))
-        end = data.rfind(b"\n") + 1
-        while end == 0 and offset + len(data) < size:  # a line longer than a block
-            more = f.read(_READ_BLOCK)
-            if not more:
-                break
-            data += more
-            end = data.rfind(b"\n") + 1
-    return data[:end]
-
-
 @dataclass
 class CatchUp:
     """What ``forward_trail_once`` did."""
@@ -688,7 +653,7 @@ def forward_trail_once(trail_path: Path, state_dir: Path, forwarding: Forwarding
     Waits while progress is made; gives up when a connection fails, when another process holds
     the forward lock, or when nothing moves for ``stall`` seconds.
     """
-    before = Cursor.load(Path(state_dir) / CURSOR_FILE)
+    before = Cursor.load(Path(state_dir) / FORWARD_CURSOR)
     fwd = Forwarder(trail_path, state_dir, forwarding, **kwargs).start()
     ok, error = False, None
     try:
@@ -939,7 +904,7 @@ def compare_with_collector(trail_path: Path, collector_path: Path) -> CollectorR
 
 
 __all__ = [
-    "CURSOR_FILE", "CatchUp", "CollectorReport", "Cursor", "ForwardError", "ForwardStatus", "Forwarder",
+    "FORWARD_CURSOR", "CatchUp", "CollectorReport", "Cursor", "ForwardError", "ForwardStatus", "Forwarder",
     "compare_with_collector", "forward_trail_once", "frame", "head_message", "parse_collector_line",
     "record_message", "sd_escape", "severity_for",
 ]

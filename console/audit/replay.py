@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from .errors import EXIT_FAILED, OpsgateError
+from opsgate.console.errors import EXIT_FAILED, OpsgateError
 
 IDLE_LIMIT = 2.0
 

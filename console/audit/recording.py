@@ -34,8 +34,9 @@ import threading
 import time
 from pathlib import Path
 
-from .audit import file_sha256
-from .errors import EXIT_FAILED, OpsgateError
+from opsgate.console.audit.trail import file_sha256
+from opsgate.console.errors import EXIT_FAILED, OpsgateError
+from opsgate.console.paths import RECORDINGS_DIR
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_INTERVAL = 0.1
@@ -60,7 +61,7 @@ def _safe_name(name: str) -> str:
 
 def recording_path(state_dir: Path, run: str, target: str) -> Path:
     """``STATE/recordings/<run>/<target>.cast``, with run and target made safe as file names."""
-    return Path(state_dir) / "recordings" / _safe_name(run) / f"{_safe_name(target)}.cast"
+    return Path(state_dir) / RECORDINGS_DIR / _safe_name(run) / f"{_safe_name(target)}.cast"
 
 
 class Recording:

@@ -1,0 +1,1 @@
+"""Step-up authentication: the verifier, TOTP, security keys, stored credentials and grants."""
