@@ -6,7 +6,7 @@ Kept apart from actions/ssh.py so the console can name these types without impor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 OUTCOMES = ("ok", "failed", "timeout", "cancelled", "unreachable", "auth", "hostkey")
 
@@ -25,6 +25,10 @@ class Endpoint:
     ssh_config: str | None = "~/.ssh/config"  # None disables it (tests)
     allow_agent: bool = True
     look_for_keys: bool = True
+    jump: str | None = None  # ProxyJump hops ("bastion", "a,b", "user@host:port", "none"); wins over ssh_config
+    # Gate mode: (OpenSSH private key text, certificate line). The target is then authenticated with
+    # this certificate only: no identity files, no agent (jump hosts still use the operator's own keys).
+    certificate: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

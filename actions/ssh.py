@@ -4,26 +4,35 @@ Host keys come only from the configured known_hosts files (unknown or changed
 keys are refused, never added). A running command can be stopped remotely:
 it is wrapped so the remote shell reports its process group first, and a stop
 kills that group through a second channel on the same connection.
+
+Where to connect comes from sshconfig.resolve_route: ~/.ssh/config (HostName, User, Port,
+IdentityFile, ProxyJump, ProxyCommand, ...; what opsgate cannot honour is refused before connecting).
+Each jump host is a full SSH connection of its own (host key checked, own identity); the next hop
+runs over its direct-tcpip channel, as `ssh -J` does.
 """
 
 from __future__ import annotations
 
-import getpass
+import base64
+import binascii
+import io
 import logging
 import os
 import re
 import select
 import shlex
 import socket
+import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import paramiko
 
 from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
+from opsgate.actions.errors import AuthFailed, SSHConfigError, SSHError, Unreachable  # noqa: F401 (re-exported)
 from opsgate.actions.hostkeys import KnownHosts, fingerprint, host_token, preferred_key_types
+from opsgate.actions.sshconfig import Hop, Route, resolve_route
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -32,22 +41,6 @@ READ_SIZE = 64 * 1024  # bytes per recv: large reads keep 50 MB outputs cheap
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the remote process group
 DRAIN_AFTER_STOP = 5.0  # seconds to wait for the channel to close once the group is killed
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-
-
-class SSHError(Exception):
-    """Connecting to a target failed; the message is meant for the operator."""
-
-    outcome = "unreachable"
-
-
-class Unreachable(SSHError):
-    """DNS failure, refused connection, connect timeout, no SSH banner."""
-
-
-class AuthFailed(SSHError):
-    """The server accepted none of the keys tried."""
-
-    outcome = "auth"
 
 
 class HostKeyUnknown(SSHError):
@@ -96,44 +89,10 @@ _KEYSCAN_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class _Resolved:
-    host: str
-    port: int
-    user: str
-    identity_files: tuple[str, ...]
-
-
-def _resolve(endpoint: Endpoint) -> _Resolved:
-    """Apply ~/.ssh/config (HostName, User, Port, IdentityFile) under the endpoint's own fields."""
-    options: dict = {}
-    if endpoint.ssh_config:
-        path = os.path.expanduser(endpoint.ssh_config)
-        if os.path.exists(path):
-            try:
-                options = paramiko.SSHConfig.from_path(path).lookup(endpoint.host)
-            except Exception as e:  # paramiko raises several types for bad configs
-                raise SSHError(f"{endpoint.name}: cannot use ssh config {path}: {e}") from e
-    try:
-        port = endpoint.port or int(options.get("port", 22))
-    except ValueError as e:
-        raise SSHError(f"{endpoint.name}: bad Port in ssh config: {options.get('port')!r}") from e
-    if endpoint.identity_file:
-        identities: tuple[str, ...] = (endpoint.identity_file,)
-    else:
-        identities = tuple(options.get("identityfile", ()))
-    return _Resolved(
-        host=options.get("hostname", endpoint.host),
-        port=port,
-        user=endpoint.user or options.get("user") or getpass.getuser(),
-        identity_files=tuple(os.path.expanduser(p) for p in identities),
-    )
-
-
-def _open_socket(name: str, host: str, port: int, timeout: float) -> socket.socket:
+def _open_socket(name: str, host: str, port: int, timeout: float, family: int = socket.AF_UNSPEC) -> socket.socket:
     where = f"{host}:{port}"
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, family, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise Unreachable(f"{name}: cannot resolve {host}: {e.strerror}") from e
     last: str = "no address"
@@ -152,6 +111,69 @@ def _open_socket(name: str, host: str, port: int, timeout: float) -> socket.sock
             last = f"cannot connect to {where}: {e.strerror or e}"
         sock.close()
     raise Unreachable(f"{name}: {last}")
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """ssh_config's ProxyCommand, run as OpenSSH runs it: `/bin/sh -c 'exec COMMAND'`.
+
+    The command line is the user's own (from their ssh_config); the %-tokens put into it were checked
+    to hold no shell syntax (sshconfig._expand). recv() reports EOF as a socket does (b""), so a proxy
+    that exits fails the handshake at once instead of at the timeout.
+    """
+
+    def __init__(self, command: str):
+        super().__init__(shlex.join(["/bin/sh", "-c", f"exec {command}"]))
+        self.command = command
+        self.stderr = b""  # what it wrote on stderr, kept when it is closed (for the error message)
+
+    def recv(self, size: int) -> bytes:
+        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+        if not ready:
+            raise socket.timeout()
+        try:
+            return os.read(self.process.stdout.fileno(), size)
+        except OSError as e:
+            raise paramiko.ProxyCommandFailure(self.command, e.strerror) from e
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._drain_stderr()
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def _drain_stderr(self) -> None:
+        """Keep what the command wrote on stderr, without blocking (a daemon may hold the pipe open)."""
+        if self.process.stderr.closed:
+            return
+        fd = self.process.stderr.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while len(self.stderr) < 4000:
+                data = os.read(fd, 4000)
+                if not data:
+                    break
+                self.stderr += data
+        except (BlockingIOError, OSError):
+            pass
+
+    def describe(self) -> str:
+        """The command, and how it ended if it did (its stderr's first lines)."""
+        code = self.process.poll()
+        if code is None:
+            return f"ProxyCommand {self.command!r}"
+        self._drain_stderr()
+        text = self.stderr.decode(errors="replace")
+        lines = " / ".join(line.strip() for line in text.splitlines()[:3] if line.strip())
+        return f"ProxyCommand {self.command!r} exited with status {code}" + (f": {lines}" if lines else "")
 
 
 def _check_host_key(name: str, host: str, port: int, server_key: paramiko.PKey, known: KnownHosts,
@@ -175,107 +197,160 @@ def _check_host_key(name: str, host: str, port: int, server_key: paramiko.PKey, 
     )
 
 
-def _load_key(path: str, tried: list[str]) -> paramiko.PKey | None:
+_ENCRYPTED = object()  # _load_key's answer for a passphrase-protected key
+
+
+def _load_key(path: str, tried: list[str]) -> paramiko.PKey | object | None:
+    """The private key at `path`; None (with the reason in `tried`) or _ENCRYPTED if it cannot be used."""
     try:
         return paramiko.PKey.from_path(path)
     except FileNotFoundError:
         tried.append(f"{path} (missing)")
-    except paramiko.PasswordRequiredException:
-        tried.append(f"{path} (encrypted: load it into ssh-agent)")
+    except (paramiko.PasswordRequiredException, TypeError):  # paramiko 5: TypeError "password-protected"
+        return _ENCRYPTED
     except (OSError, ValueError, paramiko.SSHException) as e:
         tried.append(f"{path} (unreadable: {e})")
     return None
 
 
-def _authenticate(transport: paramiko.Transport, endpoint: Endpoint, target: _Resolved) -> None:
-    """Public key auth: identity file(s), then ssh-agent keys, then the usual ~/.ssh keys."""
+def _public_blob(path: str) -> bytes | None:
+    """The key blob of `path`.pub, if that file is there and readable."""
+    try:
+        with open(f"{path}.pub", encoding="ascii", errors="replace") as f:
+            fields = f.read().split()
+        return base64.b64decode(fields[1]) if len(fields) >= 2 else None
+    except (OSError, ValueError, binascii.Error):
+        return None
+
+
+def _agent_keys(hop: Hop, endpoint: Endpoint, tried: list[str]) -> tuple[paramiko.Agent | None, list[paramiko.PKey]]:
+    if not (endpoint.allow_agent and hop.use_agent):
+        return None, []
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        tried.append("ssh-agent (SSH_AUTH_SOCK not set)")
+        return None, []
+    try:
+        agent = paramiko.Agent()
+        keys = list(agent.get_keys())
+    except (paramiko.SSHException, OSError) as e:
+        tried.append(f"ssh-agent (unreachable: {e})")
+        return None, []
+    if not keys:
+        tried.append("ssh-agent (no keys)")
+    return agent, keys
+
+
+def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: Endpoint) -> None:
+    """Public key auth as OpenSSH orders it: each identity file (an encrypted one through the agent's
+    copy of it), then the other ssh-agent keys (unless IdentitiesOnly), then the usual ~/.ssh keys."""
     tried: list[str] = []
     seen: set[bytes] = set()
+    where = f"{hop.user}@{hop.host}:{hop.port}"
 
     def attempt(key: paramiko.PKey, label: str) -> bool:
         if key.asbytes() in seen:
             return False
         seen.add(key.asbytes())
         try:
-            remaining = transport.auth_publickey(target.user, key)
+            remaining = transport.auth_publickey(hop.user, key)
         except paramiko.BadAuthenticationType as e:
             raise AuthFailed(
-                f"{endpoint.name}: {target.user}@{target.host}:{target.port} does not accept public keys "
+                f"{name}: {where} does not accept public keys "
                 f"(it allows: {', '.join(e.allowed_types) or 'nothing'})"
             ) from e
         except paramiko.AuthenticationException:
             tried.append(f"{label} (rejected)")
             return False
         except (paramiko.SSHException, EOFError, OSError) as e:
-            raise Unreachable(f"{endpoint.name}: connection lost during authentication: {e}") from e
+            raise Unreachable(f"{name}: connection lost during authentication: {e}") from e
         if transport.is_authenticated():
             return True
         tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
         return False
 
-    for path in target.identity_files:
-        key = _load_key(path, tried)
-        if key is not None and attempt(key, path):
-            return
-    if endpoint.allow_agent:
-        if not os.environ.get("SSH_AUTH_SOCK"):
-            tried.append("ssh-agent (SSH_AUTH_SOCK not set)")
-        else:
-            agent = paramiko.Agent()
-            try:
-                keys = agent.get_keys()
-                if not keys:
-                    tried.append("ssh-agent (no keys)")
-                for key in keys:
-                    if attempt(key, f"ssh-agent key {key.get_name()} {fingerprint(key)}"):
-                        return
-            finally:
-                agent.close()
-    if endpoint.look_for_keys:
-        for base in DEFAULT_KEYS:
-            path = os.path.expanduser(f"~/.ssh/{base}")
-            if path in target.identity_files or not os.path.exists(path):
-                continue
+    agent, agent_keys = _agent_keys(hop, endpoint, tried)
+    try:
+        for path in hop.identity_files:
             key = _load_key(path, tried)
-            if key is not None and attempt(key, path):
+            if key is _ENCRYPTED:
+                blob = _public_blob(path)
+                copy = next((k for k in agent_keys if blob is not None and k.asbytes() == blob), None)
+                if copy is None:
+                    tried.append(f"{path} (passphrase-protected and not in ssh-agent: ssh-add it)")
+                elif attempt(copy, f"{path} via ssh-agent"):
+                    return
+            elif key is not None and attempt(key, path):
                 return
+        if hop.identities_only:  # only the agent's copies of the configured identities
+            wanted = {_public_blob(p) for p in hop.identity_files} - {None}
+            agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
+        for key in agent_keys:
+            if attempt(key, f"ssh-agent key {key.get_name()} {fingerprint(key)}"):
+                return
+        if endpoint.look_for_keys and not (hop.identities_only and hop.identity_files):
+            for base in DEFAULT_KEYS:
+                path = os.path.expanduser(f"~/.ssh/{base}")
+                if path in hop.identity_files or not os.path.exists(path):
+                    continue
+                key = _load_key(path, tried)
+                if key is _ENCRYPTED:
+                    tried.append(f"{path} (passphrase-protected and not in ssh-agent: ssh-add it)")
+                elif key is not None and attempt(key, path):
+                    return
+    finally:
+        if agent is not None:
+            agent.close()
     raise AuthFailed(
-        f"{endpoint.name}: authentication as {target.user}@{target.host}:{target.port} failed; "
+        f"{name}: authentication as {where} failed; "
         f"tried publickey: {'; '.join(tried) or 'no keys (set identity_file or start ssh-agent)'}"
     )
 
 
-def _handshake(transport: paramiko.Transport, endpoint: Endpoint, target: _Resolved) -> None:
+def _handshake(transport: paramiko.Transport, name: str, hop: Hop, timeout: float) -> None:
     """Banner, key exchange; raises Unreachable naming the stage that failed."""
-    where = f"{target.host}:{target.port}"
+    where = f"{hop.host}:{hop.port}"
     done = threading.Event()
     try:
         transport.start_client(event=done)  # returns at once; `done` is set on success or failure
     except (paramiko.SSHException, EOFError, OSError) as e:
-        raise Unreachable(f"{endpoint.name}: SSH handshake with {where} failed: {e}") from e
-    finished = done.wait(endpoint.connect_timeout)
+        raise Unreachable(f"{name}: SSH handshake with {where} failed: {e}") from e
+    finished = done.wait(timeout)
     if finished and transport.is_active():
         return
     if not transport.remote_version:
-        raise Unreachable(f"{endpoint.name}: no SSH banner from {where} within "
-                          f"{endpoint.connect_timeout:g}s (not an SSH server?)")
+        if finished:
+            raise Unreachable(f"{name}: {where} closed the connection before sending an SSH banner")
+        raise Unreachable(f"{name}: no SSH banner from {where} within {timeout:g}s (not an SSH server?)")
     if not finished:
-        raise Unreachable(f"{endpoint.name}: SSH handshake with {where} timed out after {endpoint.connect_timeout:g}s")
+        raise Unreachable(f"{name}: SSH handshake with {where} timed out after {timeout:g}s")
     error = transport.get_exception()
-    raise Unreachable(f"{endpoint.name}: SSH handshake with {where} failed: {error or 'connection closed'}")
+    raise Unreachable(f"{name}: SSH handshake with {where} failed: {error or 'connection closed'}")
 
 
-def connect(endpoint: Endpoint) -> "Connection":
-    """Open an authenticated SSH connection; raises an SSHError subclass on failure."""
-    target = _resolve(endpoint)
+def _authenticate_certificate(transport: paramiko.Transport, name: str, hop: Hop, certificate: tuple[str, str]) -> None:
+    """Gate mode: the run's ephemeral key with the gate's certificate, and nothing else (no agent, no files)."""
+    pem, line = certificate
     try:
-        known = KnownHosts.load(endpoint.known_hosts)
-    except OSError as e:
-        error = SSHError(f"{endpoint.name}: cannot read known_hosts {e.filename}: {e.strerror}")
-        error.outcome = "hostkey"
-        raise error from e
-    trusted, revoked = known.lookup(target.host, target.port)
-    sock = _open_socket(endpoint.name, target.host, target.port, endpoint.connect_timeout)
+        key = paramiko.Ed25519Key(file_obj=io.StringIO(pem))
+        key.load_certificate(line)
+    except (paramiko.SSHException, ValueError) as e:
+        raise AuthFailed(f"{name}: the gate's certificate cannot be used: {e}") from e
+    try:
+        transport.auth_publickey(hop.user, key)
+    except paramiko.AuthenticationException as e:
+        raise AuthFailed(f"{name}: {hop.user}@{hop.host}:{hop.port} refused the gate's certificate (is the gate's CA "
+                         "in its TrustedUserCAKeys, the user in its AuthorizedPrincipalsFile, the certificate "
+                         "still valid?)") from e
+    except (paramiko.SSHException, EOFError, OSError) as e:
+        raise Unreachable(f"{name}: connection lost during authentication: {e}") from e
+    if not transport.is_authenticated():
+        raise AuthFailed(f"{name}: {hop.host} wants more than the gate's certificate")
+
+
+def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
+            target: bool = False) -> paramiko.Transport:
+    """SSH over `sock` to `hop`: handshake, host key checked against known_hosts, authentication."""
+    trusted, revoked = known.lookup(hop.host, hop.port)
     try:
         transport = paramiko.Transport(sock)
     except Exception:
@@ -286,13 +361,69 @@ def connect(endpoint: Endpoint) -> "Connection":
         options.key_types = preferred_key_types(trusted, tuple(options.key_types))
         transport.banner_timeout = endpoint.connect_timeout
         transport.handshake_timeout = endpoint.connect_timeout
-        _handshake(transport, endpoint, target)
-        _check_host_key(endpoint.name, target.host, target.port, transport.get_remote_server_key(),
-                        known, trusted, revoked)
-        _authenticate(transport, endpoint, target)
-        return Connection(endpoint.name, transport)
+        _handshake(transport, name, hop, endpoint.connect_timeout)
+        _check_host_key(name, hop.host, hop.port, transport.get_remote_server_key(), known, trusted, revoked)
+        if target and endpoint.certificate is not None:
+            _authenticate_certificate(transport, name, hop, endpoint.certificate)
+        else:
+            _authenticate(transport, name, hop, endpoint)
+        return transport
     except BaseException:
         transport.close()
+        raise
+
+
+def _forward(via: paramiko.Transport, name: str, jump: Hop, hop: Hop, timeout: float) -> paramiko.Channel:
+    """A direct-tcpip channel from the jump host `jump` to `hop` (what ssh -W asks for)."""
+    try:
+        return via.open_channel("direct-tcpip", (hop.host, hop.port), ("127.0.0.1", 0), timeout=timeout)
+    except paramiko.ChannelException as e:
+        raise Unreachable(f"{name}: jump host {jump.alias} ({jump.host}:{jump.port}) could not open a "
+                          f"connection to {hop.host}:{hop.port}: {e.text} (code {e.code})") from e
+    except (paramiko.SSHException, EOFError, OSError) as e:
+        raise Unreachable(f"{name}: jump host {jump.alias} ({jump.host}:{jump.port}) could not open a "
+                          f"connection to {hop.host}:{hop.port}: {e or type(e).__name__}") from e
+
+
+def connect(endpoint: Endpoint) -> "Connection":
+    """Open an authenticated SSH connection, through its jump hosts or ProxyCommand if ssh_config (or
+    `endpoint.jump`) says so; raises an SSHError subclass on failure (SSHConfigError before connecting)."""
+    route: Route = resolve_route(endpoint)
+    try:
+        known = KnownHosts.load(endpoint.known_hosts)
+    except OSError as e:
+        error = SSHError(f"{endpoint.name}: cannot read known_hosts {e.filename}: {e.strerror}")
+        error.outcome = "hostkey"
+        raise error from e
+    transports: list[paramiko.Transport] = []
+    proxy: _ProxyCommand | None = None
+    try:
+        for i, hop in enumerate(route.hops):
+            is_target = i == len(route.hops) - 1
+            name = endpoint.name if is_target else f"{endpoint.name}: jump host {hop.alias}"
+            if i > 0:
+                sock = _forward(transports[-1], name, route.hops[i - 1], hop, endpoint.connect_timeout)
+            elif route.proxy_command is not None:
+                try:
+                    proxy = sock = _ProxyCommand(route.proxy_command)
+                except (OSError, paramiko.SSHException) as e:
+                    raise Unreachable(f"{name}: cannot start ProxyCommand {route.proxy_command!r}: {e}") from e
+            else:
+                sock = _open_socket(name, hop.host, hop.port, endpoint.connect_timeout, hop.family)
+            try:
+                transports.append(_secure(sock, name, hop, endpoint, known, target=is_target))
+            except SSHError as e:
+                if isinstance(e, Unreachable) and i == 0 and proxy is not None:
+                    raise Unreachable(f"{e} ({proxy.describe()})") from e
+                if not is_target and not str(e).startswith(name):  # host key errors do not name the hop
+                    e.args = (f"{name}: {e}",)
+                raise
+        return Connection(endpoint.name, transports[-1], via=transports[:-1], forced=endpoint.certificate is not None)
+    except BaseException:
+        for transport in reversed(transports):
+            transport.close()
+        if proxy is not None:
+            proxy.close()
         raise
 
 
@@ -316,6 +447,26 @@ def wrap_command(command: str) -> str:
     return _PROLOGUE.format(cmd=shlex.quote(command))
 
 
+# Gate mode: sshd runs the certificate's force-command, and a second exec on the connection would run
+# that command again, so a forced command cannot be stopped by a "kill" session. Instead it watches its
+# standard input: the client keeps stdin open while it runs and closes it to stop the command, which
+# then kills its own process group (TERM, then KILL). The command itself reads /dev/null, as without it.
+_FORCED = (
+    "exec 3<&0; "
+    "setsid sh -c 'echo \"opsgate-pid $$ $$\"; eval \"$1\"' opsgate {cmd} </dev/null 3<&- & __og_p=$!; "
+    "{{ while read -r __og_l <&3; do :; done; kill -TERM -$__og_p 2>/dev/null; "
+    "__og_i=0; while kill -0 -$__og_p 2>/dev/null && [ $__og_i -lt " + str(int(STOP_GRACE / 0.1)) + " ]; do "
+    "sleep 0.1; __og_i=$((__og_i+1)); done; kill -KILL -$__og_p 2>/dev/null; }} & __og_w=$!; "
+    "exec 3<&-; wait $__og_p; __og_s=$?; kill $__og_w 2>/dev/null; exit $__og_s"
+)
+
+
+def wrap_forced_command(command: str) -> str:
+    """The certificate's force-command for ``command``: reports the process group like ``wrap_command``,
+    and stops it when the client closes standard input (the client's way to cancel in gate mode)."""
+    return _FORCED.format(cmd=shlex.quote(command))
+
+
 def _stop_script(pid: int, pgid: int) -> str:
     """TERM the remote process group, KILL it if still alive after STOP_GRACE."""
     # Only signal the group when the command leads it; otherwise it is not ours to kill.
@@ -334,9 +485,14 @@ def _stop_script(pid: int, pgid: int) -> str:
 class Connection:
     """An authenticated SSH connection; runs commands on channels of it (thread-safe)."""
 
-    def __init__(self, name: str, transport: paramiko.Transport):
+    def __init__(self, name: str, transport: paramiko.Transport, via: list[paramiko.Transport] | None = None,
+                 *, forced: bool = False):
         self.name = name
+        # Authenticated with a force-command certificate: one command per session, no "kill" session
+        # (it would run the forced command again); stopping closes the command's stdin instead.
+        self.forced = forced
         self._transport = transport
+        self._via = list(via or ())  # jump host connections the transport runs through, first hop first
         self._lock = threading.Lock()
         self._running: set[_Run] = set()  # runs in progress, stopped remotely by close()
 
@@ -356,6 +512,8 @@ class Connection:
             running = [r.pid for r in self._running if r.pid is not None]
             self._running.clear()
         for pid, pgid in running:
+            if self.forced:
+                continue  # the forced wrapper stops its command when stdin closes, as the channel now does
             # sshd does not kill a no-pty command when its client goes away: do it, without waiting
             try:
                 killer = self._transport.open_session(timeout=5)
@@ -363,6 +521,8 @@ class Connection:
             except (paramiko.SSHException, EOFError, OSError):
                 pass
         self._transport.close()
+        for hop in reversed(self._via):
+            hop.close()
 
     def run(
         self,
@@ -381,7 +541,8 @@ class Connection:
         try:
             channel = self._transport.open_session(timeout=30)
             channel.exec_command(wrap_command(command))
-            channel.shutdown_write()
+            if not self.forced:  # a forced command gets EOF on its own stdin anyway (</dev/null)
+                channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as e:
             return TargetResult(self.name, "unreachable", None, time.monotonic() - start, 0, 0,
                                 f"{self.name}: cannot start the command: {e or type(e).__name__}")
@@ -395,8 +556,15 @@ class Connection:
                 self._running.discard(reader)
             channel.close()
 
-    def _stop_remote(self, pid: int, pgid: int) -> str | None:
+    def _stop_remote(self, pid: int, pgid: int, channel: paramiko.Channel | None = None) -> str | None:
         """Kill the remote process group; return an error line if that failed."""
+        if self.forced:
+            try:
+                if channel is not None:
+                    channel.shutdown_write()  # the forced wrapper's signal to stop
+            except (paramiko.SSHException, EOFError, OSError) as e:
+                return f"could not stop the remote command: {e}"
+            return None
         try:
             killer = self._transport.open_session(timeout=10)
             try:
@@ -479,7 +647,7 @@ class _Run:
                         stop_at = now
                 if stop_reason and stop_at is not None:
                     if self.pid is not None:
-                        stop_error = self.conn._stop_remote(*self.pid)
+                        stop_error = self.conn._stop_remote(*self.pid, channel=self.channel)
                         stop_at = None  # signalled; now drain until EOF
                         drain_until = time.monotonic() + DRAIN_AFTER_STOP
                     elif now - stop_at > 2.0:
@@ -495,7 +663,7 @@ class _Run:
                 self._wait_readable(wait)
         except BaseException:
             if self.pid is not None and stop_reason is None:
-                self.conn._stop_remote(*self.pid)  # don't leave the command running behind a crashed reader
+                self.conn._stop_remote(*self.pid, channel=self.channel)  # don't leave the command running behind a crashed reader
             raise
         if not self.head_done and self.head:
             self.head_done, data, self.head = True, self.head, b""

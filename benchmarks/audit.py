@@ -17,7 +17,8 @@ from pathlib import Path
 
 from common import Row, cli, emit, log  # noqa: E402  (puts the repo root on sys.path)
 
-from opsgate.console.audit.trail import GENESIS, AuditTrail, _encode_line, verify  # noqa: E402
+from opsgate.console.audit.trail import GENESIS, AuditTrail, _encode_line  # noqa: E402
+from opsgate.console.audit.verify import verify  # noqa: E402
 
 
 def _writer(path: str, n: int, name: str, go) -> None:

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (str(ROOT / "tests"), str(ROOT)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from sshd import SshServer, start_sshd  # noqa: E402
+from tests.helpers.sshd import SshServer, start_sshd  # noqa: E402
 
 JSON_MARK = "BENCH-JSON "
 
@@ -44,7 +43,7 @@ class Row:
 
 @contextlib.contextmanager
 def sshd_server(addresses: tuple[str, ...] | None = None) -> Iterator[SshServer]:
-    """A fresh sshd on loopback (tests/sshd.py) in a temp dir, stopped and removed afterwards."""
+    """A fresh sshd on loopback (tests/helpers/sshd.py) in a temp dir, stopped and removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="opsgate-bench-"))
     kwargs = {} if addresses is None else {"addresses": addresses}
     server = start_sshd(workdir, **kwargs)

@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from opsgate.console.audit.trail import AuditTrail, check_recording, format_record, record_hash, verify
-
-from opsgate.console.paths import AUDIT_FILE
-from opsgate.console.errors import EXIT_FAILED, EXIT_OK, UsageError
+from opsgate.console.audit.format import format_record
 from opsgate.console.audit.replay import Cast, ReplayError, play
+from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.audit.verify import check_recording, verify
+from opsgate.console.errors import EXIT_FAILED, EXIT_OK, UsageError
+from opsgate.console.events import ACTION_TARGET
+from opsgate.console.paths import AUDIT_FILE
 
 FOLLOW_POLL = 0.25
 
@@ -65,7 +67,7 @@ def cmd_verify(ctx) -> int:
 
 
 def _verify_against(path: Path, collector: Path) -> int:
-    from opsgate.console.audit.forward.forwarder import compare_with_collector
+    from opsgate.console.audit.forward.collector import compare_with_collector
 
     r = compare_with_collector(path, collector)
     resent = f" ({r.duplicates} re-sent copies counted once)" if r.duplicates else ""
@@ -205,35 +207,28 @@ def cmd_replay(ctx) -> int:
     run = trail.find_run(args.run)
     records = trail.run_records(run)
     action = next((r.get("action") for r in records if r.get("action")), "?")
-    targets = [r for r in records if r.get("event") == "action.target" and "recording" in r]
+    targets = [r for r in records if r.get("event") == ACTION_TARGET and "recording" in r]
     if args.target:
         targets = [r for r in targets if r.get("target") == args.target]
     if not targets:
         wanted = f" for target {args.target}" if args.target else ""
         raise ReplayError(f"the audit trail has no recording for run {run}{wanted}")
 
-    problems = []
-    for r in targets:
-        problem = check_recording(state, r.get("recording"), r.get("recording_sha256"))
-        if r.get("hash") != record_hash(r):
-            problem = "its audit record (seq {}) does not match its own hash".format(r.get("seq"))
-        if problem:
-            problems.append((r, problem))
-    for r, problem in problems:
-        print(f"opsgate: WARNING: recording {r.get('recording')} does not verify: {problem}", file=sys.stderr)
-    if problems and not args.force:
+    checks = [(r, check_recording(state, r.get("recording"), r.get("recording_sha256"), record=r)) for r in targets]
+    unverified = [(r, check) for r, check in checks if not check.verified]
+    for r, check in unverified:
+        print(f"opsgate: WARNING: recording {r.get('recording')} does not verify: {check.problem}", file=sys.stderr)
+    if unverified and not args.force:
         print("opsgate: refusing to replay an unverified recording (--force plays it anyway; "
               "`opsgate audit verify` checks the whole trail)", file=sys.stderr)
         return EXIT_FAILED
-    # --force plays a changed file, never one that is missing or outside the state dir.
-    unplayable = [r for r, p in problems if not p.startswith(("changed", "its audit record"))]
-    if len(unplayable) == len(targets):
+    # --force plays what can be opened (a changed file), never one that is missing or outside the state dir.
+    playable = [r for r, check in checks if check.playable]
+    if not playable:
         print("opsgate: nothing to play: no recording can be opened", file=sys.stderr)
         return EXIT_FAILED
     out = sys.stdout.buffer
-    for r in targets:
-        if r in unplayable:
-            continue
+    for r in playable:
         cast = Cast(state / r["recording"])
         if len(targets) > 1:
             exit_code = r.get("exit_code", r.get("exit", "?"))
@@ -241,6 +236,6 @@ def cmd_replay(ctx) -> int:
         play(cast.events(), out, speed=args.speed)
         out.write(b"\x1b[0m")  # the recording may end inside a colour
         out.flush()
-    if problems:
+    if unverified:
         print("opsgate: WARNING: what was played did not verify against the audit trail", file=sys.stderr)
     return EXIT_OK

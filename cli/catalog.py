@@ -41,8 +41,7 @@ def catalog_rows(cfg: Config) -> list[dict]:
             "id": rb.id,
             "title": rb.title,
             "risk": rb.risk,
-            # the same targets a run of it names: each step's own, or its action's
-            "targets": list(dict.fromkeys(t.name for s in rb.steps if s.kind != "pause" for t in cfg.targets_for(s))),
+            "targets": [t.name for t in cfg.targets_for(rb)],
             "requirement": cfg.requirement_for(rb).describe(),
             "params": {n: p.describe() for n, p in rb.params.items()},
             "kind": "runbook",

@@ -1,15 +1,24 @@
-"""What every command needs: the parsed flags, the config and the state dir, each loaded once, on first use."""
+"""What every command needs: the parsed flags, the config, the state dir and the console's parts, each
+built once, on first use.
+
+``OPSGATE_SOFTKEY=PATH`` makes the commands use the software authenticator (console/demo/softkey.py)
+kept in PATH instead of a USB security key. It is for tests and the demo only: the key's private keys
+sit in a plain file, so it proves nothing about who is at the keyboard. A warning says so every time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 from opsgate.console import paths
 from opsgate.console.catalog.loader import load_config
 from opsgate.console.catalog.model import Config
+from opsgate.console.wiring import ConsoleParts, assemble
 
 
 class Context:
@@ -36,3 +45,23 @@ class Context:
     @property
     def operator(self) -> str:
         return getattr(self.args, "operator", None) or self.config.settings.operator
+
+    @cached_property
+    def parts(self) -> ConsoleParts:
+        """The console for this command: grants persist in the state dir (``opsgate auth`` then ``run``)."""
+        return assemble(self.config, self.state_dir, persist_grants=True, authenticator=authenticator_from_env())
+
+
+SOFTKEY_ENV = "OPSGATE_SOFTKEY"
+
+
+def authenticator_from_env() -> Callable | None:
+    """The software key named by $OPSGATE_SOFTKEY (tests/demo), else None: discover a USB key."""
+    path = os.environ.get(SOFTKEY_ENV)
+    if not path:
+        return None
+    from opsgate.console.demo.softkey import SoftKey
+
+    print(f"opsgate: WARNING: using the DEMO/TEST software key {path} (${SOFTKEY_ENV}); "
+          "it is not a security key", file=sys.stderr)
+    return lambda: SoftKey(path)

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
     sp.add_argument("--yes", action="store_true", help="do not ask 'Run? [y/N]'")
     sp.add_argument("--json", action="store_true", help="print one JSON result document")
+    sp.add_argument("--reason", default="", metavar="TEXT",
+                    help="why you run it: in the plan, the approval request and the trail (required where policy says)")
 
     sp = command("auth", _lazy("opsgate.cli.auth", "cmd_auth"), "step up now and keep the grant (like sudo -v)")
     sp.add_argument("--factor", choices=["otp", "fido2"], help="factor to use (default: the strongest enrolled)")
@@ -75,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("factor", choices=["otp", "fido2"])
     sp.add_argument("--operator", help="operator name (default: console.operator)")
     sp.add_argument("--name", help="a name for the security key")
+    sp.add_argument("--token", help="gate mode: the one-use enrollment token an admin gave you (first factor)")
+
+    command("approvals", _lazy("opsgate.cli.gate", "cmd_approvals"), "requests waiting at the gate for approval")
+    sp = command("approve", _lazy("opsgate.cli.gate", "cmd_approve"), "approve a pending request with your own factor")
+    sp.add_argument("request", metavar="ID")
+    sp = command("deny", _lazy("opsgate.cli.gate", "cmd_deny"), "deny a pending request (with your own factor)")
+    sp.add_argument("request", metavar="ID")
 
     sp = command("audit", None, "verify, tail, show, export or anchor the audit trail")
     asub = sp.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)

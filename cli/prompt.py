@@ -71,6 +71,13 @@ class TerminalPrompter:
         except EOFError:
             return None
 
+    def notice(self, text: str) -> None:
+        """A message from the gate while it works (a pending approval's id, ...)."""
+        print(f"opsgate: {text}", file=sys.stderr, flush=True)
+
+    def show_enrollment(self, uri: str) -> None:
+        show_enrollment(uri)
+
     def ask_approver(self, candidates: list[str], prompt: Prompt) -> str | None:
         """The name of the operator who approves now (they answer with their own factor next)."""
         self._say(f"{prompt.summary}: needs approval by one of: {', '.join(candidates)}")
@@ -97,3 +104,13 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def show_enrollment(uri: str, out: TextIO | None = None) -> None:
+    """The new OTP secret as a URI and a QR code, for the operator's authenticator app."""
+    import segno
+
+    out = out or sys.stdout
+    out.write(f"Add this account to your authenticator app (scan the QR code or enter the URI):\n{uri}\n\n")
+    segno.make(uri, error="m").terminal(out=out, compact=True)
+    out.flush()

@@ -9,14 +9,10 @@ from collections import defaultdict
 
 from opsgate.actions.outcome import Chunk, TargetResult
 
-from opsgate.console.audit.trail import AuditTrail
-
-from opsgate.console.paths import AUDIT_FILE
 from opsgate.cli.context import Context
 from opsgate.console.errors import EXIT_CANCELLED, UsageError
 from opsgate.console.catalog.params import parse_assignments
 from opsgate.console.run import Pipeline, Plan, RunbookPlan, RunReport, RunRequest, StepPlan
-from opsgate.console.stepup.verifier import StepUp
 
 JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keeps every byte
 
@@ -134,14 +130,10 @@ def print_plan(plan: Plan | RunbookPlan, out=sys.stdout) -> None:
 
 def cmd_run(ctx: Context) -> int:
     args = ctx.args
-    cfg = ctx.config
-    state_dir = ctx.state_dir
-    from opsgate.cli.auth import authenticator_from_env
     from opsgate.cli.prompt import TerminalPrompter
 
-    stepup = StepUp(state_dir, cfg.settings, persist_grants=True, authenticator=authenticator_from_env())
-    pipeline = Pipeline(cfg, state_dir, stepup=stepup, audit=AuditTrail(state_dir / AUDIT_FILE))
-    request = RunRequest(args.action, tuple(args.target), parse_assignments(args.param), ctx.operator)
+    pipeline = ctx.parts.pipeline
+    request = RunRequest(args.action, tuple(args.target), parse_assignments(args.param), ctx.operator, args.reason)
     plan = pipeline.plan(request)
     if args.dry_run:
         pipeline.dry_run(plan)
@@ -160,7 +152,7 @@ def cmd_run(ctx: Context) -> int:
             print("not run")
             return EXIT_CANCELLED
     frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json, yes=args.yes)
-    forwarder = start_forwarder(ctx)
+    forwarder = ctx.parts.start_forwarder()
     try:
         report = run_in_thread(pipeline, plan, frontend)
     finally:
@@ -177,15 +169,6 @@ def cmd_run(ctx: Context) -> int:
         if report.cancelled:
             print("cancelled: remote processes stopped", file=sys.stderr)
     return report.exit_code
-
-
-def start_forwarder(ctx: Context):
-    """With [audit.forward], ship the trail to the collector in the background; it never holds up the run."""
-    if ctx.config.forwarding is None:
-        return None
-    from opsgate.console.audit.forward.forwarder import Forwarder
-
-    return Forwarder(ctx.state_dir / AUDIT_FILE, ctx.state_dir, ctx.config.forwarding).start()
 
 
 def finish_forwarder(forwarder) -> None:

@@ -28,7 +28,7 @@ def cmd_demo(ctx) -> int:
         demo.start()
         from opsgate.screens.app import make_app
 
-        app = make_app(demo.config, demo.state_dir, operator=demo.operator, stepup=demo.stepup, demo=demo)
+        app = make_app(demo.config, demo.state_dir, operator=demo.operator, pipeline=demo.parts.pipeline, demo=demo)
         # A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app through its event loop, so the
         # demo's server stops and its directory goes below.
         app.exit_on_signals(signal.SIGHUP, signal.SIGTERM, last_resort=demo.close)

@@ -17,17 +17,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from opsgate.actions.outcome import Chunk, Endpoint, TargetResult
 
 from opsgate.console.audit.trail import AuditTrail
-from opsgate.console.catalog.model import Action, Config, Runbook, Step, Target, param_ref
+from opsgate.console.catalog.model import Action, Config, Runbook, Settings, Step, Target, param_ref
 from opsgate.console.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied, UsageError
+from opsgate.console.events import (
+    ACTION_CANCELLED,
+    ACTION_DENIED,
+    ACTION_DRY_RUN,
+    ACTION_END,
+    ACTION_START,
+    ACTION_TARGET,
+    CONFIG_LOADED,
+    RUNBOOK_END,
+    RUNBOOK_START,
+    RUNBOOK_STEP,
+)
 from opsgate.console.catalog.params import RenderedCommand, render_command, resolve_params
-from opsgate.console.catalog.policy import Requirement, satisfies
+from opsgate.console.catalog.policy import Grant, Requirement, satisfies
 from opsgate.console.audit.recording import Recording, recording_path
-from opsgate.console.stepup.verifier import Prompter, StepUp, StepUpOutcome, StepUpRequest
+from opsgate.console.stepup.verifier import AuditHook, Prompter, StepUp, StepUpOutcome, StepUpRequest
 
 if TYPE_CHECKING:  # paramiko is imported when the first run starts, not at start-up
     from opsgate.actions.fanout import ConnectionPool, FanOut
@@ -41,6 +53,7 @@ class RunRequest:
     targets: tuple[str, ...] = ()  # names or "tag:X"; empty means the action's targets
     params: Mapping[str, str] = field(default_factory=dict)
     operator: str = ""
+    reason: str = ""  # why: in the plan, the approval prompt, the certificate's key id and the trail
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class Plan:
     values: dict
     command: RenderedCommand
     requirement: Requirement
+    reason: str = ""
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -87,6 +101,7 @@ class RunbookPlan:
     values: dict
     steps: tuple[StepPlan, ...]
     requirement: Requirement
+    reason: str = ""
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -130,6 +145,7 @@ class RunReport:
     exit_code: int
     cancelled: bool = False
     recordings: dict[str, Path] = field(default_factory=dict)
+    certificates: list[dict] = field(default_factory=list)  # gate mode: per target, the key id and validity
 
 
 CHECK_CAPTURE = 1 << 20  # stdout kept per target for a runbook's expect_output (the recording keeps all)
@@ -139,18 +155,117 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class Executed:
+    """A target's recording: its path relative to the state dir, its sha256, or why it could not be written."""
+
+    recording: str | None
+    recording_sha256: str | None
+    recording_error: str | None = None
+    output: bytes = b""  # stdout kept for a runbook's expect_output (gate mode: what the console sent)
+
+
+class Executor(Protocol):
+    """Runs one plan's command on its targets and reports each target as it finishes."""
+
+    def run(self, plan: Plan, frontend: Frontend, marker: str | None,
+            on_result: Callable[[TargetResult, Executed], None], *, cancel: threading.Event,
+            pool: ConnectionPool | None = None, capture: dict | None = None) -> list[TargetResult]: ...
+
+    def cancel(self) -> None: ...
+
+
+def target_endpoint(target: Target, settings: Settings) -> Endpoint:
+    """How to reach ``target`` with the operator's own keys (local mode)."""
+    return Endpoint(target.name, target.host, target.port, target.user,
+                    str(target.identity_file) if target.identity_file else None,
+                    tuple(str(p) for p in settings.known_hosts), settings.connect_timeout, jump=target.jump)
+
+
+class LocalExecutor:
+    """Runs over SSH from this process, one asciicast recording per target in the state dir.
+
+    Local mode uses the operator's keys; a console in gate mode passes ``endpoint`` to connect with the
+    run's ephemeral key and the gate's certificates.
+    """
+
+    def __init__(self, state_dir: Path, settings: Settings,
+                 endpoint: Callable[[Target], Endpoint] | None = None):
+        self.state_dir = state_dir
+        self.settings = settings
+        self.endpoint = endpoint or (lambda target: target_endpoint(target, settings))
+        self._fanout: FanOut | None = None
+
+    def run(self, plan: Plan, frontend: Frontend, marker: str | None,
+            on_result: Callable[[TargetResult, Executed], None], *, cancel: threading.Event,
+            pool: ConnectionPool | None = None, capture: dict | None = None) -> list[TargetResult]:
+        recordings: dict[str, Recording] = {}
+        for target in plan.targets:
+            rec = Recording(recording_path(self.state_dir, plan.run_id, target.name), run=plan.run_id,
+                            action=plan.action.id, target=target.name, command=plan.command.redacted)
+            if marker:
+                rec.marker(marker)
+            recordings[target.name] = rec
+
+        def sink(chunk: Chunk) -> None:
+            recordings[chunk.target].output(chunk.stream, chunk.data, chunk.t)
+            if capture is not None and chunk.stream == "stdout":  # for a runbook check on output
+                buf = capture[chunk.target]
+                if len(buf) < CHECK_CAPTURE:
+                    buf += chunk.data[: CHECK_CAPTURE - len(buf)]
+            frontend.on_output(chunk)
+
+        def started(target: str) -> None:
+            recordings[target].marker("start")
+
+        def finished(result: TargetResult) -> None:
+            rec = recordings[result.target]
+            rec.marker(f"end {result.outcome}" + ("" if result.exit_code is None else f" exit {result.exit_code}"))
+            digest = rec.close()
+            on_result(result, Executed(str(rec.path.relative_to(self.state_dir)), digest, rec.error))
+
+        from opsgate.actions.fanout import FanOut
+
+        fanout = FanOut([self.endpoint(t) for t in plan.targets], plan.command.command,
+                        max_parallel=self.settings.max_parallel, timeout=plan.action.timeout, sink=sink,
+                        on_start=started, on_result=finished, pool=pool)
+        self._fanout = fanout
+        try:
+            if cancel.is_set():
+                fanout.cancel()
+            return fanout.run()
+        finally:
+            self._fanout = None
+            for rec in recordings.values():
+                rec.close()
+
+    def cancel(self) -> None:
+        fanout = self._fanout
+        if fanout is not None:
+            fanout.cancel()
+
+
+def renderings(plan: Plan | RunbookPlan) -> list[list[str]]:
+    """What would run, comparable between two copies of a catalog: [targets, command] per step."""
+    if isinstance(plan, RunbookPlan):
+        return [[",".join(sp.plan.target_names), sp.plan.command.command] if sp.plan else ["", "pause"]
+                for sp in plan.steps]
+    return [[",".join(plan.target_names), plan.command.command]]
+
+
 class Pipeline:
     """Runs requests through validation, step-up, audit and fan-out. One per console (TUI) or command (CLI)."""
 
-    def __init__(self, config: Config, state_dir: Path, *, stepup: StepUp, audit: AuditTrail):
+    def __init__(self, config: Config, state_dir: Path, *, stepup: StepUp, audit: AuditTrail,
+                 executor: "Executor | None" = None):
         self.config = config
         self.state_dir = state_dir
         self.stepup = stepup
         self.audit = audit
-        self._config_audited = False
+        self.config_recorded = False
         self._lock = threading.Lock()  # one audit append at a time from the fan-out threads
         self._cancel = threading.Event()
-        self._fanout: FanOut | None = None
+        self.executor = executor or LocalExecutor(state_dir, config.settings)
 
     # -- planning: bad input stops here, before anything is asked or audited -----------------------
 
@@ -164,8 +279,10 @@ class Pipeline:
             raise UsageError(f"unknown action {request.action_id!r} (actions and runbooks: {known})")
         targets = self._select_targets(action, request.targets)
         values = resolve_params(action, request.params)
-        return Plan(new_run_id(), request.operator or self.config.settings.operator, action, targets, values,
-                    render_command(action, values), self.config.requirement_for(action))
+        plan = Plan(new_run_id(), request.operator or self.config.settings.operator, action, targets, values,
+                    render_command(action, values), self.config.requirement_for(action), request.reason.strip())
+        self._check_reason(plan)
+        return plan
 
     def plan_runbook(self, request: RunRequest) -> RunbookPlan:
         """Render every step of a runbook from its params; steps keep their own targets."""
@@ -190,9 +307,18 @@ class Pipeline:
                 step_values = resolve_params(action, given)
             targets = tuple(self.config.targets_for(step))
             plan = Plan(f"{run_id}.{step.index}", operator, action, targets, step_values,
-                        render_command(action, step_values), self.config.requirement_for(step))
+                        render_command(action, step_values), self.config.requirement_for(step), request.reason.strip())
             steps.append(StepPlan(step, plan))
-        return RunbookPlan(run_id, operator, rb, values, tuple(steps), self.config.requirement_for(rb))
+        plan = RunbookPlan(run_id, operator, rb, values, tuple(steps), self.config.requirement_for(rb),
+                           request.reason.strip())
+        self._check_reason(plan)
+        return plan
+
+    def _check_reason(self, plan: Plan | RunbookPlan) -> None:
+        if plan.requirement.reason and not plan.reason:
+            name = plan.runbook.id if isinstance(plan, RunbookPlan) else plan.action.id
+            raise UsageError(f"{name} needs a reason: pass --reason TEXT (the policy for {plan.requirement.describe()} "
+                             "asks why)")
 
     def _select_targets(self, action: Action, wanted: tuple[str, ...]) -> tuple[Target, ...]:
         allowed = self.config.targets_for(action)
@@ -215,14 +341,21 @@ class Pipeline:
 
     # -- audit ---------------------------------------------------------------------------------------
 
+    def record_config(self, operator: str | None = None) -> None:
+        """The config's path and digest in the trail, once per pipeline, before anything else it records."""
+        with self._lock:
+            self._record_config(operator)
+
+    def _record_config(self, operator: str | None) -> None:
+        if not self.config_recorded:
+            self.audit.append(CONFIG_LOADED, operator=operator or self.config.settings.operator, run=None,
+                              path=str(self.config.path) if self.config.path else None, sha256=self.config.sha256)
+            self.config_recorded = True
+
     def _record(self, event: str, plan: Plan | None, operator: str | None = None, **fields) -> dict:
         """Append one audit record; raises AuditWriteError, which stops the run (fail closed)."""
         with self._lock:
-            if not self._config_audited:
-                self.audit.append("config.loaded", operator=operator or self.config.settings.operator, run=None,
-                                  path=str(self.config.path) if self.config.path else None,
-                                  sha256=self.config.sha256)
-                self._config_audited = True
+            self._record_config(operator)
             return self.audit.append(event, operator=operator or (plan.operator if plan else ""),
                                      run=plan.run_id if plan else None, **fields)
 
@@ -233,6 +366,7 @@ class Pipeline:
             "targets": list(plan.target_names),
             "command": plan.command.redacted,
             "params": {n: ("<redacted>" if plan.action.params[n].secret else v) for n, v in plan.values.items()},
+            **({"reason": plan.reason} if plan.reason else {}),
         }
 
     def _runbook_fields(self, plan: RunbookPlan) -> dict:
@@ -246,12 +380,28 @@ class Pipeline:
                        "command": sp.plan.command.redacted if sp.plan else None,
                        "pause": sp.step.pause} for sp in plan.steps],
             "params": {n: ("<redacted>" if plan.runbook.params[n].secret else v) for n, v in plan.values.items()},
+            **({"reason": plan.reason} if plan.reason else {}),
         }
+
+    def stepup_audit(self, operator: str, plan: Plan | RunbookPlan | None = None, **extra) -> AuditHook:
+        """The step-up's audit hook: each event one record, under ``plan``'s run (or none), by the operator
+        the event names (an approver) or else ``operator``. Raises AuditWriteError (fail closed)."""
+
+        def hook(event: str, fields: dict) -> None:
+            fields = dict(fields)
+            who = fields.pop("operator", None) or operator
+            self._record(event, plan, operator=who, **extra, **fields)
+
+        return hook
+
+    def step_up_now(self, operator: str, factor: str | None, prompter: Prompter) -> Grant:
+        """Step up now and keep the grant (``opsgate auth``, the TUI's ``s``), every event audited."""
+        return self.stepup.step_up_now(operator, factor, prompter, self.stepup_audit(operator))
 
     def dry_run(self, plan: Plan | RunbookPlan) -> None:
         """Audit that the operator previewed ``plan``; nothing runs."""
         fields = self._runbook_fields(plan) if isinstance(plan, RunbookPlan) else self._action_fields(plan)
-        self._record("action.dry_run", plan, **fields, requirement=plan.requirement.describe())
+        self._record(ACTION_DRY_RUN, plan, **fields, requirement=plan.requirement.describe())
 
     # -- execution -----------------------------------------------------------------------------------
 
@@ -267,29 +417,24 @@ class Pipeline:
         outcome = self._step_up(plan, plan.requirement, plan.stepup_request(), frontend, self._action_fields(plan),
                                 label=plan.action.id)
         if self._cancel.is_set():
-            self._record("action.cancelled", plan, action=plan.action.id, stage="before start")
+            self._record(ACTION_CANCELLED, plan, action=plan.action.id, stage="before start")
             return RunReport(plan.run_id, [], EXIT_CANCELLED, cancelled=True)
         return self._run_plan(plan, frontend, outcome)
 
     def _step_up(self, plan: Plan | RunbookPlan, requirement: Requirement, request: StepUpRequest,
                  frontend: Frontend, denied_fields: dict, label: str) -> StepUpOutcome:
         """``StepUp.ensure`` with every event audited under this run; a denial is audited, then raised."""
-
-        def stepup_event(event: str, fields: dict) -> None:
-            fields = dict(fields)
-            who = fields.pop("operator", None)
-            self._record(event, plan, operator=who, action=label, **fields)
-
         try:
-            return self.stepup.ensure(plan.operator, requirement, request, frontend, stepup_event)
+            return self.stepup.ensure(plan.operator, requirement, request, frontend,
+                                      self.stepup_audit(plan.operator, plan, action=label))
         except StepUpDenied as e:
-            self._record("action.denied", plan, **denied_fields, reason=str(e))
+            self._record(ACTION_DENIED, plan, **denied_fields, reason=str(e))
             raise
 
     def _run_plan(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome, *, pool: ConnectionPool | None = None,
                   link: dict | None = None, capture: dict | None = None) -> RunReport:
         """Audit action.start, then fan out. ``link`` ties a runbook step's records to its runbook run."""
-        self._record("action.start", plan, **self._action_fields(plan), **self._stepup_fields(plan, outcome),
+        self._record(ACTION_START, plan, **self._action_fields(plan), **self._stepup_fields(plan, outcome),
                      **(link or {}))
         frontend.on_start(plan)
         return self._fan_out(plan, frontend, outcome, pool=pool, capture=capture)
@@ -309,80 +454,43 @@ class Pipeline:
 
     def _fan_out(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome, *, pool: ConnectionPool | None = None,
                  capture: dict | None = None) -> RunReport:
-        settings = self.config.settings
-        recordings: dict[str, Recording] = {}
-        for target in plan.targets:
-            rec = Recording(recording_path(self.state_dir, plan.run_id, target.name), run=plan.run_id,
-                            action=plan.action.id, target=target.name, command=plan.command.redacted)
-            if outcome.fresh:
-                rec.marker(f"step-up {outcome.grant.factor}" if outcome.grant else "step-up")
-            recordings[target.name] = rec
         audit_failures: list[AuditWriteError] = []
+        recordings: dict[str, Path] = {}
 
-        def sink(chunk: Chunk) -> None:
-            recordings[chunk.target].output(chunk.stream, chunk.data, chunk.t)
-            if capture is not None and chunk.stream == "stdout":  # for a runbook check on output
-                buf = capture[chunk.target]
-                if len(buf) < CHECK_CAPTURE:
-                    buf += chunk.data[: CHECK_CAPTURE - len(buf)]
-            frontend.on_output(chunk)
-
-        def started(target: str) -> None:
-            recordings[target].marker("start")
-
-        def finished(result: TargetResult) -> None:
-            rec = recordings[result.target]
-            rec.marker(f"end {result.outcome}" + ("" if result.exit_code is None else f" exit {result.exit_code}"))
-            digest = rec.close()
+        def finished(result: TargetResult, executed: Executed) -> None:
+            if executed.recording:
+                recordings[result.target] = self.state_dir / executed.recording
             try:
-                self._record("action.target", plan, action=plan.action.id, target=result.target,
+                self._record(ACTION_TARGET, plan, action=plan.action.id, target=result.target,
                              outcome=result.outcome, exit_code=result.exit_code,
                              duration=round(result.duration, 6), bytes_out=result.bytes_out,
                              bytes_err=result.bytes_err, error=result.error,
-                             recording=str(rec.path.relative_to(self.state_dir)), recording_sha256=digest,
-                             recording_error=rec.error)
+                             recording=executed.recording, recording_sha256=executed.recording_sha256,
+                             recording_error=executed.recording_error)
             except AuditWriteError as e:  # the command already ran: finish the others, then report
                 audit_failures.append(e)
             frontend.on_target_done(result)
 
-        from opsgate.actions.fanout import FanOut
-
-        endpoints = [self._endpoint(t) for t in plan.targets]
-        fanout = FanOut(endpoints, plan.command.command, max_parallel=settings.max_parallel,
-                        timeout=plan.action.timeout, sink=sink, on_start=started, on_result=finished, pool=pool)
-        self._fanout = fanout
-        try:
-            if self._cancel.is_set():
-                fanout.cancel()
-            results = fanout.run()
-        finally:
-            self._fanout = None
-            for rec in recordings.values():
-                rec.close()
+        marker = None
+        if outcome.fresh:
+            marker = f"step-up {outcome.grant.factor}" if outcome.grant else "step-up"
+        results = self.executor.run(plan, frontend, marker, finished, cancel=self._cancel, pool=pool, capture=capture)
         cancelled = self._cancel.is_set() or any(r.outcome == "cancelled" for r in results)
         counts = Counter(r.outcome for r in results)
         exit_code = EXIT_CANCELLED if cancelled else (EXIT_OK if counts["ok"] == len(results) else EXIT_FAILED)
         if cancelled:
-            self._record("action.cancelled", plan, action=plan.action.id, stage="running",
+            self._record(ACTION_CANCELLED, plan, action=plan.action.id, stage="running",
                          targets=[r.target for r in results if r.outcome == "cancelled"])
-        self._record("action.end", plan, action=plan.action.id, outcomes=dict(sorted(counts.items())),
+        self._record(ACTION_END, plan, action=plan.action.id, outcomes=dict(sorted(counts.items())),
                      exit_code=exit_code)
         if audit_failures:
             raise audit_failures[0]
-        return RunReport(plan.run_id, results, exit_code, cancelled, {n: r.path for n, r in recordings.items()})
-
-    def _endpoint(self, target: Target) -> Endpoint:
-        s = self.config.settings
-        return Endpoint(target.name, target.host, target.port, target.user,
-                        str(target.identity_file) if target.identity_file else None,
-                        tuple(str(p) for p in s.known_hosts), s.connect_timeout)
+        return RunReport(plan.run_id, results, exit_code, cancelled, recordings)
 
     def cancel(self) -> None:
         """Stop the run: remote processes are killed, not only the local reader. Thread-safe."""
         self._cancel.set()
-        fanout = self._fanout
-        if fanout is not None:
-            fanout.cancel()
+        self.executor.cancel()
 
     # -- runbooks ------------------------------------------------------------------------------------
 
@@ -394,7 +502,7 @@ class Pipeline:
                                 plan.target_names, os.urandom(16), display_command=plan.describe_steps())
         fields = self._runbook_fields(plan)
         outcome = self._step_up(plan, plan.requirement, request, frontend, fields, label=plan.runbook.id)
-        self._record("runbook.start", plan, **fields, **self._stepup_fields(plan, outcome))
+        self._record(RUNBOOK_START, plan, **fields, **self._stepup_fields(plan, outcome))
         every_run_used = False  # the plan's step-up covers the first every-run step only
         results: list[TargetResult] = []
         statuses: dict[int, str] = {}
@@ -437,7 +545,7 @@ class Pipeline:
                     exit_code = EXIT_FAILED
         if exit_code == EXIT_OK and any(v == "failed" for v in statuses.values()):
             exit_code = EXIT_FAILED
-        self._record("runbook.end", plan, runbook=plan.runbook.id,
+        self._record(RUNBOOK_END, plan, runbook=plan.runbook.id,
                      steps={str(k): v for k, v in statuses.items()}, exit_code=exit_code)
         return RunReport(plan.run_id, results, exit_code, exit_code == EXIT_CANCELLED)
 
@@ -445,7 +553,7 @@ class Pipeline:
                    statuses: dict[int, str]) -> None:
         """Audit a step's end, keep its status for runbook.end, and tell the front end."""
         statuses[sp.step.index] = status
-        self._record("runbook.step", plan, runbook=plan.runbook.id, step=sp.step.index, title=sp.step.title,
+        self._record(RUNBOOK_STEP, plan, runbook=plan.runbook.id, step=sp.step.index, title=sp.step.title,
                      step_run=sp.plan.run_id if sp.plan else None, status=status, detail=detail)
         frontend.on_step(sp, status, detail)
 

@@ -11,7 +11,6 @@ from textual.binding import Binding
 
 from opsgate.console.audit.trail import AuditTrail
 
-from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.catalog.model import Config
 from opsgate.screens.commands import ConsoleCommands
 from opsgate.screens.console_screen import ConsoleScreen
@@ -102,11 +101,10 @@ class OpsgateApp(App):
 
     def on_mount(self) -> None:
         self._install_signal_handlers()
-        if self.config.forwarding is not None:
-            from opsgate.console.audit.forward.forwarder import Forwarder
+        from opsgate.console.wiring import ConsoleParts
 
-            # Ships the trail to the collector in the background; runs never wait for it.
-            self.forwarder = Forwarder(self.audit.path, self.state_dir, self.config.forwarding).start()
+        # Ships the trail to the collector in the background; runs never wait for it.
+        self.forwarder = ConsoleParts(self.config, self.state_dir, self.stepup, self.audit, self.pipeline).start_forwarder()
         self.push_screen(ConsoleScreen(self))
 
     def on_unmount(self) -> None:
@@ -131,17 +129,12 @@ def make_app(config: Config, state_dir: Path, *, operator: str | None = None, st
     ``authenticator`` is a FIDO2 device factory (a SoftKey in tests and the demo; else USB HID).
     Grants are kept in memory only: a TUI session's step-up ends with the session.
     """
-    from opsgate.console.run import Pipeline
-    from opsgate.console.stepup.verifier import StepUp
+    from opsgate.console.wiring import assemble
 
-    state_dir = Path(state_dir)
     operator = operator or config.settings.operator
-    audit = audit or (pipeline.audit if pipeline is not None else AuditTrail(state_dir / AUDIT_FILE))
-    if stepup is None:
-        stepup = pipeline.stepup if pipeline is not None else StepUp(
-            state_dir, config.settings, persist_grants=False, authenticator=authenticator, clock=clock)
-    if pipeline is None:
-        pipeline = Pipeline(config, state_dir, stepup=stepup, audit=audit)
+    parts = assemble(config, state_dir, persist_grants=False, authenticator=authenticator, clock=clock,
+                     stepup=stepup, audit=audit, pipeline=pipeline)
+    state_dir, stepup, audit, pipeline = parts.state_dir, parts.stepup, parts.audit, parts.pipeline
     touch_timeout = getattr(getattr(stepup, "key", None), "timeout", None)
     return OpsgateApp(config, state_dir, operator=operator, stepup=stepup, pipeline=pipeline, audit=audit,
                       demo=demo, clock=clock, monotonic=monotonic, touch_timeout=touch_timeout, theme=theme)

@@ -2,7 +2,7 @@
 
 A thread worker polls ``AuditTrail.read_new(offset)``, so records written by another console or by
 ``opsgate run`` on the same trail show up too. The chain is verified in full once at start (and on
-``v``), then only the new records after each poll (``console.audit.verify_from``), so a large trail
+``v``), then only the new records after each poll (``console.audit.verify.verify_from``), so a large trail
 costs its full verify once, not after every record. Enter (or a click) on a line shows the whole record.
 """
 
@@ -24,7 +24,10 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from opsgate.console.audit.trail import AuditTrail, VerifyReport, format_record_short, verify, verify_from
+from opsgate.console.audit.format import format_record_short
+from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.audit.verify import VerifyReport, verify, verify_from
+from opsgate.console.events import CONFIG_LOADED, RUNBOOK_STEP
 
 POLL_INTERVAL = 0.25
 SHOWN = 300  # lines kept in the pane; `opsgate audit show/tail` has the rest
@@ -58,13 +61,13 @@ def record_style(record: dict) -> str:
         return RED
     if event.endswith(".target") and record.get("outcome") not in (None, "ok"):
         return RED
-    if event == "runbook.step" and record.get("status") in ("failed", "cancelled"):
+    if event == RUNBOOK_STEP and record.get("status") in ("failed", "cancelled"):
         return RED
     if event.endswith(".end"):
         return GREEN if record.get("exit_code") == 0 else RED
     if event.startswith(("stepup.", "approval.")):
         return YELLOW
-    if event == "config.loaded":
+    if event == CONFIG_LOADED:
         return "dim"
     return ""
 

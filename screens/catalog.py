@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from opsgate.console.catalog.model import Action, Config, Runbook, Target
+from opsgate.console.catalog.model import Action, Config, Runbook
 from opsgate.console.catalog.policy import RISKS
 
 from opsgate.screens.badges import RISK_WIDTH, risk_badge
@@ -44,7 +44,7 @@ class ActionFilter:
         if self.risk is not None and action.risk != self.risk:
             return False
         if self.tag is not None:
-            tags = {t for target in entry_targets(config, action) for t in target.tags}
+            tags = {t for target in config.targets_for(action) for t in target.tags}
             if self.tag not in tags and f"tag:{self.tag}" not in getattr(action, "targets", ()):
                 return False
         haystack = f"{action.id} {action.title} {action.description}".lower()
@@ -61,15 +61,6 @@ class ActionFilter:
         if self.text:
             parts.append(f'"{self.text}"')
         return ", ".join(parts) or "all actions"
-
-
-def entry_targets(config: Config, entry: Action | Runbook) -> list[Target]:
-    """The targets an action may run on, or every target a runbook's steps run on (config order, once each)."""
-    if isinstance(entry, Runbook):
-        names = dict.fromkeys(t.name for step in entry.steps if step.kind != "pause"
-                              for t in config.targets_for(step))
-        return [t for t in config.targets.values() if t.name in names]
-    return config.targets_for(entry)
 
 
 def catalog_entries(config: Config) -> list[Action | Runbook]:

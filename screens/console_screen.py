@@ -554,15 +554,8 @@ class ConsoleScreen(Screen):
             self.app, self, None, None, clock=self.ctx.clock, touch_timeout=self.ctx.touch_timeout,
             demo_touch=demo.touch if demo is not None else None,
             otp_hint=demo.otp_hint if demo is not None else None)
-        audit = self.ctx.audit
-
-        def hook(event: str, fields: dict) -> None:
-            fields = dict(fields)
-            who = fields.pop("operator", None) or self.ctx.operator
-            audit.append(event, operator=who, run=None, **fields)
-
         try:
-            grant = self.ctx.stepup.step_up_now(self.ctx.operator, None, frontend, hook)
+            grant = self.ctx.pipeline.step_up_now(self.ctx.operator, None, frontend)
         except OpsgateError as e:
             self.post_message(StepUpFinished(None, str(e)))
             return

@@ -201,9 +201,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
         title.update(head)
         self.query_one("#detail-description", Static).update(Text(action.description or "(no description)"))
         if is_runbook:
-            from opsgate.screens.catalog import entry_targets
-
-            names = ", ".join(t.name for t in entry_targets(self.config, action))
+            names = ", ".join(t.name for t in self.config.targets_for(action))
             self.query_one("#detail-command", Static).update(Text.assemble(
                 ("Runbook  ", "bold"), f"{len(action.steps)} steps in order on {names}; "
                 "a failed step stops it (unless marked to go on)"))

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rich.text import Text
 from textual import on, work
@@ -23,13 +23,18 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
-from opsgate.console.audit.trail import AuditTrail, VerifyReport, format_record, verify
+from opsgate.console.audit.format import format_record
+from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.audit.verify import VerifyReport, verify
 from opsgate.console.errors import OpsgateError
 from opsgate.console.audit.history import (OUTCOMES, HistoryFilter, RecordingRef, RunSummary, build_history, chain_ok,
                              chain_state, check_recordings, filter_history, record_verified)
 from opsgate.console.catalog.policy import FACTOR_SHORT, FACTOR_WORDS, RISKS
 
 from opsgate.screens.badges import STATUS_MARKS, risk_badge
+
+if TYPE_CHECKING:  # imported when a recording is replayed
+    from opsgate.screens.replay_screen import ReplayScreen
 
 RED, YELLOW, GREEN, DIM = "bold #e5484d", "#d4a72c", "#3fa45b", "dim"
 OUTCOME_STYLES = {"ok": GREEN, "failed": RED, "denied": RED, "cancelled": YELLOW, "dry-run": DIM, "running": YELLOW}

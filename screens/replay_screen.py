@@ -24,9 +24,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
-from opsgate.console.audit.trail import check_recording, record_hash
 from opsgate.console.audit.history import RecordingRef
 from opsgate.console.audit.replay import Cast, ReplayError
+from opsgate.console.audit.verify import check_recording
 
 from opsgate.screens.terminal import IDLE_LIMIT, Marker, TerminalPlayer, render_screen
 
@@ -147,16 +147,8 @@ class ReplayScreen(Screen[None]):
     def _check(self) -> tuple[str | None, str | None]:
         """(why it does not verify, why it cannot be opened)."""
         ref = self.ref
-        problem = check_recording(self.state_dir, ref.path, ref.sha256)
-        if ref.record and ref.record.get("hash") != record_hash(ref.record):
-            problem = f"its audit record (seq {ref.seq}) does not match its own hash"
-        if problem is None and self.chain_problem:
-            problem = self.chain_problem
-        if not isinstance(ref.path, str):
-            return problem, "the audit record names no recording"
-        if problem in ("missing", "path is outside the state dir") or (problem or "").startswith("cannot read"):
-            return problem, f"cannot play it: {problem}"
-        return problem, None
+        check = check_recording(self.state_dir, ref.path, ref.sha256, record=ref.record)
+        return check.problem or self.chain_problem, check.cannot_play
 
     @work(thread=True, exclusive=True, group="replay", exit_on_error=False)
     def _play(self) -> None:

@@ -1,53 +1,23 @@
-"""Shared pytest fixtures. Keep one section per concern."""
+"""Shared pytest setup: the fixtures of ``tests/helpers``, and the ``system`` marker.
+
+Test modules are the ``tests`` package (``tests/__init__.py``, one per folder): pytest puts the checkout on
+``sys.path`` and helpers are imported as ``tests.helpers.*``. No test module imports another.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helper modules (sshd.py)
+pytest.register_assert_rewrite("tests.helpers")  # plain asserts in helpers report their values too
 
-import sshd as sshd_helper  # noqa: E402
-
-
-# --- real OpenSSH sshd on loopback -------------------------------------------------
+pytest_plugins = ["tests.helpers.fixtures"]  # sshd, start_sshd, rsyslog
 
 
-def _require_sshd() -> None:
-    if sshd_helper.sshd_available():
-        return
-    if os.geteuid() == 0:
-        pytest.fail(f"{sshd_helper.SSHD} or ssh-keygen is missing; `make test` installs openssh-server")
-    pytest.skip(f"{sshd_helper.SSHD} or ssh-keygen is missing and we are not root to install it")
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses a real sshd or rsyslogd (through any fixture) is a `system` test."""
+    from tests.helpers.fixtures import SYSTEM_FIXTURES
 
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory) -> sshd_helper.SshServer:
-    """One sshd for the whole session, listening on 127.0.0.1-16 (see tests/sshd.py)."""
-    _require_sshd()
-    server = sshd_helper.start_sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def start_sshd(tmp_path_factory):
-    """Start extra sshd servers for one test: `start_sshd(user_key=..., addresses=...)`."""
-    _require_sshd()
-    servers: list[sshd_helper.SshServer] = []
-
-    def start(**kwargs) -> sshd_helper.SshServer:
-        server = sshd_helper.start_sshd(tmp_path_factory.mktemp("sshd-extra"), **kwargs)
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
+    for item in items:
+        if SYSTEM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)

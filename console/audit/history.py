@@ -5,8 +5,9 @@ sharing a ``run`` id. A runbook run (``runbook.start`` / ``runbook.step`` / ``ru
 summary: its steps run as ``RUNID.N`` (their ``action.start`` carries ``runbook_run``; ``runbook.step``
 names them as ``step_run``) and their records, approvals and recordings are folded into it.
 
-Nothing here trusts the trail: ``build_history`` only reads; ``verify`` (console.audit) says how far
-the chain holds and ``check_recordings`` whether each recording still has the sha256 its record gives.
+Nothing here trusts the trail: ``build_history`` only reads; ``verify`` (``console.audit.verify``) says
+how far the chain holds and ``check_recordings`` whether each recording still has the sha256 its record
+gives.
 """
 
 from __future__ import annotations
@@ -17,13 +18,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from opsgate.console.audit.trail import AuditTrail, VerifyReport, check_recording, pick_run, record_hash, verify
+from opsgate.console.audit.trail import AuditTrail, pick_run, record_hash
+from opsgate.console.audit.verify import VerifyReport, check_recording, verify
 from opsgate.console.errors import EXIT_CANCELLED, EXIT_OK
+from opsgate.console.events import (
+    ACTION_CANCELLED,
+    ACTION_DENIED,
+    ACTION_DRY_RUN,
+    ACTION_END,
+    ACTION_START,
+    ACTION_TARGET,
+    APPROVAL_GRANTED,
+    RUNBOOK_END,
+    RUNBOOK_START,
+    RUNBOOK_STEP,
+    STEPUP_SUCCESS,
+)
 
 OUTCOMES = ("ok", "failed", "cancelled", "denied", "dry-run", "running")
 _RISKS = ("low", "medium", "high", "critical")
 _STEP_RUN = re.compile(r"^(?P<base>.+)\.(?P<step>\d+)$")
-_OWN_EVENTS = ("runbook.start", "action.start", "action.dry_run", "action.denied", "action.end", "runbook.end")
+_OWN_EVENTS = (RUNBOOK_START, ACTION_START, ACTION_DRY_RUN, ACTION_DENIED, ACTION_END, RUNBOOK_END)
 
 
 @dataclass
@@ -156,12 +171,12 @@ def build_history(records: Iterable[dict]) -> list[RunSummary]:
         groups.setdefault(run, []).append(record)
         if isinstance(record.get("runbook_run"), str):
             parents[run] = record["runbook_run"]
-        if record.get("event") == "runbook.step" and isinstance(record.get("step_run"), str):
+        if record.get("event") == RUNBOOK_STEP and isinstance(record.get("step_run"), str):
             parents[record["step_run"]] = run
     for run in list(groups):  # a step run whose records have no link (cut short) still has the RUNID.N form
         m = _STEP_RUN.match(run)
         if run not in parents and m and m.group("base") in groups and any(
-                r.get("event") == "runbook.start" for r in groups[m.group("base")]):
+                r.get("event") == RUNBOOK_START for r in groups[m.group("base")]):
             parents[run] = m.group("base")
 
     summaries: dict[str, RunSummary] = {}
@@ -186,7 +201,7 @@ def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
         if run == s.run and s.operator == "?" and r.get("operator") and (
                 event in _OWN_EVENTS or (str(event).startswith("stepup.") and r.get("purpose") == "step-up")):
             s.operator = str(r["operator"])  # the requester, never an approver
-        if event == "runbook.start":
+        if event == RUNBOOK_START:
             s.kind, s.name = "runbook", str(r.get("runbook", s.name))
             s.risk, s.targets, s.params = r.get("risk"), list(r.get("targets") or []), dict(r.get("params") or {})
             _grant(s, r)
@@ -195,7 +210,7 @@ def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
                     steps[st["step"]] = StepSummary(st["step"], str(st.get("title") or ""), str(st.get("kind") or ""),
                                                     st.get("run"), targets=list(st.get("targets") or []),
                                                     command=st.get("command"))
-        elif event in ("action.start", "action.dry_run", "action.denied") and step is None and s.kind == "action":
+        elif event in (ACTION_START, ACTION_DRY_RUN, ACTION_DENIED) and step is None and s.kind == "action":
             if r.get("runbook"):  # a denied runbook (no runbook.start)
                 s.kind, s.name = "runbook", str(r["runbook"])
             else:
@@ -205,38 +220,38 @@ def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
             s.command = r.get("command", s.command)
             s.params = dict(r.get("params") or s.params)
             _grant(s, r)
-            if event == "action.dry_run":
+            if event == ACTION_DRY_RUN:
                 s.outcome = "dry-run"
-            elif event == "action.denied":
+            elif event == ACTION_DENIED:
                 s.outcome, s.reason = "denied", r.get("reason")
-        elif event == "action.denied" and step is not None:
+        elif event == ACTION_DENIED and step is not None:
             s.reason = r.get("reason")
-        elif event == "approval.granted":
+        elif event == APPROVAL_GRANTED:
             s.approvals.append(Approval(str(r.get("operator")), r.get("factor"), r.get("digest"),
                                         str(r.get("time", "")), step))
-        elif event == "stepup.success" and step is None and s.factor is None and r.get("purpose") == "step-up":
+        elif event == STEPUP_SUCCESS and step is None and s.factor is None and r.get("purpose") == "step-up":
             s.factor = r.get("factor")
-        elif event == "action.target":
+        elif event == ACTION_TARGET:
             s.recordings.append(RecordingRef(str(run), str(r.get("target", "?")), r.get("recording"),
                                              r.get("recording_sha256"), r.get("seq"), r.get("outcome"),
                                              r.get("exit_code"), step, r))
-        elif event == "action.end" and step is None and s.kind == "action":
+        elif event == ACTION_END and step is None and s.kind == "action":
             s.exit_code = r.get("exit_code")
             s.outcome = _outcome_of(s.exit_code)
-        elif event == "action.cancelled" and step is None:
+        elif event == ACTION_CANCELLED and step is None:
             s.reason = f"cancelled {r.get('stage', '')}".strip()
-        elif event == "runbook.step" and isinstance(r.get("step"), int):
+        elif event == RUNBOOK_STEP and isinstance(r.get("step"), int):
             st = steps.setdefault(r["step"], StepSummary(r["step"], str(r.get("title") or ""), "", r.get("step_run")))
             st.status, st.detail = str(r.get("status", st.status)), str(r.get("detail", ""))
-        elif event == "runbook.end":
+        elif event == RUNBOOK_END:
             s.exit_code = r.get("exit_code")
             s.outcome = _outcome_of(s.exit_code)
     if s.operator == "?":
         s.operator = str(s.records[0].get("operator") or "?")
     if s.kind == "runbook":
         s.steps = [steps[k] for k in sorted(steps)]
-        if s.outcome == "running" and any(r.get("event") == "action.denied" for r in s.records) \
-                and not any(r.get("event") == "runbook.start" for r in s.records):
+        if s.outcome == "running" and any(r.get("event") == ACTION_DENIED for r in s.records) \
+                and not any(r.get("event") == RUNBOOK_START for r in s.records):
             s.outcome = "denied"
 
 
@@ -404,13 +419,8 @@ def record_verified(record: dict, report: VerifyReport | None) -> bool | None:
 
 def check_recordings(summary: RunSummary, state_dir: Path) -> list[tuple[RecordingRef, str | None]]:
     """Each recording of the run and None if it matches its audit record, else what is wrong (reads files)."""
-    out = []
-    for ref in summary.recordings:
-        problem = check_recording(state_dir, ref.path, ref.sha256)
-        if ref.record and ref.record.get("hash") != record_hash(ref.record):
-            problem = f"its audit record (seq {ref.seq}) does not match its own hash"
-        out.append((ref, problem))
-    return out
+    return [(ref, check_recording(state_dir, ref.path, ref.sha256, record=ref.record).problem)
+            for ref in summary.recordings]
 
 
 def find_summary(summaries: list[RunSummary], prefix: str) -> RunSummary:

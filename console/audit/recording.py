@@ -34,7 +34,6 @@ import threading
 import time
 from pathlib import Path
 
-from opsgate.console.audit.trail import file_sha256
 from opsgate.console.errors import EXIT_FAILED, OpsgateError
 from opsgate.console.paths import RECORDINGS_DIR
 
@@ -45,6 +44,15 @@ STREAMS = ("stdout", "stderr")
 _RED, _RESET = "\x1b[31m", "\x1b[0m"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@:+=-]")
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps builds one per call
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file's bytes, read in blocks: what an ``action.target`` record says of its recording."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 class RecordingError(OpsgateError):

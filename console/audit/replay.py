@@ -4,8 +4,9 @@
 start at any second, and an index of the byte offset of the first event of each second, so seeking
 reads only from that point. ``play`` writes the output events to a stream with the original timing,
 scaled by ``speed``, with idle gaps capped (2 s by default, as ``asciinema play`` does with the
-header's ``idle_time_limit``). Checking a recording against the audit trail is the caller's job
-(``console.audit.check_recording``); nothing here trusts or distrusts the file.
+header's ``idle_time_limit``). Checking a recording against the audit trail, and deciding whether it
+may be played, is the caller's job (``console.audit.verify.check_recording``); nothing here trusts or
+distrusts the file.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from opsgate.console.catalog.model import (DEFAULT_POLICY, DEFAULT_RP_ID, FACILITIES, FORWARD_SCHEMES, PARAM_NAME,
-                                           Action, Config, Forwarding, Param, Runbook, Settings, Step, Target,
+                                           Action, Config, Forwarding, Gate, Param, Runbook, Settings, Step, Target,
                                            expand_targets, param_ref)
 from opsgate.console.catalog.params import check_value
 from opsgate.console.catalog.policy import FACTORS, RISKS, Requirement
@@ -22,6 +22,9 @@ from opsgate.console.durations import parse_duration
 from opsgate.console.errors import ConfigError
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HOP = (r"(?:ssh://)?(?:[A-Za-z0-9_][A-Za-z0-9_.+-]*@)?"  # [ssh://][user@]host[:port], host may be [v6]
+        r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_JUMP = re.compile(rf"^(?:none|{_HOP}(?:,{_HOP})*)$")  # a target's `jump`: ssh -J syntax
 
 class _Checker:
     """Walks the raw TOML, collecting every problem with its key path."""
@@ -89,16 +92,44 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
         raise ConfigError(f"{filename}: TOML syntax error: {e}") from None  # keeps line and column
     c = _Checker(filename)
     top = c.table(raw, "", {"console": (dict,), "policy": (dict,), "targets": (dict,), "actions": (dict,),
-                            "runbooks": (dict,), "audit": (dict,)})
+                            "runbooks": (dict,), "audit": (dict,), "gate": (dict,)})
     settings = _settings(c, top.get("console", {}), default_operator)
     policy = _policy(c, top.get("policy", {}))
     targets = _targets(c, top.get("targets", {}))
     actions = _actions(c, top.get("actions", {}), targets)
     runbooks = _runbooks(c, top.get("runbooks", {}), targets, actions)
     forwarding = _audit(c, top.get("audit", {}))
+    gate = _gate(c, top["gate"]) if "gate" in top else None
     if c.problems:
         raise ConfigError("\n".join(c.problems), c.problems)
-    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks, forwarding)
+    return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks, forwarding,
+                  gate)
+
+
+def _gate(c: _Checker, raw: dict) -> Gate:
+    """``[gate]``: a console's way to its gate (socket or ssh), and the gate's own settings."""
+    t = c.table(raw, "gate", {"socket": (str,), "ssh": (str,), "operators": (dict,), "certificate_window": (int, str),
+                              "source_address": (str,), "approval_timeout": (int, str)})
+    if "socket" in t and "ssh" in t:
+        c.error("gate", "give socket or ssh, not both")
+    operators = {}
+    for login, name in t.get("operators", {}).items():
+        if not isinstance(name, str) or not _ID.match(name):
+            c.error(f"gate.operators.{login}", "expected an operator name")
+        else:
+            operators[login] = name
+    durations = {}
+    for key, default in (("certificate_window", 120.0), ("approval_timeout", 300.0)):
+        try:
+            durations[key] = parse_duration(t[key]) if key in t else default
+        except ValueError as e:
+            c.error(f"gate.{key}", str(e))
+            durations[key] = default
+    if not 10 <= durations["certificate_window"] <= 3600:
+        c.error("gate.certificate_window", "must be between 10s and 1h (it only needs to outlast the connect)")
+    socket = Path(t["socket"]).expanduser() if "socket" in t else None
+    return Gate(socket, t.get("ssh"), operators, durations["certificate_window"], t.get("source_address"),
+                durations["approval_timeout"])
 
 
 def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
@@ -222,7 +253,7 @@ def _policy(c: _Checker, raw: dict) -> dict[str, Requirement]:
             continue
         t = c.table(body, where, {
             "factor": (str,), "max_age": (int, str), "confirm": (bool,), "approvals": (int,),
-            "user_verification": (bool,),
+            "user_verification": (bool,), "reason": (bool,),
         }, required=("factor",))
         factor = t.get("factor", "none")
         if factor not in FACTORS:
@@ -240,7 +271,7 @@ def _policy(c: _Checker, raw: dict) -> dict[str, Requirement]:
         if approvals and factor == "none":
             c.error(f"{where}.approvals", "approvals need a factor (otp or fido2) to approve with")
         policy[risk] = Requirement(factor, max_age, t.get("confirm", False), max(approvals, 0),
-                                   t.get("user_verification", False))
+                                   t.get("user_verification", False), t.get("reason", False))
     return policy
 
 
@@ -255,7 +286,7 @@ def _targets(c: _Checker, raw: dict) -> dict[str, Target]:
             c.error(where, f"expected a table, got {_type_name(body)}")
             continue
         t = c.table(body, where, {"host": (str,), "port": (int,), "user": (str,), "identity_file": (str,),
-                                  "tags": (list,)})
+                                  "tags": (list,), "jump": (str,)})
         port = t.get("port")
         if port is not None and not 1 <= port <= 65535:
             c.error(f"{where}.port", "must be between 1 and 65535")
@@ -268,8 +299,12 @@ def _targets(c: _Checker, raw: dict) -> dict[str, Target]:
         host = t.get("host", name)
         if not host or host.startswith("-") or any(ch.isspace() for ch in host):
             c.error(f"{where}.host", f"invalid host {host!r}")
+        jump = t.get("jump")
+        if jump is not None and not _JUMP.match(jump):
+            c.error(f"{where}.jump", f"invalid jump {jump!r} (\"none\", or \"[user@]host[:port]\" hops "
+                                     f"separated by commas)")
         identity = Path(t["identity_file"]).expanduser() if "identity_file" in t else None
-        targets[name] = Target(name, host, port, t.get("user"), identity, tuple(tags))
+        targets[name] = Target(name, host, port, t.get("user"), identity, tuple(tags), jump)
     return targets
 
 

@@ -39,6 +39,7 @@ class Target:
     user: str | None = None
     identity_file: Path | None = None
     tags: tuple[str, ...] = ()
+    jump: str | None = None  # ProxyJump hops ("bastion", "a,b", "user@host:port", "none"); wins over ~/.ssh/config
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ FORWARD_SCHEMES = {"syslog+tcp": "tcp", "syslog+tls": "tls"}
 
 @dataclass(frozen=True)
 class Forwarding:
-    """``[audit.forward]``: where every audit record is also sent, as RFC 5424 syslog (console/forward.py)."""
+    """``[audit.forward]``: where every audit record is also sent, as RFC 5424 syslog (console/audit/forward/)."""
 
     url: str
     transport: str  # "tcp" | "tls"
@@ -140,6 +141,20 @@ class Forwarding:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """``[gate]``. On a console: where its gate listens (a Unix socket, or ``ssh user@host``); then step-up,
+    approvals and the trail are the gate's. On the gate: its operators (OS login -> operator; empty means
+    the login name), how long a certificate is valid, its ``source-address``, how long approvals wait."""
+
+    socket: Path | None = None
+    ssh: str | None = None
+    operators: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    certificate_window: float = 120.0
+    source_address: str | None = None
+    approval_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     sha256: str
@@ -149,12 +164,17 @@ class Config:
     actions: dict[str, Action] = field(hash=False, compare=False)
     runbooks: dict[str, Runbook] = field(default_factory=dict, hash=False, compare=False)
     forwarding: Forwarding | None = None
+    gate: Gate | None = None
 
     def requirement_for(self, action: Action | Runbook | Step) -> Requirement:
         return self.policy[action.risk]
 
-    def targets_for(self, action: Action | Step) -> list[Target]:
-        """The allowed targets (of an action, or of a runbook step), tags expanded, in config order, once each."""
+    def targets_for(self, action: Action | Step | Runbook) -> list[Target]:
+        """The allowed targets of an action or a runbook step, tags expanded, in config order, once each;
+        of a runbook, every target its steps run on, in the order the steps first reach them."""
+        if isinstance(action, Runbook):
+            names = dict.fromkeys(t.name for s in action.steps if s.kind != "pause" for t in self.targets_for(s))
+            return [self.targets[n] for n in names]
         refs = action.targets
         if isinstance(action, Step):
             refs = action.targets or (self.actions[action.action].targets if action.action else ())

@@ -30,6 +30,7 @@ class Requirement:
     confirm: bool = False  # type the target's name
     approvals: int = 0  # other operators who must approve with their own factor
     user_verification: bool = False  # FIDO2: require UV (PIN/biometric), not only presence
+    reason: bool = False  # the operator must say why (--reason)
 
     @property
     def needs_stepup(self) -> bool:
@@ -47,6 +48,8 @@ class Requirement:
             parts.append("typed confirmation")
         if self.approvals:
             parts.append(f"{self.approvals} approval" + ("s" if self.approvals > 1 else ""))
+        if self.reason:
+            parts.append("a reason")
         return ", ".join(parts)
 
     def short(self) -> str:

@@ -1,9 +1,9 @@
 """``opsgate demo``: the console on an embedded loopback SSH target and a throwaway state dir.
 
 Everything the demo needs is made here, in a temporary directory removed at exit: an SSH server on
-127.0.0.1 (console/demo_server.py) whose host key is pinned in the demo's own known_hosts, a client
-key, one scratch directory per demo target with fake services, the catalog (console/demo.toml), and
-a demo operator enrolled with TOTP and a software security key.
+127.0.0.1 (server.py) whose host key is pinned in the demo's own known_hosts, a client key, one
+scratch directory per demo target with the fake host tools of fake-host/bin/, the catalog (catalog.toml),
+and a demo operator enrolled with TOTP and a software security key.
 
 Nothing here weakens the real code paths: the console, the pipeline, step-up, SSH (strict host keys)
 and the audit trail are the same as for real hosts. Only the authenticators are demo ones, and every
@@ -27,6 +27,7 @@ from opsgate.console.catalog.loader import parse_config
 from opsgate.console.demo.server import DemoServer, generate_key_file
 from opsgate.console.demo.softkey import SoftKey
 from opsgate.console.stepup.verifier import StepUp
+from opsgate.console.wiring import ConsoleParts, assemble
 from opsgate.console.stepup.totp import STEP, code_at_step, new_secret, time_step
 
 OPERATOR = "demo"
@@ -37,97 +38,6 @@ TARGETS = {
     "db-replica": ["db", "prod"],
 }
 
-_SCRIPTS = {
-    "bin/service": r"""#!/bin/sh
-# A fake service manager: state lives in ./run/<service>.
-set -e
-mkdir -p run
-cmd=$1; svc=$2
-case "$cmd" in
-  restart)
-    echo "Stopping $svc ..."; sleep 0.4
-    echo "Starting $svc ..."; sleep 0.6
-    date +%s > "run/$svc"
-    echo "$svc restarted on $OPSGATE_DEMO_HOST" ;;
-  status)
-    if [ -f "run/$svc" ]; then
-      echo "● $svc.service - $svc (demo)"
-      echo "   Active: active (running) since $(date -d @"$(cat "run/$svc")" 2>/dev/null || cat "run/$svc")"
-    else
-      echo "$svc: inactive" >&2; exit 3
-    fi ;;
-  *) echo "usage: service restart|status NAME" >&2; exit 2 ;;
-esac
-""",
-    "bin/traffic": r"""#!/bin/sh
-# Fake access-log lines, ten a second, for $1 seconds.
-n=$(( $1 * 10 )); i=0
-paths="/ /api/orders /api/users /healthz /static/app.js /api/search"
-while [ $i -lt $n ]; do
-  set -- $paths; shift $(( i % 6 )); p=$1
-  code=200; [ $(( i % 17 )) -eq 0 ] && code=503; [ $(( i % 11 )) -eq 0 ] && code=404
-  echo "$(date +%H:%M:%S) $OPSGATE_DEMO_HOST GET $p $code $(( (i * 37) % 250 + 3 ))ms"
-  [ $code = 503 ] && echo "upstream timed out on $p" >&2
-  i=$(( i + 1 )); sleep 0.1
-done
-""",
-    "bin/maintenance": r"""#!/bin/sh
-mode=$1; shift
-[ "$1" = --token ] || { echo "missing --token" >&2; exit 2; }
-[ ${#2} -ge 8 ] || { echo "token too short" >&2; exit 2; }
-echo "$mode" > maintenance
-echo "maintenance mode is now $mode on $OPSGATE_DEMO_HOST (token accepted, not shown)"
-""",
-    "bin/rotate-cert": r"""#!/bin/sh
-set -e
-d=$1; mkdir -p certs
-echo "Generating a key for $d ..."; sleep 0.5
-echo "Requesting a certificate from the (fake) CA ..."; sleep 0.8
-serial=$(date +%s)
-echo "serial=$serial cn=$d" > "certs/$d.pem"
-echo "Installed certs/$d.pem (serial $serial)"
-echo "Reloading nginx ..."; sleep 0.3
-echo "done"
-""",
-    "bin/failover": r"""#!/bin/sh
-set -e
-[ "$1" = --promote ] || { echo "usage: failover --promote REPLICA" >&2; exit 2; }
-echo "Checking replication lag on $2 ..."; sleep 0.5
-echo "lag: 0 bytes"
-echo "Fencing $OPSGATE_DEMO_HOST (read-only) ..."; sleep 0.5
-echo "Promoting $2 ..."; sleep 0.8
-echo "$2 is now primary; $OPSGATE_DEMO_HOST follows it"
-""",
-    "bin/pg": r"""#!/bin/sh
-# A fake PostgreSQL control tool for the failover runbook: state lives in ./run/pg-*.
-mkdir -p run
-role=$(cat run/pg-role 2>/dev/null || { case "$OPSGATE_DEMO_HOST" in *replica*) echo replica;; *) echo primary;; esac; })
-case "$1" in
-  lag)
-    echo "role: $role"; sleep 0.3
-    echo "replay lag: 0 bytes (received 0/3A01F2C8, replayed 0/3A01F2C8)" ;;
-  fence)
-    echo "Setting default_transaction_read_only = on ..."; sleep 0.4
-    echo "Terminating 3 client connections ..."; sleep 0.4
-    echo fenced > run/pg-fence
-    echo "$OPSGATE_DEMO_HOST is fenced (read-only)" ;;
-  promote)
-    [ "$role" = replica ] || { echo "$OPSGATE_DEMO_HOST is not a replica (role: $role)" >&2; exit 1; }
-    echo "pg_ctl promote -D data/pg ..."; sleep 0.8
-    echo "waiting for the server to promote ... done"
-    echo primary > run/pg-role
-    echo "$OPSGATE_DEMO_HOST is now primary" ;;
-  repoint)
-    echo "Moving the service address db.internal to $2 ..."; sleep 0.5
-    echo "$2" > run/pg-vip
-    echo "db.internal -> $2" ;;
-  status)
-    fence=$(cat run/pg-fence 2>/dev/null || echo open)
-    echo "role=$role fence=$fence vip=$(cat run/pg-vip 2>/dev/null || echo unknown)" ;;
-  *) echo "usage: pg lag|fence|promote|repoint HOST|status" >&2; exit 2 ;;
-esac
-""",
-}
 
 
 def _seed_target(root: Path, name: str) -> None:
@@ -143,10 +53,13 @@ def _seed_target(root: Path, name: str) -> None:
         lines.append(f"2026-01-0{1 + i % 9}T12:{i % 60:02d}:{(i * 7) % 60:02d}Z {name} {levels[i % len(levels)]} "
                      f"request {1000 + i} handled in {(i * 13) % 90 + 5}ms")
     (root / "log" / "app.log").write_text("\n".join(lines) + "\n")
-    for rel, text in _SCRIPTS.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    scripts = importlib.resources.files("opsgate.console.demo").joinpath("fake-host", "bin")
+    (root / "bin").mkdir()
+    for script in scripts.iterdir():  # the fake host's tools (console/demo/fake-host/bin)
+        if script.name.startswith(".") or script.name == "__pycache__":
+            continue
+        path = root / "bin" / script.name
+        path.write_bytes(script.read_bytes())
         path.chmod(0o755)
 
 
@@ -208,6 +121,7 @@ class Demo:
         self.server: DemoServer | None = None
         self.config: Config | None = None
         self.stepup: StepUp | None = None
+        self.parts: ConsoleParts | None = None
 
     @property
     def operator(self) -> str:
@@ -223,8 +137,9 @@ class Demo:
         self.server = DemoServer(self.hosts_dir, client_key).start()
         self.known_hosts.write_text(self.server.known_hosts_line())
         self.config = parse_config(self.config_text().encode(), "demo.toml")
-        self.stepup = StepUp(self.state_dir, self.config.settings, persist_grants=False,
-                             authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
+        self.parts = assemble(self.config, self.state_dir, persist_grants=False,
+                              authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
+        self.stepup = self.parts.stepup
         self._enroll()
         return self
 

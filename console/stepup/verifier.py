@@ -20,6 +20,15 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from opsgate.console.catalog.model import Settings
 from opsgate.console.stepup.credentials import CredentialStore, FidoCredential, OperatorCredentials
 from opsgate.console.errors import StepUpDenied
+from opsgate.console.events import (
+    APPROVAL_DENIED,
+    APPROVAL_GRANTED,
+    STEPUP_CLONE_SUSPECTED,
+    STEPUP_FAILURE,
+    STEPUP_LOCKOUT,
+    STEPUP_REPLAY,
+    STEPUP_SUCCESS,
+)
 from opsgate.console.stepup.grants import GrantBook, GrantRecord
 from opsgate.console.catalog.policy import FACTOR_WORDS, Grant, Requirement, factor_rank, satisfies
 from opsgate.console.stepup.securitykey import (
@@ -254,7 +263,7 @@ class StepUp:
         operator = prompt.operator
         until = self.totp.locked_until(operator)
         if until is not None:
-            self._event(audit, "stepup.lockout", prompt, locked_until=until)
+            self._event(audit, STEPUP_LOCKOUT, prompt, locked_until=until)
             raise StepUpDenied(_locked_message(operator, until, self.clock()))
         prompt.attempts_left = self.totp.attempts_left(operator)
         while True:
@@ -266,21 +275,21 @@ class StepUp:
             result = self.totp.verify(operator, code)
             match result:
                 case TotpAccepted():
-                    self._event(audit, "stepup.success", prompt)
+                    self._event(audit, STEPUP_SUCCESS, prompt)
                     return
                 case TotpMalformed(reason=reason):
-                    self._event(audit, "stepup.failure", prompt, reason="malformed", attempts_left=prompt.attempts_left)
+                    self._event(audit, STEPUP_FAILURE, prompt, reason="malformed", attempts_left=prompt.attempts_left)
                     prompt.error = f"not a code: {reason}"
                 case TotpReplay(attempts_left=left):
-                    self._event(audit, "stepup.replay", prompt, attempts_left=left)
+                    self._event(audit, STEPUP_REPLAY, prompt, attempts_left=left)
                     prompt.error, prompt.attempts_left = "code already used; wait for the next one", left
                 case TotpRejected(attempts_left=left):
-                    self._event(audit, "stepup.failure", prompt, reason="wrong code", attempts_left=left)
+                    self._event(audit, STEPUP_FAILURE, prompt, reason="wrong code", attempts_left=left)
                     prompt.error = f"wrong code, {left} attempt{'s' if left != 1 else ''} left"
                     prompt.attempts_left = left
                 case TotpLockedOut(locked_until=until, failures=failures):
                     prompt.locked_until = until
-                    self._event(audit, "stepup.lockout", prompt, locked_until=until, failures=failures)
+                    self._event(audit, STEPUP_LOCKOUT, prompt, locked_until=until, failures=failures)
                     raise StepUpDenied(_locked_message(operator, until, self.clock()))
                 case TotpNotEnrolled():
                     raise StepUpDenied(f"no OTP enrolled for {operator}: {enroll_hint('otp')}")
@@ -293,12 +302,12 @@ class StepUp:
         try:
             result = self.key.verify(credentials, digest, user_verification=user_verification, cancel=cancel)
         except SecurityKeyError as e:
-            self._event(audit, "stepup.failure", prompt, reason=str(e), digest=digest.hex())
+            self._event(audit, STEPUP_FAILURE, prompt, reason=str(e), digest=digest.hex())
             raise
         finally:
             prompter.touch_finished()
         if isinstance(result, KeyRejected):
-            self._event(audit, "stepup.failure", prompt, reason=result.reason, digest=digest.hex())
+            self._event(audit, STEPUP_FAILURE, prompt, reason=result.reason, digest=digest.hex())
             raise StepUpDenied(f"security key assertion refused for {operator}: {result.reason}")
         # Re-check and store the counter under the store's lock: another console may have used the key.
         clone = result if isinstance(result, CloneSuspected) else None
@@ -315,11 +324,11 @@ class StepUp:
                             clone = CloneSuspected(cred.credential_id, cred.sign_count, result.sign_count)
         if clone is not None:
             name = next((c.name for c in credentials if c.credential_id == clone.credential_id), name)
-            self._event(audit, "stepup.clone_suspected", prompt, credential=name,
+            self._event(audit, STEPUP_CLONE_SUSPECTED, prompt, credential=name,
                         stored_count=clone.stored_count, received_count=clone.received_count, digest=digest.hex())
             raise StepUpDenied(f"security key {name!r} of {operator} reported sign counter {clone.received_count}, "
                                f"not above {clone.stored_count}: possibly cloned; refused")
-        self._event(audit, "stepup.success", prompt, credential=name, sign_count=result.sign_count,
+        self._event(audit, STEPUP_SUCCESS, prompt, credential=name, sign_count=result.sign_count,
                     user_verified=result.user_verified, digest=digest.hex())
 
     def _event(self, audit: AuditHook, name: str, prompt: Prompt, **fields) -> None:
@@ -349,13 +358,13 @@ class StepUp:
             summary = f"approve {request.summary()} requested by {operator}"
             prompt = Prompt(operator, requirement.factor, "approval", summary)
             if not candidates:
-                audit("approval.denied", {"operator": None, "requester": operator,
+                audit(APPROVAL_DENIED, {"operator": None, "requester": operator,
                                           "reason": "no eligible approver", "approvals": len(approved)})
                 raise StepUpDenied(f"needs {needed} approval{'s' if needed > 1 else ''} by another operator "
                                    f"enrolled for {FACTOR_WORDS[requirement.factor]}; {len(approved)} available")
             approver = prompter.ask_approver(candidates, prompt)
             if approver is None:
-                audit("approval.denied", {"operator": None, "requester": operator, "reason": "cancelled"})
+                audit(APPROVAL_DENIED, {"operator": None, "requester": operator, "reason": "cancelled"})
                 raise StepUpDenied(f"approval cancelled: {len(approved)} of {needed} approvals")
             reason = None
             if approver == operator:
@@ -365,18 +374,18 @@ class StepUp:
             elif approver not in candidates:
                 reason = f"{approver} is not an operator enrolled for {FACTOR_WORDS[requirement.factor]}"
             if reason:
-                audit("approval.denied", {"operator": approver, "requester": operator, "reason": reason})
+                audit(APPROVAL_DENIED, {"operator": approver, "requester": operator, "reason": reason})
                 raise StepUpDenied(f"approval refused: {reason}")
             try:
                 _, digest = self._authenticate(approver, requirement.factor, requirement, request,
                                                prompter, audit, purpose="approval", summary=summary)
             except StepUpDenied as e:
-                audit("approval.denied", {"operator": approver, "requester": operator, "reason": str(e)})
+                audit(APPROVAL_DENIED, {"operator": approver, "requester": operator, "reason": str(e)})
                 raise StepUpDenied(f"approval by {approver} failed: {e}") from None
             fields = {"operator": approver, "requester": operator, "factor": requirement.factor}
             if digest:
                 fields["digest"] = digest.hex()
-            audit("approval.granted", fields)
+            audit(APPROVAL_GRANTED, fields)
             approved.append(approver)
         return tuple(approved)
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from opsgate.console.audit.trail import AuditTrail, verify
+from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.audit.verify import verify
 
 from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.errors import AuditWriteError
 from opsgate.console.run import RunRequest
-from rel_helpers import (Proxy, Recorder, config_text, descendants, load, pids_running, pipeline, run_in_thread,
-                         wait_until)
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.reliability import (Proxy, Recorder, config_text, descendants, load, pids_running, pipeline,
+                                       run_in_thread)
+from tests.helpers.waiting import wait_until
 
 
 def events(state: Path) -> list[dict]:
@@ -199,7 +199,6 @@ def test_disk_full_under_the_trail_runs_nothing(tmp_path, sshd):
 
 APPENDER = r"""
 import sys
-sys.path.insert(0, sys.argv[2])
 from pathlib import Path
 from opsgate.console.audit.trail import AuditTrail
 trail = AuditTrail(Path(sys.argv[1]))
@@ -212,7 +211,7 @@ for i in range(100000):
 
 def test_sigkill_while_appending_loses_no_returned_record(tmp_path):
     path = tmp_path / AUDIT_FILE
-    proc = subprocess.Popen([sys.executable, "-c", APPENDER, str(path), str(ROOT)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", APPENDER, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1)
     seen: list[int] = []
     deadline = time.monotonic() + 60

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from opsgate.actions.ssh import Endpoint, connect
-from opsgate.console.audit.trail import AuditFormatError, AuditTrail, verify
+from opsgate.console.audit.trail import AuditFormatError, AuditTrail
+from opsgate.console.audit.verify import verify
 from opsgate.console.catalog.model import Config
 from opsgate.console.catalog.loader import parse_config
 from opsgate.console.stepup.credentials import CredentialStore

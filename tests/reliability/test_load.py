@@ -3,7 +3,7 @@
 500 target-runs in all: 25 runs on 20 targets (a fresh connection per target per run). 500 runs of
 20 targets would be 10,000 SSH sessions, about 15 minutes here, where each session costs the 2 cores
 ~0.1 s of sshd and login-shell work; 25 x 20 keeps every code path and the full width of a run in
-about a minute. (Eight processes appending to one trail: tests/test_audit.py::
+about a minute. (Eight processes appending to one trail: tests/audit/test_trail.py::
 test_eight_processes_appending_at_once_keep_one_chain.)
 """
 
@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 import time
 
-from opsgate.console.audit.trail import verify
+from opsgate.console.audit.verify import verify
 
 from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.run import RunRequest
-from rel_helpers import Recorder, children, config_text, load, open_fds, pipeline, wait_until
+from tests.helpers.reliability import Recorder, children, config_text, load, open_fds, pipeline
+from tests.helpers.waiting import wait_until
 
 RUNS = 25
 TARGETS = 20

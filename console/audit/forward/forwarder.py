@@ -1,42 +1,22 @@
-"""Ship the audit trail to a central syslog collector (RFC 5424 over TCP or TLS) and check its copy.
+"""Ship the audit trail to a central syslog collector (RFC 5424 over TCP or TLS), in the background.
 
-Wire format (one message per record, RFC 6587 octet-counting framing: ``LEN SP MSG``)::
-
-    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [opsgate@32473 seq="N" hash="H"] {"seq":N,...,"hash":"H"}
-
-``PRI`` = facility * 8 + severity (info; notice for denials and failed step-ups; warning for
-lockouts, replays, clone suspicions and recovered trails). ``TIMESTAMP`` is the record's own
-``time``; ``MSGID`` is the event name (at most 32 characters). The MSG is the exact bytes of the
-record's line in the local trail, without the newline and **without a BOM**: JSON is UTF-8 by
-definition (RFC 8259), and collectors and the JSON tools behind them parse it directly. A reader
-(``compare_with_collector``) accepts a leading BOM anyway. Every ``head_interval``, and when the
-forwarder drains or stops, a head message anchors the chain outside the operator's machine::
-
-    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID audit.head [opsgate@32473 head="H" seq="N"] -
+Messages are framed as ``wire.py`` describes; every ``head_interval``, and when the forwarder
+drains or stops, a head message anchors the chain outside the operator's machine.
 
 Delivery: the local trail is the source of truth and the only thing that is fail-closed. A
-background thread sends what is behind a cursor (``STATE/forward.cursor``: last forwarded seq,
-byte offset after its line, and its hash; written atomically). Plain syslog over TCP has no
+background thread sends what is behind a cursor (``cursor.py``: ``STATE/forward.cursor``, last
+forwarded seq, byte offset after its line, and its hash). Plain syslog over TCP has no
 acknowledgements, so a record counts as delivered only when the collector's kernel has acked
 every byte sent (``TIOCOUTQ`` is 0) and the connection is still open ``settle`` seconds after it
 was sent. After any error the forwarder reconnects with exponential backoff and re-sends from the
 cursor: a record may arrive twice (byte-identical SD and MSG), never zero times as long as the
-collector stores what it has read. ``compare_with_collector`` counts re-sent copies once.
-
-Collector file format (what ``opsgate audit verify --against FILE`` reads), one message per line:
-any line holding the ``[opsgate@32473 ...]`` structured data followed by a space and the JSON, as
-rsyslog writes with ``"<%PRI%>1 %TIMESTAMP:::date-rfc3339% %HOSTNAME% %APP-NAME% %PROCID% %MSGID%
-%STRUCTURED-DATA% %msg%\\n"`` (the built-in ``RSYSLOG_SyslogProtocol23Format``), or plain JSON lines
-(a copy of the trail). Other lines are counted and ignored. The collector must keep the MSG intact:
-for rsyslog, ``parser.escapeControlCharactersOnReceive="off"`` (a DEL in a record would otherwise
-become ``#177``) and a ``maxMessageSize`` above the largest record.
+collector stores what it has read. ``collector.compare_with_collector`` counts re-sent copies once.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import select
@@ -46,152 +26,18 @@ import sys
 import termios
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from opsgate.console.audit.forward import ForwardError
+from opsgate.console.audit.forward.cursor import Cursor, cursor_matches
+from opsgate.console.audit.forward.wire import Origin, frame, head_message, header_token, record_message
 from opsgate.console.catalog.model import FACILITIES, Forwarding
-from opsgate.console.errors import EXIT_FAILED, OpsgateError
-from opsgate.console.files import FileShrank, read_complete_lines, write_private
+from opsgate.console.files import FileShrank, read_complete_lines
 from opsgate.console.paths import FORWARD_CURSOR, FORWARD_LOCK
-
-SD_ID = "opsgate@32473"
-HEAD_MSGID = "audit.head"
-BOM = b"\xef\xbb\xbf"
-
-SEVERITY = {"warning": 4, "notice": 5, "info": 6}
-EVENT_SEVERITY = {
-    "action.denied": "notice", "approval.denied": "notice", "stepup.failure": "notice",
-    "action.cancelled": "notice",
-    "stepup.lockout": "warning", "stepup.clone_suspected": "warning", "stepup.replay": "warning",
-    "audit.recovered": "warning",
-}
 
 _READ_BLOCK = 256 * 1024  # bytes of the trail read per batch; a longer line is read whole anyway
 _CURSOR_WRITE_EVERY = 0.5  # seconds between cursor writes while records keep flowing
-
-
-class ForwardError(OpsgateError):
-    """Forwarding cannot start or a collector copy cannot be read (one line, exit 1)."""
-
-    exit_code = EXIT_FAILED
-
-
-# -- messages -------------------------------------------------------------------------------------
-
-
-def sd_escape(value: str) -> str:
-    """A PARAM-VALUE per RFC 5424 section 6.3.3: ``"``, ``\\`` and ``]`` escaped with a backslash."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
-
-
-def _header_token(value: str, limit: int) -> str:
-    """A header field: printable US-ASCII without spaces, at most ``limit`` characters, ``-`` if empty."""
-    text = "".join(ch if 33 <= ord(ch) <= 126 else "_" for ch in value)[:limit]
-    return text or "-"
-
-
-def severity_for(event: str) -> int:
-    """The syslog severity of an event: info, or notice/warning for denials, lockouts and clone signals."""
-    return SEVERITY[EVENT_SEVERITY.get(event, "info")]
-
-
-@dataclass(frozen=True)
-class _Origin:
-    """The header fields that do not come from the record."""
-
-    facility: int
-    hostname: str
-    app_name: str
-    procid: str
-
-
-def _timestamp(value: object) -> str:
-    """The record's RFC 3339 time if it is a valid RFC 5424 TIMESTAMP, else the NILVALUE."""
-    text = str(value)
-    ok = len(text) <= 32 and text.endswith("Z") and text[4:5] == "-" and text[10:11] == "T" and text.isascii()
-    return text if ok and " " not in text else "-"
-
-
-def record_message(line: bytes, record: dict, origin: _Origin) -> bytes:
-    """The RFC 5424 message for one trail line (``line`` without its newline) and its parsed record."""
-    event = str(record.get("event", ""))
-    pri = origin.facility * 8 + severity_for(event)
-    sd = f'[{SD_ID} seq="{sd_escape(str(record.get("seq")))}" hash="{sd_escape(str(record.get("hash")))}"]'
-    header = (f"<{pri}>1 {_timestamp(record.get('time'))} {origin.hostname} {origin.app_name} {origin.procid} "
-              f"{_header_token(event, 32)} {sd} ")
-    return header.encode("ascii") + line
-
-
-def head_message(seq: int, head: str, origin: _Origin, when: str) -> bytes:
-    """The ``audit.head`` message: the chain's head hash at ``seq``, to anchor it at the collector."""
-    pri = origin.facility * 8 + SEVERITY["info"]
-    sd = f'[{SD_ID} head="{sd_escape(head)}" seq="{seq}"]'
-    return (f"<{pri}>1 {when} {origin.hostname} {origin.app_name} {origin.procid} {HEAD_MSGID} {sd} -"
-            ).encode("ascii")
-
-
-def frame(message: bytes) -> bytes:
-    """RFC 6587 octet counting: the message length in decimal, a space, the message."""
-    return str(len(message)).encode("ascii") + b" " + message
-
-
-# -- the cursor -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """The last record the collector is known to have: its seq, the byte offset after its line, its hash."""
-
-    seq: int = 0
-    offset: int = 0
-    hash: str | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> Cursor:
-        """The cursor in ``path``; a missing file is the start of the trail."""
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls()
-        except (OSError, ValueError) as e:
-            raise ForwardError(f"{path}: cannot read the forward cursor: {e}") from None
-        try:
-            cursor = cls(int(data["seq"]), int(data["offset"]), data["hash"])
-        except (KeyError, TypeError, ValueError):
-            raise ForwardError(f"{path}: not a forward cursor (expected seq, offset, hash)") from None
-        if cursor.seq < 0 or cursor.offset < 0:
-            raise ForwardError(f"{path}: not a forward cursor (negative seq or offset)")
-        return cursor
-
-    def save(self, path: Path) -> None:
-        """Write atomically and durably (temp file, fsync, rename, fsync the directory)."""
-        write_private(path, (json.dumps({"seq": self.seq, "offset": self.offset, "hash": self.hash}) + "\n").encode("ascii"))
-
-
-def _cursor_matches(trail_path: Path, cursor: Cursor) -> bool:
-    """Whether the line that ends at ``cursor.offset`` is the record the cursor names."""
-    if cursor.offset == 0:
-        return cursor.seq == 0
-    try:
-        with open(trail_path, "rb") as f:
-            if os.fstat(f.fileno()).st_size < cursor.offset:
-                return False
-            start = max(0, cursor.offset - _READ_BLOCK)
-            f.seek(start)
-            data = f.read(cursor.offset - start)
-    except FileNotFoundError:
-        return False
-    if not data.endswith(b"\n"):
-        return False
-    line = data[data.rfind(b"\n", 0, len(data) - 1) + 1:]
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and record.get("seq") == cursor.seq and record.get("hash") == cursor.hash
-
-
-# -- the forwarder --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -243,8 +89,8 @@ class Forwarder:
         self.backoff_start, self.backoff_cap = backoff_start, backoff_cap
         self.poll, self.settle = poll, settle
         self.connect_timeout, self.send_timeout = connect_timeout, send_timeout
-        self.origin = _Origin(FACILITIES[forwarding.facility], _header_token(hostname or socket.getfqdn(), 255),
-                              _header_token(forwarding.app_name, 48), str(os.getpid()))
+        self.origin = Origin(FACILITIES[forwarding.facility], header_token(hostname or socket.getfqdn(), 255),
+                             header_token(forwarding.app_name, 48), str(os.getpid()))
         self._warn = warn or (lambda message: None)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -406,7 +252,7 @@ class Forwarder:
                 self._cond.notify_all()
             return False
         cursor = Cursor.load(self.cursor_path)
-        if not _cursor_matches(self.trail_path, cursor):
+        if not cursor_matches(self.trail_path, cursor):
             # The trail was replaced or truncated: send it all again (the collector counts copies once,
             # and a trail that differs from what was sent shows up in `audit verify --against`).
             self._warn(f"{self.cursor_path}: the cursor (seq {cursor.seq}) does not match {self.trail_path}; "
@@ -674,237 +520,3 @@ def forward_trail_once(trail_path: Path, state_dir: Path, forwarding: Forwarding
     status = fwd.status()
     error = error or status.last_error or (str(fwd.error) if fwd.error else None)
     return CatchUp(ok, before, status.cursor, status.anchored_seq, None if ok else error)
-
-
-# -- reading a collector's copy -------------------------------------------------------------------
-
-
-@dataclass
-class CollectorReport:
-    """What ``compare_with_collector`` found. ``ok`` when every record the collector should have matches."""
-
-    ok: bool = True
-    records: int = 0  # distinct records in the collector copy
-    copies: int = 0  # record messages, re-sent copies included
-    duplicates: int = 0  # identical re-sent copies (counted once)
-    missing: list[int] = field(default_factory=list)
-    different: list[int] = field(default_factory=list)
-    extra: list[int] = field(default_factory=list)
-    conflicting: list[int] = field(default_factory=list)  # two different copies of one seq at the collector
-    unparsed: list[str] = field(default_factory=list)  # opsgate lines that could not be read
-    ignored_lines: int = 0  # lines that are not opsgate messages
-    not_yet_forwarded: int = 0
-    newest: int = 0  # the collector's newest seq
-    local_count: int = 0
-    last_anchor: tuple[int, str] | None = None
-    bad_anchors: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def _sd_params(text: str, start: int) -> tuple[dict[str, str], int] | None:
-    """Parse ``[opsgate@32473 k="v" ...]`` at ``start``: (params, index after ``]``), or None."""
-    head = "[" + SD_ID
-    if not text.startswith(head, start):
-        return None
-    i, n, params = start + len(head), len(text), {}
-    while i < n:
-        if text[i] == "]":
-            return params, i + 1
-        if text[i] != " ":
-            return None
-        eq = text.find("=", i + 1)
-        if eq < 0 or eq + 1 >= n or text[eq + 1] != '"':
-            return None
-        name, i, value = text[i + 1:eq], eq + 2, []
-        while i < n and text[i] != '"':
-            if text[i] == "\\" and i + 1 < n and text[i + 1] in '"\\]':
-                i += 1
-            value.append(text[i])
-            i += 1
-        if i >= n:
-            return None
-        params[name] = "".join(value)
-        i += 1
-    return None
-
-
-def parse_collector_line(raw: bytes) -> tuple[str, dict, bytes | None] | None:
-    """One line of a collector's file: ("record", sd params, JSON bytes) or ("head", sd params, None).
-
-    None for a line that is not an opsgate message. Raises ValueError for an opsgate line that is broken.
-    A plain JSON line (a copy of the trail) is a record with no structured data.
-    """
-    line = raw.rstrip(b"\r\n")
-    if line.startswith(BOM):
-        line = line[len(BOM):]
-    if line.startswith(b"{"):
-        return "record", {}, line
-    marker = ("[" + SD_ID).encode("ascii")
-    at = line.find(marker)
-    if at < 0:
-        return None
-    text = line.decode("utf-8", "surrogateescape")
-    at = text.find("[" + SD_ID)
-    parsed = _sd_params(text, at)
-    if parsed is None:
-        raise ValueError("unreadable structured data")
-    params, end = parsed
-    while end < len(text) and text[end] == "[":  # other SD elements a relay may have added
-        close = _skip_sd_element(text, end)
-        if close is None:
-            raise ValueError("unreadable structured data")
-        end = close
-    msg = text[end:].lstrip(" ").encode("utf-8", "surrogateescape")
-    if msg.startswith(BOM):
-        msg = msg[len(BOM):]
-    if "head" in params:
-        return "head", params, None
-    if not msg.startswith(b"{"):
-        raise ValueError("no JSON record after the structured data")
-    return "record", params, msg
-
-
-def _skip_sd_element(text: str, i: int) -> int | None:
-    """Index after the SD element starting at ``i`` (honouring escapes), or None."""
-    quoted = False
-    i += 1
-    while i < len(text):
-        ch = text[i]
-        if quoted and ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "]" and not quoted:
-            return i + 1
-        i += 1
-    return None
-
-
-def _ranges(seqs: list[int], limit: int = 12) -> str:
-    """``3, 5-9, 12`` for a sorted list of seqs, cut after ``limit`` ranges."""
-    out, i = [], 0
-    seqs = sorted(set(seqs))
-    while i < len(seqs):
-        j = i
-        while j + 1 < len(seqs) and seqs[j + 1] == seqs[j] + 1:
-            j += 1
-        out.append(str(seqs[i]) if i == j else f"{seqs[i]}-{seqs[j]}")
-        i = j + 1
-    more = f", ... ({len(out) - limit} more ranges)" if len(out) > limit else ""
-    return ", ".join(out[:limit]) + more
-
-
-def compare_with_collector(trail_path: Path, collector_path: Path) -> CollectorReport:
-    """Check a collector's copy against the local trail, by seq: missing, extra or different records.
-
-    Identical copies of one record count once. Records newer than the collector's newest are "not
-    yet forwarded", not an error. Head messages are not records; each is checked against the local
-    record it names, and the newest is reported.
-    """
-    report = CollectorReport()
-    copies: dict[int, bytes] = {}  # seq -> sha256 of the collector's JSON
-    anchors: list[tuple[int, str, int]] = []
-    try:
-        f = open(collector_path, "rb")
-    except OSError as e:
-        raise ForwardError(f"{collector_path}: cannot read the collector copy: {e.strerror or e}") from None
-    with f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                parsed = parse_collector_line(raw)
-            except ValueError as e:
-                report.unparsed.append(f"line {number}: {e}")
-                continue
-            if parsed is None:
-                report.ignored_lines += 1
-                continue
-            kind, params, msg = parsed
-            if kind == "head":
-                try:
-                    anchors.append((int(params["seq"]), params["head"], number))
-                except (KeyError, ValueError):
-                    report.unparsed.append(f"line {number}: a head message without a seq")
-                continue
-            try:
-                record = json.loads(msg)
-                seq = record["seq"]
-                if type(seq) is not int:
-                    raise ValueError("seq is not an integer")
-            except (ValueError, TypeError, KeyError) as e:
-                report.unparsed.append(f"line {number}: the record is not JSON with a seq ({e})")
-                continue
-            if params and (params.get("seq") != str(seq) or params.get("hash") != record.get("hash")):
-                report.unparsed.append(f"line {number} (seq {seq}): the structured data (seq {params.get('seq')}, "
-                                       f"hash {str(params.get('hash'))[:16]}...) does not match the record")
-            report.copies += 1
-            digest = hashlib.sha256(msg).digest()
-            if seq in copies:
-                if copies[seq] == digest:
-                    report.duplicates += 1
-                elif seq not in report.conflicting:
-                    report.conflicting.append(seq)
-                continue
-            copies[seq] = digest
-    report.records = len(copies)
-    local_digests: dict[int, bytes] = {}  # 32 bytes a record: fine for millions
-    local_hashes: dict[int, str] = {}
-    anchor_seqs = {s for s, _, _ in anchors}
-    try:
-        local = open(trail_path, "rb")
-    except OSError as e:
-        raise ForwardError(f"{trail_path}: cannot read the audit trail: {e.strerror or e}") from None
-    with local:
-        for raw in local:
-            if not raw.endswith(b"\n"):
-                break  # a truncated last line is verify's to report
-            body = raw[:-1]
-            try:
-                record = json.loads(body)
-                seq = record["seq"]
-                hash(seq)
-            except (ValueError, TypeError, KeyError):
-                continue  # verify names it
-            local_digests[seq] = hashlib.sha256(body).digest()
-            if seq in anchor_seqs:
-                local_hashes[seq] = record.get("hash")
-    report.local_count = len(local_digests)
-    # The collector's newest record that the local chain also has: local records after it are
-    # "not yet forwarded"; an extra record beyond the local chain does not make them missing.
-    report.newest = max((s for s in copies if s in local_digests), default=0)
-    for seq, digest in local_digests.items():
-        if seq > report.newest:
-            report.not_yet_forwarded += 1
-        elif seq not in copies:
-            report.missing.append(seq)
-        elif copies[seq] != digest or seq in report.conflicting:
-            report.different.append(seq)
-    report.extra = sorted(s for s in copies if s not in local_digests)
-    for seq, head, number in anchors:
-        if local_hashes.get(seq) != head:
-            report.bad_anchors.append(f"line {number}: head anchored at seq {seq} ({head[:16]}...) "
-                                      + ("is not in the local chain" if seq not in local_hashes
-                                         else f"does not match the local record ({str(local_hashes[seq])[:16]}...)"))
-        elif report.last_anchor is None or seq >= report.last_anchor[0]:
-            report.last_anchor = (seq, head)
-    if report.missing:
-        report.problems.append(f"missing at the collector ({len(report.missing)}): seq {_ranges(report.missing)}")
-    if report.different:
-        report.problems.append(f"different at the collector ({len(report.different)}): seq {_ranges(report.different)}")
-    if report.extra:
-        report.problems.append(f"extra at the collector, not in the local chain ({len(report.extra)}): "
-                               f"seq {_ranges(report.extra)}")
-    if report.conflicting:
-        report.problems.append(f"the collector holds different copies of seq {_ranges(report.conflicting)}")
-    report.problems += report.unparsed[:20] + report.bad_anchors[:20]
-    report.ok = not report.problems
-    return report
-
-
-__all__ = [
-    "FORWARD_CURSOR", "CatchUp", "CollectorReport", "Cursor", "ForwardError", "ForwardStatus", "Forwarder",
-    "compare_with_collector", "forward_trail_once", "frame", "head_message", "parse_collector_line",
-    "record_message", "sd_escape", "severity_for",
-]

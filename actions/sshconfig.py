@@ -1,0 +1,364 @@
+"""~/.ssh/config the way OpenSSH reads it, or a refusal: where to connect, through what, as whom.
+
+`resolve_route(endpoint)` turns an endpoint into a `Route`: the jump hosts to go through (ProxyJump,
+each resolved through ssh_config itself), the target, and the ProxyCommand that reaches the first of
+them, if any. Nothing here opens a connection.
+
+No directive is silently ignored. Every directive that applies to a host is either honoured
+(`HONOURED`), safe to ignore because opsgate does the same or something stricter (`TOLERATED`),
+accepted only with harmless values (`ONLY_VALUES`), or refused with an `SSHConfigError` naming the
+directive, the host and the file (`REFUSED`, and any directive OpenSSH does not know either, unless
+IgnoreUnknown lists it, as OpenSSH would). paramiko's `SSHConfig` does the block matching (Host,
+Match, first value wins); `Match` criteria it does not implement are refused too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import getpass
+import os
+import re
+import shlex
+import socket
+from dataclasses import dataclass
+
+import paramiko
+
+from opsgate.actions.errors import SSHConfigError
+from opsgate.actions.outcome import Endpoint
+
+MAX_JUMPS = 8  # hops through ProxyJump, counting the ones a jump host's own ProxyJump adds (a loop ends here)
+
+# Directives opsgate implements (ssh_config(5) spelling, for messages).
+HONOURED = ("HostName", "Port", "User", "IdentityFile", "ProxyJump", "ProxyCommand", "IdentitiesOnly",
+            "AddressFamily", "IgnoreUnknown")
+
+# Directives opsgate ignores: they do not change where to connect or which host is trusted, or opsgate
+# already does the same or something stricter (it never forwards, never asks, never writes known_hosts,
+# never trusts an unknown host key, authenticates with public keys only).
+TOLERATED = (
+    "AddKeysToAgent", "BatchMode", "CASignatureAlgorithms", "ChallengeResponseAuthentication",
+    "ClearAllForwardings", "Compression", "CompressionLevel", "ConnectionAttempts", "ConnectTimeout",
+    "ControlMaster", "ControlPath", "ControlPersist", "EnableEscapeCommandline", "EnableSSHKeysign",
+    "EscapeChar", "ExitOnForwardFailure", "FingerprintHash", "ForkAfterAuthentication", "ForwardAgent",
+    "ForwardX11", "ForwardX11Timeout", "ForwardX11Trusted", "GatewayPorts", "GSSAPIAuthentication",
+    "GSSAPIClientIdentity", "GSSAPIDelegateCredentials", "GSSAPIKexAlgorithms", "GSSAPIKeyExchange",
+    "GSSAPIRenewalForcesRekey", "GSSAPIServerIdentity", "GSSAPITrustDns", "HashKnownHosts",
+    "HostbasedAcceptedAlgorithms", "HostbasedAuthentication", "HostbasedKeyTypes", "IPQoS",
+    "KbdInteractiveAuthentication", "KbdInteractiveDevices", "KnownHostsCommand", "LogLevel", "LogVerbose",
+    "NoHostAuthenticationForLocalhost", "NumberOfPasswordPrompts", "ObscureKeystrokeTiming",
+    "PasswordAuthentication", "PermitLocalCommand", "PermitRemoteOpen", "PreferredAuthentications",
+    "Protocol", "RhostsRSAAuthentication", "RSAAuthentication", "SendEnv", "ServerAliveCountMax",
+    "ServerAliveInterval", "StdinNull", "StreamLocalBindMask", "StreamLocalBindUnlink",
+    "StrictHostKeyChecking", "SyslogFacility", "Tag", "TCPKeepAlive", "TunnelDevice", "UpdateHostKeys",
+    "UsePrivilegedPort", "UseRoaming", "VerifyHostKeyDNS", "VisualHostKey", "WarnWeakCrypto", "XAuthLocation",
+    "CanonicalDomains", "CanonicalizeFallbackLocal", "CanonicalizeMaxDots", "CanonicalizePermittedCNAMEs",
+    "ChannelTimeout",
+)
+
+# Accepted with these values only (lower case); any other value is refused.
+ONLY_VALUES = {
+    "CanonicalizeHostname": ("no",),
+    "CheckHostIP": ("no",),
+    "IdentityAgent": ("ssh_auth_sock", "$ssh_auth_sock", "none"),  # none: no agent (honoured)
+    "ProxyUseFdpass": ("no",),
+    "PubkeyAuthentication": ("yes", "unbound", "host-bound"),
+    "RefuseConnection": ("no",),
+    "RequestTTY": ("no", "auto"),  # opsgate never asks for a terminal, like `ssh host command`
+    "SessionType": ("default",),
+    "Tunnel": ("no",),
+}
+
+# Known to OpenSSH, change where or how opsgate would connect, and not implemented: refused.
+REFUSED = {
+    "BindAddress": "binding to a local address is not implemented",
+    "BindInterface": "binding to a local interface is not implemented",
+    "CertificateFile": "SSH certificates are not implemented",
+    "Ciphers": "restricting ciphers is not implemented",
+    "DynamicForward": "port forwarding is not implemented",
+    "GlobalKnownHostsFile": "opsgate trusts only its own known_hosts setting",
+    "HostKeyAlgorithms": "restricting host key algorithms is not implemented",
+    "HostKeyAlias": "host keys are looked up under the host's real name; HostKeyAlias is not implemented",
+    "Include": "Include is not implemented; put the host's settings in this file",
+    "KexAlgorithms": "restricting key exchange algorithms is not implemented",
+    "LocalCommand": "running a local command after connecting is not implemented",
+    "LocalForward": "port forwarding is not implemented",
+    "MACs": "restricting MACs is not implemented",
+    "PKCS11Provider": "PKCS#11 keys are not implemented",
+    "PubkeyAcceptedAlgorithms": "restricting public key algorithms is not implemented",
+    "PubkeyAcceptedKeyTypes": "restricting public key algorithms is not implemented",
+    "RekeyLimit": "RekeyLimit is not implemented",
+    "RemoteCommand": "opsgate runs the action's command, not a RemoteCommand",
+    "RemoteForward": "port forwarding is not implemented",
+    "RequiredRSASize": "RequiredRSASize is not implemented",
+    "RevokedHostKeys": "a RevokedHostKeys file is not read; mark the key @revoked in known_hosts",
+    "SecurityKeyProvider": "security key providers are not implemented",
+    "SetEnv": "setting remote environment variables is not implemented",
+    "SmartcardDevice": "smartcard keys are not implemented",
+    "UserKnownHostsFile": "opsgate trusts only its own known_hosts setting",
+}
+
+_SPELLING = {name.lower(): name for name in (*HONOURED, *TOLERATED, *ONLY_VALUES, *REFUSED)}
+# Match criteria paramiko evaluates; others (localnetwork, tagged, ...) it would treat as matching.
+_MATCH_CRITERIA = ("all", "canonical", "final", "exec", "host", "originalhost", "user", "localuser")
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*")  # what %h %p %r %n may be in a ProxyCommand
+
+
+class _Config(paramiko.SSHConfig):
+    """paramiko's parser and matcher, minus its %-expansion of ProxyCommand and ProxyJump (done here,
+    with the endpoint's own user and port, %%, and a check of what reaches the shell)."""
+
+    TOKENS_BY_CONFIG_KEY = {k: v for k, v in paramiko.SSHConfig.TOKENS_BY_CONFIG_KEY.items()
+                            if k not in ("proxycommand", "proxyjump")}
+
+    def canonicalize(self, hostname, options, domains):  # paramiko's is a partial CanonicalizeHostname
+        raise _Canonicalize(hostname)
+
+
+class _Canonicalize(Exception):
+    """CanonicalizeHostname would rewrite the host name: not implemented, refused."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One SSH server on the way: a jump host or the target."""
+
+    alias: str  # the name looked up in ssh_config (a Host alias, or an address)
+    host: str  # HostName: what is connected to and looked up in known_hosts
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    identities_only: bool = False
+    use_agent: bool = True
+    family: int = socket.AF_UNSPEC
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to reach a target: `hops` in connection order (jump hosts, then the target)."""
+
+    hops: tuple[Hop, ...]
+    proxy_command: str | None = None  # shell command whose stdin/stdout reach hops[0]; None: TCP
+
+    @property
+    def target(self) -> Hop:
+        return self.hops[-1]
+
+    @property
+    def jumps(self) -> tuple[Hop, ...]:
+        return self.hops[:-1]
+
+
+@dataclass(frozen=True)
+class JumpSpec:
+    """One entry of a ProxyJump list: [user@]host[:port] or ssh://[user@]host[:port]."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+
+def parse_jump(value: str, where: str) -> tuple[JumpSpec, ...]:
+    """A ProxyJump value ("none" or a comma-separated list of hops); raises SSHConfigError."""
+    if value.strip().lower() == "none":
+        return ()
+    specs = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if item.startswith("ssh://"):
+            item = item[len("ssh://"):].rstrip("/")
+        user = None
+        if "@" in item:
+            user, item = item.rsplit("@", 1)
+        port: str | None = None
+        if item.startswith("["):  # [v6 address]:port
+            close = item.find("]")
+            host, rest = item[1:close], item[close + 1:]
+            if close < 0 or (rest and not rest.startswith(":")):
+                raise SSHConfigError(f"{where}: bad ProxyJump hop {raw.strip()!r}")
+            port = rest[1:] or None
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        else:
+            host = item
+        if not host or (user is not None and not user) or not _SAFE_TOKEN.fullmatch(host) or host.startswith("-"):
+            raise SSHConfigError(f"{where}: bad ProxyJump hop {raw.strip()!r}")
+        try:
+            number = int(port) if port is not None else None
+        except ValueError:
+            number = None
+        if port is not None and (number is None or not 0 < number < 65536):
+            raise SSHConfigError(f"{where}: bad port in ProxyJump hop {raw.strip()!r}")
+        specs.append(JumpSpec(host, user, number))
+    return tuple(specs)
+
+
+class _Context:
+    """One ssh_config file, looked up for the hosts of one endpoint's route."""
+
+    def __init__(self, endpoint: Endpoint):
+        self.name = endpoint.name
+        self.path: str | None = None
+        self.config: _Config | None = None
+        if not endpoint.ssh_config:
+            return
+        path = os.path.expanduser(endpoint.ssh_config)
+        if not os.path.exists(path):
+            return
+        self.path = path
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            _check_match_lines(text, self.name, path)
+            self.config = _Config.from_text(text)
+        except SSHConfigError:
+            raise
+        except Exception as e:  # paramiko raises several types for bad configs
+            raise SSHConfigError(f"{self.name}: cannot use ssh config {path}: {e}") from e
+
+    def lookup(self, alias: str) -> dict:
+        if self.config is None:
+            return {"hostname": alias}
+        try:
+            return self.config.lookup(alias)
+        except (_Canonicalize, KeyError) as e:  # KeyError: CanonicalizeHostname without CanonicalDomains
+            if isinstance(e, KeyError) and e.args != ("canonicaldomains",):
+                raise SSHConfigError(f"{self.name}: cannot use ssh config {self.path} for host {alias}: "
+                                     f"missing {e}") from e
+            raise SSHConfigError(
+                f"{self.name}: ssh config {self.path} sets for host {alias}: CanonicalizeHostname (opsgate "
+                f"supports only: no). opsgate does not ignore such settings; refusing to connect "
+                f"(nothing was run)") from e
+        except Exception as e:  # Match exec failing, canonicalisation failing, ...
+            raise SSHConfigError(f"{self.name}: cannot use ssh config {self.path} for host {alias}: {e}") from e
+
+
+def _check_match_lines(text: str, name: str, path: str) -> None:
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        match = re.match(r"(?i)match(?:\s*=\s*|\s+)(.*)", line)
+        if not match:
+            continue
+        try:
+            words = shlex.split(match.group(1))
+        except ValueError as e:
+            raise SSHConfigError(f"{name}: {path}:{lineno}: unparsable Match line: {e}") from e
+        i = 0
+        while i < len(words):
+            criterion = words[i].lstrip("!").lower()
+            if criterion not in _MATCH_CRITERIA:
+                raise SSHConfigError(
+                    f"{name}: {path}:{lineno}: Match {criterion} is not supported by opsgate; "
+                    f"refusing to connect rather than guess which hosts that block applies to")
+            i += 1 if criterion in ("all", "canonical", "final") else 2
+
+
+def _refusals(options: dict, alias: str) -> list[str]:
+    """What in `options` (one host's lookup) opsgate cannot honour, one phrase each."""
+    ignore_unknown = [p.strip() for p in str(options.get("ignoreunknown", "")).split(",") if p.strip()]
+    problems = []
+    for key, value in options.items():
+        spelled = _SPELLING.get(key)
+        if key == "hostname" or spelled in HONOURED or spelled in TOLERATED:
+            continue
+        if spelled in ONLY_VALUES:
+            if str(value).strip().lower() not in ONLY_VALUES[spelled]:
+                problems.append(f"{spelled} {value} (opsgate supports only: {', '.join(ONLY_VALUES[spelled])})")
+        elif spelled == "LocalCommand":
+            if str(options.get("permitlocalcommand", "no")).lower() == "yes":
+                problems.append(f"LocalCommand ({REFUSED['LocalCommand']})")
+        elif spelled in REFUSED:
+            problems.append(f"{spelled} ({REFUSED[spelled]})")
+        elif not any(fnmatch.fnmatchcase(key, p.lower()) for p in ignore_unknown):
+            problems.append(f"{key} (not a directive opsgate knows; OpenSSH rejects unknown directives too "
+                            f"unless IgnoreUnknown lists them)")
+    return problems
+
+
+def _expand(value: str, hop: Hop, directive: str, where: str, *, shell: bool) -> str:
+    """ssh_config %-tokens of ProxyCommand/ProxyJump: %% %h %n %p %r."""
+    tokens = {"%": "%", "h": hop.host, "n": hop.alias, "p": str(hop.port), "r": hop.user}
+
+    def sub(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token not in tokens:
+            raise SSHConfigError(f"{where}: {directive} uses %{token}, which opsgate does not expand "
+                                 f"(it knows %%, %h, %n, %p, %r)")
+        text = tokens[token]
+        if shell and token != "%" and not _SAFE_TOKEN.fullmatch(text):
+            raise SSHConfigError(f"{where}: refusing to pass {text!r} (%{token}) to the ProxyCommand shell: "
+                                 f"it contains characters a shell would interpret")
+        return text
+
+    return re.sub(r"%(.?)", sub, value, flags=re.DOTALL)
+
+
+def _hop(options: dict, alias: str, user: str | None, port: int | None, identity: str | None, where: str) -> Hop:
+    try:
+        number = port or int(options.get("port", 22))
+    except ValueError as e:
+        raise SSHConfigError(f"{where}: bad Port in ssh config: {options.get('port')!r}") from e
+    identities = (identity,) if identity else tuple(options.get("identityfile", ()))
+    family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}.get(str(options.get("addressfamily", "any")).lower())
+    if family is None and str(options.get("addressfamily", "any")).lower() != "any":
+        raise SSHConfigError(f"{where}: bad AddressFamily {options.get('addressfamily')!r}")
+    return Hop(
+        alias=alias,
+        host=options.get("hostname", alias),
+        port=number,
+        user=user or options.get("user") or getpass.getuser(),
+        identity_files=tuple(os.path.expanduser(p) for p in identities),
+        identities_only=str(options.get("identitiesonly", "no")).lower() == "yes",
+        use_agent=str(options.get("identityagent", "")).lower() != "none",
+        family=family or socket.AF_UNSPEC,
+    )
+
+
+def _proxy(options: dict) -> tuple[str, str] | None:
+    """The first of ProxyJump and ProxyCommand obtained wins, as in OpenSSH ("none" disables both)."""
+    for key in options:
+        if key in ("proxyjump", "proxycommand"):
+            value = options[key]
+            if value is None or str(value).strip().lower() == "none":
+                return None
+            return key, str(value)
+    return None
+
+
+def _route(ctx: _Context, alias: str, *, user: str | None, port: int | None, identity: str | None,
+           jumps: tuple[JumpSpec, ...] | None, depth: int) -> Route:
+    """The route to `alias`; `jumps` (like ssh -J) replaces its own ProxyJump/ProxyCommand when given."""
+    where = ctx.name if depth == 0 else f"{ctx.name}: jump host {alias}"
+    if depth > MAX_JUMPS:
+        raise SSHConfigError(f"{ctx.name}: more than {MAX_JUMPS} jump hosts on the way (a ProxyJump loop "
+                             f"through {alias}?) in {ctx.path}")
+    options = ctx.lookup(alias)
+    problems = _refusals(options, alias)
+    if problems:
+        raise SSHConfigError(
+            f"{where}: ssh config {ctx.path} sets for host {alias}: {'; '.join(problems)}. "
+            f"opsgate does not ignore such settings; refusing to connect (nothing was run)")
+    hop = _hop(options, alias, user, port, identity, where)
+    if jumps is None:
+        proxy = _proxy(options)
+        if proxy is not None and proxy[0] == "proxycommand":
+            return Route((hop,), _expand(proxy[1], hop, "ProxyCommand", where, shell=True))
+        jumps = parse_jump(_expand(proxy[1], hop, "ProxyJump", where, shell=False), where) if proxy else ()
+    if not jumps:
+        return Route((hop,), None)
+    # ssh -J a,b,c target is ssh -W target c, where c is reached with -J a,b (its own proxy settings
+    # overridden), and so on down to a, which is reached with its own ssh_config (its own ProxyJump too).
+    last = jumps[-1]
+    before = _route(ctx, last.host, user=last.user, port=last.port, identity=None,
+                    jumps=jumps[:-1] or None, depth=depth + 1)
+    return Route(before.hops + (hop,), before.proxy_command)
+
+
+def resolve_route(endpoint: Endpoint) -> Route:
+    """Where and how to reach `endpoint`, from its fields over ssh_config; raises SSHConfigError."""
+    ctx = _Context(endpoint)
+    jumps = None
+    if endpoint.jump is not None:  # opsgate's own `jump` wins over ssh_config, as ssh -J does
+        jumps = parse_jump(endpoint.jump, f"{endpoint.name}: jump")
+    return _route(ctx, endpoint.host, user=endpoint.user, port=endpoint.port, identity=endpoint.identity_file,
+                  jumps=jumps, depth=0)

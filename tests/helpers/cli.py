@@ -1,0 +1,62 @@
+"""Running the `opsgate` command line as a child process, the one way every CLI test does it.
+
+``run_opsgate`` waits for the command and returns its ``CompletedProcess``; ``popen_opsgate`` starts it for
+tests that talk to it while it runs (signals, ``-f``/``--follow``, a pty). Both run ``python -m opsgate.cli``
+with this interpreter, or the installed console script with ``script=True``; ``config``/``state`` become the
+global ``--config``/``--state-dir`` options (put them in ``args`` to test them elsewhere on the line).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+OPSGATE_SCRIPT = Path(sys.executable).parent / "opsgate"  # the console script of this venv
+DEFAULT_TIMEOUT = 60.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any OPSGATE_* variable (no config or state dir leaks in), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
+    env.update(extra)
+    return env
+
+
+def opsgate_argv(*args: str | Path, config: Path | str | None = None, state: Path | str | None = None,
+                 script: bool = False) -> list[str]:
+    argv = [str(OPSGATE_SCRIPT)] if script else [sys.executable, "-m", "opsgate.cli"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    if state is not None:
+        argv += ["--state-dir", str(state)]
+    return argv + [str(a) for a in args]
+
+
+def run_opsgate(*args: str | Path, config: Path | str | None = None, state: Path | str | None = None,
+                stdin: str = "", env: dict[str, str] | None = None, cwd: Path | str = ROOT,
+                timeout: float = DEFAULT_TIMEOUT, text: bool = True, script: bool = False,
+                ) -> subprocess.CompletedProcess:
+    """Run ``opsgate ARGS`` to the end, output captured.
+
+    ``stdin`` is all the input it gets (then end of file: never the terminal pytest runs in); ``env`` is the
+    whole environment (default ``clean_env()``); ``text=False`` leaves stdout/stderr as bytes (recordings'
+    ``\\r\\n`` kept as they are).
+    """
+    return subprocess.run(opsgate_argv(*args, config=config, state=state, script=script),
+                          input=stdin if text else stdin.encode(), capture_output=True, text=text,
+                          env=clean_env() if env is None else env, cwd=cwd, timeout=timeout)
+
+
+def popen_opsgate(*args: str | Path, config: Path | str | None = None, state: Path | str | None = None,
+                  env: dict[str, str] | None = None, cwd: Path | str = ROOT, script: bool = False,
+                  **popen_kwargs) -> subprocess.Popen:
+    """Start ``opsgate ARGS``; ``popen_kwargs`` (stdin, stdout, stderr, text, start_new_session...) go to Popen.
+
+    The caller owns the process: end it (``communicate``, ``terminate``/``wait``) in a ``finally``.
+    """
+    return subprocess.Popen(opsgate_argv(*args, config=config, state=state, script=script),
+                            env=clean_env() if env is None else env, cwd=cwd, **popen_kwargs)
