@@ -120,14 +120,18 @@ def cmd_enroll_token(ctx: Context) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="the gate's config (else $OPSGATE_CONFIG, ./opsgate.toml, the user config dir)")
-    common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS,
-                        help="the gate's state dir: CA, credentials, grants, trail")
-    p = argparse.ArgumentParser(prog="opsgated", parents=[common],
+    def globals_parser(default) -> argparse.ArgumentParser:
+        g = argparse.ArgumentParser(add_help=False)
+        g.add_argument("--config", metavar="PATH", default=default,
+                       help="the gate's config (else $OPSGATE_CONFIG, ./opsgate.toml, the user config dir)")
+        g.add_argument("--state-dir", metavar="DIR", default=default,
+                       help="the gate's state dir: CA, credentials, grants, trail")
+        return g
+
+    # Subcommands accept the global flags too, without resetting what was given before the command.
+    common = globals_parser(argparse.SUPPRESS)
+    p = argparse.ArgumentParser(prog="opsgated", parents=[globals_parser(None)],
                                 description="The opsgate gate: step-up enforced with command-bound SSH certificates.")
-    p.set_defaults(config=None, state_dir=None)
     p.add_argument("--version", action="version", version=f"opsgated {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sp = sub.add_parser("init", parents=[common], help="create the CA and state dir; print the sshd lines for targets")

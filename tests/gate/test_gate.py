@@ -48,15 +48,18 @@ PYTHON = _user_python()
 if PYTHON is None:
     pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} executable by other users", allow_module_level=True)
 SITE = sysconfig.get_paths()["purelib"]  # this venv: opsgate (editable) and its dependencies
+# -S: not the system's site-packages (Debian's older cryptography would shadow this venv's); only SITE
 BOOT = "import site, sys; site.addsitedir({site!r}); from opsgate.cli.{mod} import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _ensure_user(name: str) -> pwd.struct_passwd:
     try:
-        return pwd.getpwnam(name)
+        pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-        return pwd.getpwnam(name)
+    # no password, but not locked: sshd (without PAM) refuses a locked account even a certificate
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    return pwd.getpwnam(name)
 
 
 def _as(name: str) -> dict:
@@ -77,18 +80,18 @@ class Lab:
 
     def opsgate(self, user: str, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
         home = self.base / user
-        return subprocess.run([PYTHON, "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / "config.toml"),
+        return subprocess.run([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / "config.toml"),
                                "--state-dir", str(home / "state"), *args], input=stdin, capture_output=True, text=True,
                               timeout=timeout, cwd=home, **_as(user))
 
     def popen_opsgate(self, user: str, *args: str) -> subprocess.Popen:
         home = self.base / user
-        return subprocess.Popen([PYTHON, "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / "config.toml"),
+        return subprocess.Popen([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / "config.toml"),
                                  "--state-dir", str(home / "state"), *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home, **_as(user))
 
     def opsgated(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([PYTHON, "-c", BOOT.format(site=SITE, mod="gated"), "--config",
+        return subprocess.run([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="gated"), "--config",
                                str(self.base / "gate.toml"), "--state-dir", str(self.base / "gate-state"), *args],
                               capture_output=True, text=True, timeout=60, cwd=self.base, **_as(GATE), **kwargs)
 
@@ -188,7 +191,7 @@ def lab():
         shutil.rmtree(Path(pwd.getpwnam(SRE).pw_dir) / ".ssh", ignore_errors=True)
         server = start_sshd(base / "sshd", addresses=("127.0.0.1", "127.0.0.2"), options={
             "TrustedUserCAKeys": str(base / "ca.pub"), "AuthorizedPrincipalsFile": str(principals / "%u"),
-            "AuthorizedKeysFile": ".ssh/authorized_keys", "PermitRootLogin": "no"})
+            "AuthorizedKeysFile": ".ssh/authorized_keys", "PermitRootLogin": "no", "LogLevel": "VERBOSE"})
         for d in ("gate-state", "run"):
             (base / d).mkdir(mode=0o700 if d == "gate-state" else 0o755)
             os.chown(base / d, pwd.getpwnam(GATE).pw_uid, pwd.getpwnam(GATE).pw_gid)
@@ -214,7 +217,7 @@ approval_timeout = "60s"
         assert init.returncode == 0, init.stderr
         assert "TrustedUserCAKeys" in init.stdout and "AuthorizedPrincipalsFile" in init.stdout
         shutil.copy(base / "gate-state" / "user_ca.pub", base / "ca.pub")
-        gate = subprocess.Popen([PYTHON, "-c", BOOT.format(site=SITE, mod="gated"), "--config", str(base / "gate.toml"),
+        gate = subprocess.Popen([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="gated"), "--config", str(base / "gate.toml"),
                                  "--state-dir", str(base / "gate-state"), "serve"], stderr=subprocess.PIPE, text=True,
                                 cwd=base, **_as(GATE))
         assert "serving on" in gate.stderr.readline()
@@ -235,7 +238,7 @@ approval_timeout = "60s"
 
 def test_critical_action_asks_once_runs_both_targets_and_the_gate_records_it(lab):
     done = lab.opsgate(ALICE, "run", "stamp", "--yes", "--reason", "quarterly check", stdin=lab.code("alice") + "\n")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + done.stdout + lab.server.log()[-2000:]
     # both targets ran, as the privileged account, with the command the gate rendered
     stamps = sorted(lab.out.glob("stamp-*"))
     assert [p.name for p in stamps] == ["stamp-127.0.0.1", "stamp-127.0.0.2"]
@@ -257,7 +260,7 @@ def test_critical_action_asks_once_runs_both_targets_and_the_gate_records_it(lab
     # the trail is the gate's: the operator can neither write nor read it
     st = lab.trail.stat()
     assert st.st_uid == pwd.getpwnam(GATE).pw_uid and st.st_mode & 0o077 == 0
-    poke = subprocess.run([PYTHON, "-c", f"open({str(lab.trail)!r}, 'a').write('x')"], capture_output=True, text=True,
+    poke = subprocess.run([PYTHON, "-S", "-c", f"open({str(lab.trail)!r}, 'a').write('x')"], capture_output=True, text=True,
                           **_as(ALICE))
     assert poke.returncode != 0 and "PermissionError" in poke.stderr
 
@@ -318,7 +321,7 @@ print(json.dumps(out))
 
 
 def test_a_certificate_runs_only_its_command_expires_and_names_the_connected_operator(lab):
-    proc = subprocess.run([PYTHON, "-c", HOSTILE, SITE, str(lab.base / "run" / "gate.sock"), lab.server.known_hosts,
+    proc = subprocess.run([PYTHON, "-S", "-c", HOSTILE, SITE, str(lab.base / "run" / "gate.sock"), lab.server.known_hosts,
                            str(lab.out), str(WINDOW + 2)], capture_output=True, text=True, timeout=120,
                           cwd=lab.base / ALICE, **_as(ALICE))
     assert proc.returncode == 0, proc.stderr
