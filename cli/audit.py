@@ -18,7 +18,6 @@ from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import check_recording, verify
 from opsgate.console.errors import EXIT_FAILED, EXIT_OK, UsageError
 from opsgate.console.events import ACTION_TARGET
-from opsgate.console.paths import AUDIT_FILE
 
 FOLLOW_POLL = 0.25
 
@@ -38,7 +37,7 @@ def _one_line_errors(handler):
 
 
 def _trail(ctx) -> AuditTrail:
-    return AuditTrail(ctx.state_dir / AUDIT_FILE)
+    return AuditTrail(ctx.trail_path)
 
 
 @_one_line_errors
@@ -47,7 +46,7 @@ def cmd_verify(ctx) -> int:
 
     With ``--against FILE``, also check a syslog collector's copy against the local chain.
     """
-    path = ctx.state_dir / AUDIT_FILE
+    path = ctx.trail_path
     report = verify(path, state_dir=ctx.state_dir)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -94,7 +93,7 @@ def cmd_forward(ctx) -> int:
     forwarding = ctx.config.forwarding
     if forwarding is None:
         raise UsageError(f"{ctx.config_path}: no [audit.forward] section: nowhere to forward to")
-    state, path = ctx.state_dir, ctx.state_dir / AUDIT_FILE
+    state, path = ctx.state_dir, ctx.trail_path
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not ctx.args.follow:
         result = forward_trail_once(path, state, forwarding)
@@ -135,7 +134,7 @@ def cmd_head(ctx) -> int:
     """Print the head hash (to anchor it elsewhere)."""
     head = _trail(ctx).head()
     if head is None:
-        print(f"opsgate: the audit trail {ctx.state_dir / AUDIT_FILE} is empty", file=sys.stderr)
+        print(f"opsgate: the audit trail {ctx.trail_path} is empty", file=sys.stderr)
         return EXIT_FAILED
     print(head)
     return EXIT_OK
@@ -189,7 +188,7 @@ def cmd_export(ctx) -> int:
 
     from opsgate.console.audit.history import export_run
 
-    doc, ok = export_run(ctx.state_dir / AUDIT_FILE, ctx.state_dir, ctx.args.run)
+    doc, ok = export_run(ctx.trail_path, ctx.state_dir, ctx.args.run)
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     if not ok:
         print(f"opsgate: run {doc['run']}: the evidence does not verify (see chain and recordings)", file=sys.stderr)

@@ -18,6 +18,8 @@ from typing import Callable
 from opsgate.console import paths
 from opsgate.console.catalog.loader import load_config
 from opsgate.console.catalog.model import Config
+from opsgate.console.errors import ConfigError
+from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.wiring import ConsoleParts, assemble
 
 
@@ -45,6 +47,21 @@ class Context:
     @property
     def operator(self) -> str:
         return getattr(self.args, "operator", None) or self.config.settings.operator
+
+    @cached_property
+    def trail_path(self) -> Path:
+        """The audit trail to read: the state dir's, or in gate mode a copy of the gate's, brought up to date."""
+        try:
+            gate = self.config.gate
+        except ConfigError:
+            if not (self.args.state_dir or os.environ.get("OPSGATE_STATE_DIR")):
+                raise
+            gate = None  # a reviewer with only a state dir reads the trail in it
+        if gate is not None:
+            from opsgate.console.gate.client import sync_trail
+
+            return sync_trail(self.config, self.state_dir)
+        return self.state_dir / AUDIT_FILE
 
     @cached_property
     def parts(self) -> ConsoleParts:

@@ -21,6 +21,7 @@ GRANTS_FILE = "grants.json"  # kept step-up grants (`opsgate auth`)
 GRANTS_LOCK = ".grants.lock"
 FORWARD_CURSOR = "forward.cursor"  # how far the syslog collector has the trail
 FORWARD_LOCK = "forward.lock"
+GATE_TRAIL_COPY = "gate-audit.jsonl"  # gate mode: a copy of the gate's trail, for verify and the history
 
 
 def find_config(flag: str | None) -> Path:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 import shlex
 import socket
 import subprocess
 import sys
 import threading
 from collections import defaultdict
+from pathlib import Path
 from typing import Callable
 
 from opsgate.actions.outcome import Endpoint, TargetResult
@@ -24,6 +26,7 @@ from opsgate.console.catalog.model import Gate, Target
 from opsgate.console.catalog.params import RenderedCommand
 from opsgate.console.errors import UsageError
 from opsgate.console.gate.ca import ephemeral_key
+from opsgate.console.paths import GATE_TRAIL_COPY
 from opsgate.console.gate.protocol import VERSION, Channel, GateError
 from opsgate.console.run import (Executed, LocalExecutor, Pipeline, Plan, RunbookPlan, RunReport, RunRequest,
                                  renderings)
@@ -316,3 +319,35 @@ class GatePipeline(Pipeline):
         if answers is not None and answers.executor is not None:
             answers.executor.cancel()
 
+
+def sync_trail(config, state_dir: Path) -> Path:
+    """Bring ``STATE/gate-audit.jsonl`` up to date with the gate's trail and return its path.
+
+    verify, tail, show, export and the history then read it as any trail, with the recordings in the
+    console's own state dir. Only complete lines are copied; a copy the gate no longer continues (the
+    gate's trail was replaced) is started over, and verify then says what it finds.
+    """
+    path = Path(state_dir) / GATE_TRAIL_COPY
+    offset = path.stat().st_size if path.exists() else 0
+    client = GateClient(config.gate, timeout=config.settings.connect_timeout)
+    try:
+        with open(path, "ab") as out:
+            while True:
+                try:
+                    answer = client.request("trail", {"offset": offset})
+                except GateError as e:
+                    if e.kind == "audit" and offset:  # shorter than our copy: start over
+                        out.truncate(0)
+                        offset = 0
+                        continue
+                    raise
+                data = base64.b64decode(answer["data"])
+                if not data:
+                    break
+                out.write(data)
+                offset = int(answer["end"])
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        client.close()
+    return path

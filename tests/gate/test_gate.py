@@ -257,6 +257,11 @@ def test_critical_action_asks_once_runs_both_targets_and_the_gate_records_it(lab
         assert r["outcome"] == "ok"
         cast = lab.base / ALICE / "state" / r["recording"]
         assert hashlib.sha256(cast.read_bytes()).hexdigest() == r["recording_sha256"]
+    # the console reads the gate's trail through the gate, and verifies it with its own recordings
+    verified = lab.opsgate(ALICE, "audit", "verify")
+    assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr
+    shown = lab.opsgate(ALICE, "audit", "show", start["run"])
+    assert shown.returncode == 0 and "gate.certificate" in shown.stdout, shown.stderr
     # the trail is the gate's: the operator can neither write nor read it
     st = lab.trail.stat()
     assert st.st_uid == pwd.getpwnam(GATE).pw_uid and st.st_mode & 0o077 == 0
