@@ -46,6 +46,9 @@ class CliFrontend:
     def ask_approver(self, candidates, prompt):
         return self.prompter.ask_approver(candidates, prompt)
 
+    def notice(self, text: str) -> None:
+        self.prompter.notice(text)
+
     # Runbooks
     def on_step(self, sp: StepPlan, status: str, detail: str = "") -> None:
         if self.stream_output and status != "running":

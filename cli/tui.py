@@ -21,14 +21,16 @@ def cmd_demo(ctx) -> int:
     """The TUI on an embedded loopback SSH target and a throwaway state dir (removed at exit)."""
     from opsgate.console.demo.wiring import Demo
 
-    print("opsgate demo: starting a loopback SSH target on 127.0.0.1 ...", file=sys.stderr)
-    demo = Demo()
+    print("opsgate demo: starting a loopback SSH target on 127.0.0.1 and a gate in this process (same uid: "
+          "it shows how the gate works, it is no boundary) ...", file=sys.stderr)
+    demo = Demo(gate=True)
     atexit.register(demo.close)  # a last resort: the throwaway directory goes whatever ends the program
     try:
         demo.start()
         from opsgate.screens.app import make_app
 
-        app = make_app(demo.config, demo.state_dir, operator=demo.operator, pipeline=demo.parts.pipeline, demo=demo)
+        app = make_app(demo.config, demo.state_dir, operator=demo.operator, pipeline=demo.parts.pipeline,
+                       audit=demo.parts.audit, demo=demo)
         # A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app through its event loop, so the
         # demo's server stops and its directory goes below.
         app.exit_on_signals(signal.SIGHUP, signal.SIGTERM, last_resort=demo.close)

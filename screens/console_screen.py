@@ -52,6 +52,8 @@ def demo_banner(demo: "DemoHooks", now: float) -> Text:
         (" DEMO ", "bold #ffffff on #b3123a"),
         f" TOTP code of {demo.operator}: ", (f"{code[:3]} {code[3:]}", "bold"), f" ({left:2d}s, next {nxt})",
         " · software security key: t in the touch dialog · state deleted on exit",
+        *([" · gate in this process, same uid: it shows the gate, it is no boundary"] if getattr(demo, "gate", False)
+          else []),
     )
 
 

@@ -159,6 +159,10 @@ class TuiFrontend:
         summary = self._summary_for(prompt)
         return self._ask(lambda: ConfirmModal(summary, expected=expected, clock=self.clock))
 
+    def notice(self, text: str) -> None:
+        """A message from the gate while it works (a pending approval's id, ...)."""
+        self.app.call_from_thread(self.app.notify, text, title="Gate", timeout=30)
+
     def ask_approver(self, candidates: list[str], prompt: "Prompt") -> str | None:
         self.asked.append("approver")
         summary = self._summary_for(prompt)

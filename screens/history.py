@@ -348,6 +348,12 @@ class RunDetailScreen(Screen[None]):
         line("step-up", factor, fresh)
         if s.fido2_digest:
             line("FIDO2 digest", (s.fido2_digest, "bold"), ("  the touch signed this request", "dim"))
+        for c in s.certificates:  # gate mode: the target's sshd ran this run with these, and only them
+            window = "–".join(datetime.fromtimestamp(c[k], timezone.utc).strftime("%H:%M:%S")
+                              for k in ("valid_after", "valid_before") if isinstance(c.get(k), int))
+            step = f" (step {c['step']})" if c.get("step") is not None else ""
+            line("certificate", f"{c.get('target')}{step}: key id ", (str(c.get("key_id")), "bold"),
+                 f", as {c.get('principal')}, valid {window} UTC", ("  signed by the gate, this command only", "dim"))
         if s.approvals:
             for a in s.approvals:
                 step = f" (step {a.step})" if a.step is not None else ""

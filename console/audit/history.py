@@ -29,6 +29,7 @@ from opsgate.console.events import (
     ACTION_START,
     ACTION_TARGET,
     APPROVAL_GRANTED,
+    GATE_CERTIFICATE,
     RUNBOOK_END,
     RUNBOOK_START,
     RUNBOOK_STEP,
@@ -103,6 +104,7 @@ class RunSummary:
     reason: str | None = None  # why it was denied or cancelled
     steps: list[StepSummary] = field(default_factory=list)
     recordings: list[RecordingRef] = field(default_factory=list)
+    certificates: list[dict] = field(default_factory=list)  # gate mode: what the gate signed, per target
     records: list[dict] = field(default_factory=list, repr=False)
 
     @property
@@ -229,6 +231,9 @@ def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
         elif event == APPROVAL_GRANTED:
             s.approvals.append(Approval(str(r.get("operator")), r.get("factor"), r.get("digest"),
                                         str(r.get("time", "")), step))
+        elif event == GATE_CERTIFICATE:
+            s.certificates.append({k: r.get(k) for k in ("target", "principal", "key_id", "serial", "valid_after",
+                                                         "valid_before")} | {"step": step})
         elif event == STEPUP_SUCCESS and step is None and s.factor is None and r.get("purpose") == "step-up":
             s.factor = r.get("factor")
         elif event == ACTION_TARGET:

@@ -11,6 +11,7 @@ written to the demo's own known_hosts file and pinned there.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -59,16 +60,26 @@ def known_hosts_line(host: str, port: int, key: paramiko.PKey) -> str:
 class _Session(paramiko.ServerInterface):
     """Decides authentication and channel requests for one client connection."""
 
-    def __init__(self, server: "DemoServer"):
+    def __init__(self, server: "DemoServer", client_address: str = ""):
         self.server = server
         self.username = ""
+        self.client_address = client_address
+        self.forced: str | None = None  # the certificate's force-command, when one authenticated
         self.pending: dict[paramiko.Channel, subprocess.Popen] = {}
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        if _USER.match(username) and _same_key(key, self.server.client_key):
+        if not _USER.match(username):
+            return paramiko.AUTH_FAILED
+        if self.server.user_ca is not None:  # like sshd with TrustedUserCAKeys and no authorized_keys
+            forced = certificate_command(key, username, self.server.user_ca, self.client_address)
+            if forced is None:
+                return paramiko.AUTH_FAILED
+            self.username, self.forced = username, forced
+            return paramiko.AUTH_SUCCESSFUL
+        if self.server.client_key is not None and _same_key(key, self.server.client_key):
             self.username = username
             return paramiko.AUTH_SUCCESSFUL
         return paramiko.AUTH_FAILED
@@ -88,12 +99,17 @@ class _Session(paramiko.ServerInterface):
         cwd = self.server.scratch / self.username
         if not cwd.is_dir():
             cwd = self.server.scratch
+        env = {**os.environ, "OPSGATE_DEMO_HOST": self.username, "PWD": str(cwd)}
+        text = command.decode("utf-8", "replace")
+        if self.forced is not None:  # as sshd: the certificate's command, whatever the client asked
+            env["SSH_ORIGINAL_COMMAND"] = text
+            text = self.forced
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", command.decode("utf-8", "replace")], cwd=cwd,
+                ["/bin/sh", "-c", text], cwd=cwd,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group, so the whole tree can be killed
-                env={**os.environ, "OPSGATE_DEMO_HOST": self.username, "PWD": str(cwd)},
+                env=env,
             )
         except OSError:
             return False
@@ -206,14 +222,16 @@ class _Transport(paramiko.Transport):
 class DemoServer:
     """An SSH server on ``host`` (default 127.0.0.1) and a random free port, for the demo and tests.
 
-    ``client_key`` is the only key accepted. ``scratch`` is where commands run; a subdirectory named
+    ``client_key`` is the only key accepted; with ``user_ca``, only that CA's user certificates (as a
+    target in gate mode: ``TrustedUserCAKeys``), each running only its ``force-command``. ``scratch`` is where commands run; a subdirectory named
     like the SSH user, when it exists, is used instead (so each demo target has its own files).
     """
 
-    def __init__(self, scratch: Path, client_key: paramiko.PKey, *, host_key: paramiko.PKey | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, scratch: Path, client_key: paramiko.PKey | None, *, host_key: paramiko.PKey | None = None,
+                 host: str = "127.0.0.1", port: int = 0, user_ca: str | None = None):
         self.scratch = Path(scratch)
         self.client_key = client_key
+        self.user_ca = user_ca  # set: only certificates of this CA, and only their force-command
         self.host_key = host_key or generate_key()
         self.host = host
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -255,7 +273,7 @@ class DemoServer:
         with self._lock:
             self._transports.append(transport)
         try:
-            transport.start_server(server=_Session(self))
+            transport.start_server(server=_Session(self, conn.getpeername()[0]))
         except (paramiko.SSHException, EOFError, OSError):
             transport.close()
             return
@@ -289,6 +307,48 @@ class DemoServer:
                 _kill_group(proc, signal.SIGKILL)
         for transport in transports:
             transport.close()
+
+
+def certificate_command(key: paramiko.PKey, username: str, ca_public: str, client_address: str) -> str | None:
+    """The force-command of a valid user certificate for ``username`` signed by ``ca_public``, else None.
+
+    The checks sshd makes: signed by the trusted CA, a user certificate, valid now, the user among its
+    principals, only critical options we enforce (force-command; source-address matches the client).
+    paramiko has already checked that the client holds the certified key.
+    """
+    import ipaddress
+    import time
+
+    from cryptography.hazmat.primitives.serialization import ssh
+
+    blob = key.public_blob
+    if blob is None or not blob.key_type.endswith("-cert-v01@openssh.com"):
+        return None
+    try:
+        cert = ssh.load_ssh_public_identity(f"{blob.key_type} {base64.b64encode(blob.key_blob).decode()}".encode())
+        cert.verify_cert_signature()
+    except Exception:
+        return None
+    ca = serialization.load_ssh_public_key(" ".join(ca_public.split()[:2]).encode())
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    if cert.signature_key().public_bytes(*raw) != ca.public_bytes(*raw):
+        return None
+    now = time.time()
+    if cert.type != ssh.SSHCertificateType.USER or not cert.valid_after <= now < cert.valid_before:
+        return None
+    if username.encode() not in cert.valid_principals:
+        return None
+    options = dict(cert.critical_options)
+    if set(options) - {b"force-command", b"source-address"} or b"force-command" not in options:
+        return None
+    if b"source-address" in options:
+        try:
+            allowed = [ipaddress.ip_network(a.strip()) for a in options[b"source-address"].decode().split(",")]
+            if not any(ipaddress.ip_address(client_address) in net for net in allowed):
+                return None
+        except ValueError:
+            return None
+    return options[b"force-command"].decode("utf-8", "replace")
 
 
 def _same_key(a: paramiko.PKey, b: paramiko.PKey) -> bool:

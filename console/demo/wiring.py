@@ -108,7 +108,7 @@ class Demo:
     """The demo environment. ``start()`` builds it; ``close()`` stops the server and removes it all."""
 
     def __init__(self, *, root: Path | None = None, clock: Callable[[], float] = time.time,
-                 totp_secret: str | None = None):
+                 totp_secret: str | None = None, gate: bool = False):
         self.clock = clock
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="opsgate-demo-"))
@@ -122,6 +122,10 @@ class Demo:
         self.config: Config | None = None
         self.stepup: StepUp | None = None
         self.parts: ConsoleParts | None = None
+        self.gate = gate
+        self.gate_dir = self.root / "gate"
+        self._gate_stop = threading.Event()
+        self._gate_socket = None
 
     @property
     def operator(self) -> str:
@@ -134,12 +138,44 @@ class Demo:
         for name in TARGETS:
             _seed_target(self.hosts_dir / name, name)
         client_key = generate_key_file(self.key_path)
+        if self.gate:
+            return self._start_with_gate()
         self.server = DemoServer(self.hosts_dir, client_key).start()
         self.known_hosts.write_text(self.server.known_hosts_line())
         self.config = parse_config(self.config_text().encode(), "demo.toml")
         self.parts = assemble(self.config, self.state_dir, persist_grants=False,
                               authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
         self.stepup = self.parts.stepup
+        self._enroll()
+        return self
+
+    def _start_with_gate(self) -> "Demo":
+        """A gate in this process with a throwaway CA, serving the console on a socket; the targets accept
+        only that CA's certificates and run only their force-command. Same uid: it shows, it is no boundary."""
+        import getpass
+
+        from opsgate.console.audit.trail import AuditTrail
+        from opsgate.console.gate.ca import UserCA
+        from opsgate.console.gate.server import listen, serve_socket
+        from opsgate.console.gate.service import GateService
+        from opsgate.console.paths import AUDIT_FILE
+
+        self.gate_dir.mkdir(mode=0o700)
+        ca = UserCA.create(self.gate_dir)
+        self.server = DemoServer(self.hosts_dir, None, user_ca=ca.public_line()).start()
+        self.known_hosts.write_text(self.server.known_hosts_line())
+        socket_path = self.root / "gate.sock"
+        gate = f'\n[gate]\nsocket = {_toml_str(socket_path)}\n[gate.operators]\n"{getpass.getuser()}" = "{OPERATOR}"\n'
+        self.config = parse_config((self.config_text() + gate).encode(), "demo.toml")
+        service = GateService(self.config, self.gate_dir, clock=self.clock)
+        self._gate_socket = listen(socket_path)
+        threading.Thread(target=serve_socket, args=(service, self._gate_socket, self._gate_stop), daemon=True,
+                         name="demo-gate").start()
+        self.parts = assemble(self.config, self.state_dir, persist_grants=False, audit=AuditTrail(
+            self.gate_dir / AUDIT_FILE), authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
+        # The operator's factors live at the gate: enroll them there, with the demo's key at hand.
+        self.stepup = StepUp(self.gate_dir, self.config.settings, persist_grants=False,
+                             authenticator=lambda: self.security_key, clock=self.clock)
         self._enroll()
         return self
 
@@ -194,6 +230,10 @@ class Demo:
         self.security_key.touch()
 
     def close(self) -> None:
+        self._gate_stop.set()
+        if self._gate_socket is not None:
+            self._gate_socket.close()
+            self._gate_socket = None
         if self.server is not None:
             self.server.stop()
             self.server = None
