@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,10 @@ def cmd_enroll(ctx: "Context") -> int:
     if ctx.args.token:
         raise UsageError("--token is for a gate's first enrollment; this config has no [gate]")
     operator = ctx.operator
+    if operator not in (getpass.getuser(), ctx.config.settings.operator):
+        # Local mode has no identity but the login and the config: a factor for anyone else is refused.
+        raise UsageError(f"cannot enroll a factor for {operator!r} here: local mode enrolls only you "
+                         f"({ctx.config.settings.operator}); a gate enrolls each operator with their own login")
     stepup, audit = parts.stepup, parts.pipeline.stepup_audit(operator)
     if stepup.store.operator(operator).factors():
         print(f"{operator} already has a factor enrolled: step up with it first", file=sys.stderr)

@@ -100,6 +100,11 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
     runbooks = _runbooks(c, top.get("runbooks", {}), targets, actions)
     forwarding = _audit(c, top.get("audit", {}))
     gate = _gate(c, top["gate"]) if "gate" in top else None
+    if gate is None:
+        for risk, req in policy.items():
+            if req.approvals:  # local mode: operator names are self-asserted, so a second one proves nothing
+                c.error(f"policy.{risk}.approvals", "approvals need a [gate]: without one, operator names are "
+                                                    "whatever the config says (remove approvals or configure a gate)")
     if c.problems:
         raise ConfigError("\n".join(c.problems), c.problems)
     return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks, forwarding,

@@ -39,8 +39,19 @@ def test_example_config_is_valid():
     assert [t.name for t in cfg.targets_for(action)] == ["web-1", "web-2", "web-3", "db-replica"]
     assert cfg.requirement_for(action).describe() == "OTP within 15 min"
     crit = cfg.requirement_for(cfg.actions["promote-replica"])
-    assert crit.describe() == "security key, every run, typed confirmation, 1 approval"
-    assert crit.short() == "KEY every run +1"
+    assert crit.describe() == "security key, every run, typed confirmation"
+    assert crit.short() == "KEY every run"
+
+
+def test_approvals_need_a_gate():
+    # Local mode: operator names are whatever the config says, so a "second operator" proves nothing.
+    text = '[policy.critical]\nfactor = "otp"\napprovals = 1\n'
+    with pytest.raises(ConfigError) as e:
+        parse_config(text.encode(), "local.toml")
+    assert e.value.problems == ["local.toml: policy.critical.approvals: approvals need a [gate]: without one, operator "
+                                "names are whatever the config says (remove approvals or configure a gate)"]
+    gated = parse_config((text + '[gate]\nsocket = "/run/opsgated/gate.sock"\n').encode(), "gated.toml")
+    assert gated.policy["critical"].approvals == 1 and gated.gate.socket.name == "gate.sock"
 
 
 def test_typed_frozen_objects():

@@ -7,6 +7,8 @@ import time
 import tomllib
 
 import pyotp
+
+from tests.helpers.run_fixtures import enroll_otp as enroll_directly
 import pytest
 
 from tests.helpers.cli import clean_env, popen_opsgate, run_opsgate
@@ -90,9 +92,16 @@ def test_auth_bad_codes_exit_3(env, bad):
 
 def test_auth_with_another_operators_code(env):
     enroll_otp(env, "alice")
-    _, _, _, bob = enroll_otp(env, "bob")
+    bob = enroll_directly(*env, "bob")  # bob's entry in the same store, as a shared state dir would hold
     r = opsgate(env, "auth", stdin=next_code(bob) + "\n")
     assert r.returncode == 3 and "wrong code, 4 attempts left" in r.stderr
+
+
+def test_local_mode_enrolls_only_you(env):
+    # Without a gate there is no identity but the login and the config: "--operator bob" is refused.
+    r = opsgate(env, "enroll", "otp", "--operator", "bob")
+    assert r.returncode == 2 and "cannot enroll a factor for 'bob' here" in r.stderr
+    assert not (env[1] / "credentials.toml").exists()
 
 
 def test_auth_without_enrollment_says_how(env):

@@ -60,7 +60,7 @@ def test_list_json_and_text():
     rows = {row["id"]: row for row in json.loads(r.stdout)}
     assert rows["restart-service"]["requirement"] == "OTP within 15 min"
     assert rows["restart-service"]["targets"] == ["web-1", "web-2", "web-3", "db-replica"]
-    assert rows["promote-replica"]["requirement"] == "security key, every run, typed confirmation, 1 approval"
+    assert rows["promote-replica"]["requirement"] == "security key, every run, typed confirmation"
     # a runbook lists every step's targets, those of action steps that name none included (fence-primary)
     assert rows["database-failover"]["targets"] == ["db-replica", "db-primary", "lb-1"]
     text = opsgate("list", "--config", "config.example.toml").stdout

@@ -17,7 +17,7 @@ from opsgate.screens.console_screen import ConsoleScreen
 from opsgate.screens.detail import ActionDetail
 from opsgate.screens.help import HelpScreen
 from opsgate.screens.output import OutputPanel
-from opsgate.screens.stepup_modals import ApproverModal, ConfirmModal, OtpModal, TouchModal
+from opsgate.screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
 
 from tests.helpers import ROOT
 from tests.helpers.cli import clean_env, popen_opsgate
@@ -181,37 +181,6 @@ async def test_touch_cancel_denies(demo):
         await wait_for(pilot, lambda: not console(app).running, what="the denial")
         assert app.screen is console(app)
     assert "action.denied" in trail_events(demo) and "action.start" not in trail_events(demo)
-
-
-async def test_approval_by_second_operator(demo, tmp_path):
-    # Two-person rule: critical actions need OTP, the target's name and one approval; bob is enrolled with OTP.
-    text = demo.config_text().replace('factor = "fido2"', 'factor = "otp"', 1).replace(
-        "confirm = true", "confirm = true\napprovals = 1", 1)
-    config = parse_config(text.encode(), "approvals.toml")
-    bob_secret = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU"
-    from opsgate.console.stepup.totp import code_at_step, time_step
-
-    step = time_step(time.time())
-    assert demo.stepup.enroll_otp("bob", bob_secret, code_at_step(bob_secret, step - 1))
-    app = app_for(demo, config=config)
-    async with app.run_test(size=SIZE) as pilot:
-        await select(pilot, "db-failover")
-        await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the requester's OTP")
-        await pilot.press(*current_code(demo), "enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-        await pilot.press(*"db-primary", "enter")
-        approver = await wait_for(pilot, lambda: isinstance(app.screen, ApproverModal) and app.screen,
-                                  what="the approver modal")
-        assert approver.candidates == ["bob"]
-        await pilot.press("enter")
-        otp = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen, what="bob's OTP")
-        assert otp.operator == "bob" and otp.hint is None  # the demo hint is only for the demo operator
-        await pilot.press(*code_at_step(bob_secret, time_step(time.time())), "enter")
-        await finished(pilot)
-        assert console(app).last_report.exit_code == 0
-    granted = [r for r in trail_records(demo) if r["event"] == "approval.granted"]
-    assert granted and granted[0]["operator"] == "bob" and granted[0]["requester"] == "demo"
 
 
 async def test_cancel_long_running_command(demo):
