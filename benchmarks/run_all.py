@@ -28,6 +28,7 @@ BENCHMARKS = {  # name: extra arguments for the full run
     "startup": [],
     "audit": [],
     "replay": [],
+    "gate": [],
 }
 
 
