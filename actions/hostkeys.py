@@ -1,4 +1,5 @@
-"""OpenSSH known_hosts files: plain, [host]:port, hashed (|1|) and wildcard entries, @revoked.
+"""OpenSSH known_hosts files: plain, [host]:port, hashed (|1|) and wildcard entries, @revoked, and
+@cert-authority (host certificates, checked with `cryptography`).
 
 Written here instead of paramiko.HostKeys because that one skips @revoked lines,
 wildcards and negations silently; a host key decision must not guess.
@@ -12,9 +13,16 @@ import hashlib
 import hmac
 import os
 import re
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import paramiko
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType, load_ssh_public_identity
+
+CERT_SUFFIX = "-cert-v01@openssh.com"  # a host key algorithm name + this: the same key in a certificate
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,11 @@ def host_token(host: str, port: int) -> str:
 def fingerprint(key: paramiko.PKey) -> str:
     """SHA256 fingerprint as OpenSSH prints it ("SHA256:...")."""
     return key.fingerprint
+
+
+def blob_fingerprint(blob: bytes) -> str:
+    """The SHA256 fingerprint of a public key blob, as OpenSSH prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def _wildcard(pattern: str) -> re.Pattern[str]:
@@ -114,9 +127,9 @@ class KnownHosts:
                 continue
         return cls(entries, files)
 
-    def lookup(self, host: str, port: int) -> tuple[list[paramiko.PKey], list[paramiko.PKey]]:
-        """Return (trusted keys, revoked keys) for host:port. CA lines are not supported and ignored."""
-        name = host_token(host, port)
+    def lookup(self, host: str, port: int, *, alias: str | None = None) -> tuple[list[paramiko.PKey], list[paramiko.PKey]]:
+        """Return (trusted keys, revoked keys) for host:port (or for `alias`, a HostKeyAlias, as is)."""
+        name = alias or host_token(host, port)
         trusted: list[paramiko.PKey] = []
         revoked: list[paramiko.PKey] = []
         for entry in self.entries:
@@ -126,16 +139,97 @@ class KnownHosts:
                 trusted.append(entry.key)
         return trusted, revoked
 
+    def authorities(self, host: str, port: int, *, alias: str | None = None) -> list[KnownKey]:
+        """The @cert-authority lines whose patterns match host:port (or `alias`): CAs trusted to sign its key."""
+        name = alias or host_token(host, port)
+        return [e for e in self.entries if e.marker == "@cert-authority" and _pattern_list_matches(e.patterns, name)]
 
-def preferred_key_types(known: list[paramiko.PKey], supported: tuple[str, ...]) -> list[str]:
-    """Host key algorithms to offer: the ones already known for this host first.
+
+def preferred_key_types(known: list[paramiko.PKey], supported: tuple[str, ...],
+                        certificates: tuple[str, ...] = ()) -> list[str]:
+    """Host key algorithms to offer: `certificates` (the certificate algorithms, given when known_hosts
+    has a @cert-authority for this host, as OpenSSH puts them first then), then the ones already known
+    for this host, then the rest.
 
     Otherwise a host known by its ed25519 key would look "unknown" when the
     server picks ecdsa from our default order.
     """
-    first: list[str] = []
+    first: list[str] = list(certificates)
     for key in known:
         name = key.get_name()
         algs = ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if name == "ssh-rsa" else [name]
         first.extend(a for a in algs if a in supported and a not in first)
     return first + [a for a in supported if a not in first]
+
+
+@dataclass(frozen=True)
+class CertificateProblem:
+    """Why a host certificate was not accepted: `check` names the check that failed, `detail` says how."""
+
+    check: str  # "unreadable", "signature", "revoked", "ca", "type", "not-yet-valid", "expired", "principal", "options"
+    detail: str
+
+
+def _when(seconds: int) -> str:
+    if seconds >= 2**63:
+        return "forever"
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _public_blob(key) -> bytes:
+    """The SSH wire blob of a `cryptography` public key."""
+    text = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return base64.b64decode(text.split()[1])
+
+
+def check_host_certificate(key_type: str, blob: bytes, principal: str, authorities: list[KnownKey],
+                           revoked: list[paramiko.PKey], now: float | None = None) -> CertificateProblem | None:
+    """None if the certificate `blob` (of algorithm `key_type`) proves the host `principal`, else why not.
+
+    The checks are OpenSSH's (check_host_cert, sshkey_cert_check_authority): the CA's signature is valid; no
+    @revoked line names the CA or the certified key (revoked wins over everything); the CA is one of
+    `authorities` (the @cert-authority lines matching this host); it is a host certificate; it is valid now;
+    `principal` (the host name connected to, or its HostKeyAlias, without port) is one of its principals;
+    it has no critical options. Stricter than OpenSSH: a certificate listing no principals (valid for any
+    host in OpenSSH) is refused.
+    """
+    try:
+        cert = load_ssh_public_identity(key_type.encode() + b" " + base64.b64encode(blob))
+    except (ValueError, TypeError) as e:
+        return CertificateProblem("unreadable", f"cannot read the host certificate: {e}")
+    if not isinstance(cert, SSHCertificate):
+        return CertificateProblem("unreadable", "the host offered a plain key where a certificate was negotiated")
+    try:
+        cert.verify_cert_signature()
+    except (InvalidSignature, ValueError, TypeError):
+        return CertificateProblem("signature", "its CA signature does not verify")
+    ca_blob = _public_blob(cert.signature_key())
+    key_blob = _public_blob(cert.public_key())
+    for key in revoked:
+        if key.asbytes() == ca_blob:
+            return CertificateProblem("revoked", f"its CA key {blob_fingerprint(ca_blob)} is marked @revoked")
+        if key.asbytes() == key_blob:
+            return CertificateProblem("revoked", f"the certified host key {blob_fingerprint(key_blob)} is marked "
+                                                 f"@revoked")
+    if not any(a.key.asbytes() == ca_blob for a in authorities):
+        trusted = ", ".join(f"{fingerprint(a.key)} ({a.source})" for a in authorities) or "none"
+        return CertificateProblem("ca", f"it is signed by CA {blob_fingerprint(ca_blob)}, which known_hosts does "
+                                        f"not trust for this host (trusted CAs: {trusted})")
+    if cert.type != SSHCertificateType.HOST:
+        return CertificateProblem("type", f"it is a {cert.type.name.lower()} certificate, not a host certificate")
+    now = time.time() if now is None else now
+    if now < cert.valid_after:
+        return CertificateProblem("not-yet-valid", f"it is not valid before {_when(cert.valid_after)}")
+    if now >= cert.valid_before:
+        return CertificateProblem("expired", f"it expired at {_when(cert.valid_before)}")
+    principals = [p.decode(errors="replace") for p in cert.valid_principals]
+    if not principals:
+        return CertificateProblem("principal", f"it lists no principals (valid for any host); opsgate requires "
+                                               f"{principal!r} among them")
+    if principal not in principals:
+        return CertificateProblem("principal", f"it is valid for {', '.join(principals)}, not for {principal}")
+    if cert.critical_options:
+        names = ", ".join(k.decode(errors="replace") for k in cert.critical_options)
+        return CertificateProblem("options", f"it has critical options ({names}), which a host certificate "
+                                             f"must not have")
+    return None

@@ -31,7 +31,8 @@ import paramiko
 
 from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
 from opsgate.actions.errors import AuthFailed, SSHConfigError, SSHError, Unreachable  # noqa: F401 (re-exported)
-from opsgate.actions.hostkeys import KnownHosts, fingerprint, host_token, preferred_key_types
+from opsgate.actions.hostkeys import (CERT_SUFFIX, KnownHosts, KnownKey, check_host_certificate, fingerprint,
+                                      host_token, preferred_key_types)
 from opsgate.actions.sshconfig import Hop, Route, resolve_route
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
@@ -48,13 +49,18 @@ class HostKeyUnknown(SSHError):
 
     outcome = "hostkey"
 
-    def __init__(self, host: str, port: int, key_type: str, fingerprint: str, known_hosts: str):
+    def __init__(self, host: str, port: int, key_type: str, fingerprint: str, known_hosts: str,
+                 alias: str | None = None, note: str = ""):
         self.host, self.port, self.key_type, self.fingerprint = host, port, key_type, fingerprint
         keyscan_type = _KEYSCAN_TYPES.get(key_type, key_type)
+        if alias is None:
+            name, add = host_token(host, port), f"ssh-keyscan -p {port} -t {keyscan_type} {host} >> {known_hosts}"
+        else:  # HostKeyAlias: the key is recorded under the alias (no port)
+            name = f"{alias} (HostKeyAlias of {host_token(host, port)})"
+            add = (f"ssh-keyscan -p {port} -t {keyscan_type} {host} | sed 's/^[^ ]*/{alias}/' >> {known_hosts}")
         super().__init__(
-            f"host key for {host_token(host, port)} is not known ({key_type} {fingerprint}); "
-            f"refusing to connect. Check that fingerprint with the host's owner, then add it: "
-            f"ssh-keyscan -p {port} -t {keyscan_type} {host} >> {known_hosts}"
+            f"host key for {name} is not known ({key_type} {fingerprint}){note}; "
+            f"refusing to connect. Check that fingerprint with the host's owner, then add it: {add}"
         )
 
 
@@ -63,10 +69,11 @@ class HostKeyMismatch(SSHError):
 
     outcome = "hostkey"
 
-    def __init__(self, host: str, port: int, key_type: str, expected: str, actual: str, known_hosts: str):
+    def __init__(self, host: str, port: int, key_type: str, expected: str, actual: str, known_hosts: str,
+                 alias: str | None = None):
         self.host, self.port, self.key_type = host, port, key_type
         self.expected, self.actual = expected, actual
-        token = host_token(host, port)
+        token = alias or host_token(host, port)
         super().__init__(
             f"HOST KEY CHANGED for {token}: expected {expected}, got {key_type} {actual}; "
             f"refusing to connect (possible man-in-the-middle, or the host was rebuilt: "
@@ -75,9 +82,20 @@ class HostKeyMismatch(SSHError):
 
 
 class HostKeyRevoked(SSHError):
-    """The host offered a key marked @revoked."""
+    """The host offered a key marked @revoked (or a certificate whose key or CA is marked @revoked)."""
 
     outcome = "hostkey"
+
+
+class HostCertificateInvalid(SSHError):
+    """The host offered a certificate that does not prove its name: `check` says which check failed
+    ("ca", "type", "expired", "not-yet-valid", "principal", "options", "signature", "unreadable")."""
+
+    outcome = "hostkey"
+
+    def __init__(self, message: str, check: str):
+        super().__init__(message)
+        self.check = check
 
 
 _KEYSCAN_TYPES = {
@@ -176,25 +194,56 @@ class _ProxyCommand(paramiko.ProxyCommand):
         return f"ProxyCommand {self.command!r} exited with status {code}" + (f": {lines}" if lines else "")
 
 
-def _check_host_key(name: str, host: str, port: int, server_key: paramiko.PKey, known: KnownHosts,
-                    trusted: list[paramiko.PKey], revoked: list[paramiko.PKey]) -> None:
+def _check_host_key(name: str, hop: Hop, server_key: paramiko.PKey, known: KnownHosts,
+                    trusted: list[paramiko.PKey], revoked: list[paramiko.PKey], authorities: list[KnownKey]) -> None:
+    """Accept the host's key if known_hosts trusts it: as a plain key, or as a certificate signed by a
+    @cert-authority for the host. Anything @revoked is refused first."""
     hint_file = known.files[0] if known.files else "~/.ssh/known_hosts"
+    token = hop.host_key_alias or host_token(hop.host, hop.port)
     blob = server_key.asbytes()
     if any(k.asbytes() == blob for k in revoked):
         raise HostKeyRevoked(
             f"{name}: host key {server_key.get_name()} {fingerprint(server_key)} of "
-            f"{host_token(host, port)} is marked @revoked; refusing to connect"
+            f"{token} is marked @revoked; refusing to connect"
         )
+    cert = server_key.public_blob
+    if cert is not None and cert.key_type.endswith(CERT_SUFFIX):
+        problem = check_host_certificate(cert.key_type, cert.key_blob, hop.host_key_alias or hop.host,
+                                         authorities, revoked)
+        if problem is None:
+            return
+        message = (f"{name}: host certificate of {token} ({server_key.get_name()} {fingerprint(server_key)}) "
+                   f"refused: {problem.detail}; refusing to connect")
+        if problem.check == "revoked":
+            raise HostKeyRevoked(message)
+        if any(k.asbytes() == blob for k in trusted):
+            return  # as OpenSSH: a certificate that does not pass falls back to its plain key, known here
+        raise HostCertificateInvalid(message, problem.check)
     if any(k.asbytes() == blob for k in trusted):
         return
     if not trusted:
-        raise HostKeyUnknown(host, port, server_key.get_name(), fingerprint(server_key), hint_file)
+        note = " (known_hosts trusts a CA for it, but it offered no host certificate)" if authorities else ""
+        raise HostKeyUnknown(hop.host, hop.port, server_key.get_name(), fingerprint(server_key), hint_file,
+                             hop.host_key_alias, note)
     same_type = [k for k in trusted if k.get_name() == server_key.get_name()]
     expected = (same_type or trusted)[0]
     raise HostKeyMismatch(
-        host, port, server_key.get_name(),
-        f"{expected.get_name()} {fingerprint(expected)}", fingerprint(server_key), hint_file,
+        hop.host, hop.port, server_key.get_name(),
+        f"{expected.get_name()} {fingerprint(expected)}", fingerprint(server_key), hint_file, hop.host_key_alias,
     )
+
+
+class _Transport(paramiko.Transport):
+    """paramiko's Transport offering exactly the host key algorithms set in its security options.
+
+    paramiko appends a certificate variant of every algorithm after the plain ones, so a server with a
+    host certificate would still be asked for its plain key; opsgate puts the certificate algorithms first
+    when known_hosts has a @cert-authority for the host, and offers none otherwise.
+    """
+
+    @property
+    def preferred_keys(self):
+        return tuple(self._preferred_keys)
 
 
 _ENCRYPTED = object()  # _load_key's answer for a passphrase-protected key
@@ -350,19 +399,22 @@ def _authenticate_certificate(transport: paramiko.Transport, name: str, hop: Hop
 def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
             target: bool = False) -> paramiko.Transport:
     """SSH over `sock` to `hop`: handshake, host key checked against known_hosts, authentication."""
-    trusted, revoked = known.lookup(hop.host, hop.port)
+    trusted, revoked = known.lookup(hop.host, hop.port, alias=hop.host_key_alias)
+    authorities = known.authorities(hop.host, hop.port, alias=hop.host_key_alias)
     try:
-        transport = paramiko.Transport(sock)
+        transport = _Transport(sock)
     except Exception:
         sock.close()
         raise
     try:
         options = transport.get_security_options()
-        options.key_types = preferred_key_types(trusted, tuple(options.key_types))
+        plain = tuple(t for t in options.key_types if not t.endswith(CERT_SUFFIX))
+        certificates = tuple(t + CERT_SUFFIX for t in plain if t + CERT_SUFFIX in transport._key_info)
+        options.key_types = preferred_key_types(trusted, plain, certificates if authorities else ())
         transport.banner_timeout = endpoint.connect_timeout
         transport.handshake_timeout = endpoint.connect_timeout
         _handshake(transport, name, hop, endpoint.connect_timeout)
-        _check_host_key(name, hop.host, hop.port, transport.get_remote_server_key(), known, trusted, revoked)
+        _check_host_key(name, hop, transport.get_remote_server_key(), known, trusted, revoked, authorities)
         if target and endpoint.certificate is not None:
             _authenticate_certificate(transport, name, hop, endpoint.certificate)
         else:

@@ -131,6 +131,9 @@ class Hop:
     identities_only: bool = False
     use_agent: bool = True
     family: int = socket.AF_UNSPEC
+    host_key_alias: str | None = None  # HostKeyAlias: the name its host key (and certificate) is checked under
+    certificate_files: tuple[str, ...] = ()  # CertificateFile: user certificates for the identities
+    agent_socket: str | None = None  # IdentityAgent with a socket path; None: $SSH_AUTH_SOCK
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 SSHD = "/usr/sbin/sshd"
 # sshd listens on these loopback addresses so a fan-out can reach "different" hosts.
@@ -111,13 +112,16 @@ def start_sshd(
     port: int | None = None,
     extra_host_keys: tuple[str, ...] = (),
     options: dict[str, str] | None = None,
+    host_certificate: Callable[[Path], Path | str] | None = None,
 ) -> SshServer:
     """Start `sshd -D -e` on `addresses` with a fresh ed25519 host key.
 
     `user_key` reuses an existing private key (its .pub must sit beside it);
     otherwise a new one is generated. `extra_host_keys` ("ecdsa", "rsa") adds host
     keys of those types, at WORKDIR/ssh_host_TYPE_key(.pub). `options` sets or replaces sshd_config
-keywords (`{"TrustedUserCAKeys": PATH, "AuthorizedKeysFile": "none"}`). Raises SshdUnavailable if sshd is missing.
+keywords (`{"TrustedUserCAKeys": PATH, "AuthorizedKeysFile": "none"}`). `host_certificate` is called with the
+    fresh ed25519 host public key's path and returns the certificate it made for it (`ssh-keygen -s CA -h ...`),
+    which sshd then offers (HostCertificate). Raises SshdUnavailable if sshd is missing.
     """
     if not sshd_available():
         raise SshdUnavailable(f"{SSHD} or ssh-keygen not found (apt-get install openssh-server)")
@@ -132,6 +136,7 @@ keywords (`{"TrustedUserCAKeys": PATH, "AuthorizedKeysFile": "none"}`). Raises S
     extra_keys = [work / f"ssh_host_{t}_key" for t in extra_host_keys]
     for path, key_type in zip(extra_keys, extra_host_keys):
         keygen(path, "opsgate-test-host", key_type)
+    host_cert = host_certificate(Path(f"{host_key}.pub")) if host_certificate is not None else None
     if user_key is None:
         user_key = work / "id_ed25519"
         keygen(Path(user_key), "opsgate-test-user")
@@ -149,6 +154,7 @@ keywords (`{"TrustedUserCAKeys": PATH, "AuthorizedKeysFile": "none"}`). Raises S
             *(f"ListenAddress {a}:{chosen}" for a in addresses),
             f"HostKey {host_key}",
             *(f"HostKey {k}" for k in extra_keys),
+            *([f"HostCertificate {host_cert}"] if host_cert is not None else []),
             f"AuthorizedKeysFile {authorized}",
             "PidFile none",
             "UsePAM no",
