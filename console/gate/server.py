@@ -72,4 +72,4 @@ def _serve_one(service: GateService, conn: socket.socket) -> None:
 
 def serve_session(service: GateService, operator: str) -> None:
     """One console on stdin/stdout (under sshd's forced command)."""
-    service.serve(Channel(sys.stdin.buffer, sys.stdout.buffer), operator)
+    service.serve(Channel(sys.stdin.buffer, sys.stdout.buffer), f"ssh:{operator}", bound_operator=operator)

@@ -59,6 +59,7 @@ class Peer:
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
         self.closed = threading.Event()
+        self.busy = threading.Event()  # a request of this connection is being answered
         self.on_cancel: Callable[[], None] | None = None
 
     def call(self, name: str, on_event: Callable[[dict], None] | None = None, **args):
@@ -394,9 +395,17 @@ class GateService:
 
     # -- one connection ------------------------------------------------------------------------------
 
-    def serve(self, channel: Channel, login: str) -> None:
-        """Answer one console until it hangs up. Requests run in a worker; the reader keeps reading."""
-        operator = self.operator_for(login)
+    def serve(self, channel: Channel, login: str, *, bound_operator: str | None = None) -> None:
+        """Answer one console until it hangs up. Requests run in a worker; the reader keeps reading.
+
+        ``login`` is who the connection is (the peer uid's name); ``bound_operator`` is the operator an
+        admin bound to an SSH key (``opsgated session --operator``), which must be one of the gate's.
+        """
+        if bound_operator is not None:
+            known = set(self.config.gate.operators.values())
+            operator = bound_operator if (not known or bound_operator in known) else None
+        else:
+            operator = self.operator_for(login)
         peer = Peer(channel, operator or "", login)
         worker: threading.Thread | None = None
         try:
@@ -415,10 +424,11 @@ class GateService:
                     channel.send({"id": message.get("id"), "ok": False, "error": {
                         "type": "denied", "message": f"{login} is not an operator of this gate"}})
                     return
-                if worker is not None and worker.is_alive():
+                if peer.busy.is_set():
                     channel.send({"id": message.get("id"), "ok": False, "error": {
                         "type": "bad-request", "message": "one request at a time per connection"}})
                     continue
+                peer.busy.set()
                 worker = threading.Thread(target=self._answer, args=(peer, message), daemon=True,
                                           name=f"gate-{login}")
                 worker.start()
@@ -436,15 +446,16 @@ class GateService:
             handler = getattr(self, "op_" + str(message.get("op", "")).replace("-", "_"), None)
             if handler is None:
                 raise GateError("bad-request", f"unknown request {message.get('op')!r}")
-            result = handler(peer, message.get("args") or {})
-            peer.channel.send({"id": rid, "ok": True, "result": result})
+            answer = {"id": rid, "ok": True, "result": handler(peer, message.get("args") or {})}
         except BaseException as e:  # every failure is an answer the console can map to an exit code
             kind = error_type(e)
             text = str(e) if isinstance(e, OpsgateError) else f"internal error: {type(e).__name__}: {e}"
-            try:
-                peer.channel.send({"id": rid, "ok": False, "error": {"type": kind, "message": text}})
-            except OSError:
-                pass
+            answer = {"id": rid, "ok": False, "error": {"type": kind, "message": text}}
+        peer.busy.clear()  # before the answer: the console may send its next request as soon as it has it
+        try:
+            peer.channel.send(answer)
+        except OSError:
+            pass
         finally:
             self._local.peer = None
 

@@ -9,7 +9,9 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -78,17 +80,20 @@ class Lab:
         self.last_step: dict[str, int] = {}
         self.secrets: dict[str, str] = {}
 
-    def opsgate(self, user: str, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    def opsgate(self, user: str, *args: str, stdin: str = "", timeout: float = 60,
+                config: str = "config.toml") -> subprocess.CompletedProcess:
         home = self.base / user
-        return subprocess.run([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / "config.toml"),
+        return subprocess.run([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / config),
                                "--state-dir", str(home / "state"), *args], input=stdin, capture_output=True, text=True,
                               timeout=timeout, cwd=home, **_as(user))
 
-    def popen_opsgate(self, user: str, *args: str) -> subprocess.Popen:
+    def popen_opsgate(self, user: str, *args: str, config: str = "config.toml") -> subprocess.Popen:
         home = self.base / user
-        return subprocess.Popen([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / "config.toml"),
+        # SIGINT as a terminal would deliver it, even when the tests run from a background job
+        return subprocess.Popen([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="main"), "--config", str(home / config),
                                  "--state-dir", str(home / "state"), *args], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home, **_as(user))
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **_as(user))
 
     def opsgated(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run([PYTHON, "-S", "-c", BOOT.format(site=SITE, mod="gated"), "--config",
@@ -162,6 +167,12 @@ risk = "low"
 targets = ["t1"]
 command = "touch {lab.out}/A"
 
+[actions.wait-long]
+title = "Wait a long time"
+risk = "low"
+targets = ["t1"]
+command = "echo waiting; sleep 347"
+
 [actions.promote]
 title = "Promote (needs a second operator)"
 risk = "high"
@@ -222,6 +233,21 @@ approval_timeout = "60s"
                                 cwd=base, **_as(GATE))
         assert "serving on" in gate.stderr.readline()
         lab.server = server
+        # the gate over SSH: alice's own key is bound to `opsgated session --operator alice` for the gate user
+        wrapper = base / "opsgated"
+        wrapper.write_text(f"#!/bin/sh\nexec {PYTHON} -S -c {shlex.quote(BOOT.format(site=SITE, mod='gated'))} "
+                           f"--config {base / 'gate.toml'} --state-dir {base / 'gate-state'} \"$@\"\n")
+        wrapper.chmod(0o755)
+        gate_home = Path(pwd.getpwnam(GATE).pw_dir)
+        (gate_home / ".ssh").mkdir(exist_ok=True)
+        (gate_home / ".ssh" / "authorized_keys").write_text(
+            f'restrict,command="{wrapper} session --operator alice" '
+            + Path(f"{base / ALICE / 'id_ed25519'}.pub").read_text())
+        subprocess.run(["chown", "-R", f"{GATE}:{GATE}", str(gate_home / ".ssh")], check=True)
+        ssh_gate = (f"-p {server.port} -i {base / ALICE / 'id_ed25519'} -o IdentitiesOnly=yes "
+                    f"-o UserKnownHostsFile={server.known_hosts} {GATE}@127.0.0.1")
+        (base / ALICE / "config-ssh.toml").write_text(catalog + f'\n[gate]\nssh = "{ssh_gate}"\n')
+        subprocess.run(["chown", f"{ALICE}:{ALICE}", str(base / ALICE / "config-ssh.toml")], check=True)
         lab.enroll(ALICE, "alice")
         lab.enroll(BOB, "bob")
         yield lab
@@ -312,11 +338,16 @@ while True:
         ssh = ["ssh", "-i", "k", "-o", "CertificateFile=k-cert.pub", "-p", str(target["port"]), "-o",
                "UserKnownHostsFile=" + sys.argv[3], "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                target["user"] + "@" + target["host"]]
-        other = subprocess.run(ssh + ["touch " + sys.argv[4] + "/B"], capture_output=True, text=True)
-        out["other_command"] = other.returncode
+        def run(args):  # stdin stays open while it runs, as the console keeps it (closing it stops the command)
+            p = subprocess.Popen(ssh + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            p.stdout.read()
+            p.stdin.close()
+            err = p.stderr.read()
+            return [p.wait(), err[-300:]]
+        out["other_command"] = run(["touch " + sys.argv[4] + "/B"])[0]
         time.sleep(float(sys.argv[5]))  # past the certificate's window: the target must refuse it
-        late = subprocess.run(ssh + ["true"], capture_output=True, text=True)
-        out["late"] = [late.returncode, late.stderr[-300:]]
+        out["late"] = run(["true"])
         ch.send({"event_of": m["cid"], "event": {"result": {"target": target["name"], "outcome": "ok", "exit_code": 0}}})
         ch.send({"reply": m["cid"], "value": {"done": True}})
     else:
@@ -363,3 +394,37 @@ def test_a_second_operator_approves_from_their_own_console_and_self_approval_is_
     assert granted and granted[-1]["operator"] == "bob" and granted[-1]["requester"] == "alice"
     refused = [r for r in lab.records() if r["event"] == "approval.denied"]
     assert refused and refused[-1]["operator"] == "alice"
+
+
+def test_the_gate_over_ssh_knows_the_operator_by_the_key_the_admin_bound(lab):
+    listed = lab.opsgate(ALICE, "approvals", config="config-ssh.toml")
+    assert listed.returncode == 0, listed.stderr
+    ran = lab.opsgate(ALICE, "run", "touch-a", "--yes", config="config-ssh.toml")
+    assert ran.returncode == 0, ran.stderr
+    start = [r for r in lab.records() if r["event"] == "action.start" and r["action"] == "touch-a"][-1]
+    assert start["operator"] == "alice"
+
+
+def remote_sleeps() -> list[str]:
+    return subprocess.run(["pgrep", "-u", SRE, "-f", "sleep 347"], capture_output=True, text=True).stdout.split()
+
+
+def test_ctrl_c_stops_the_forced_command_on_the_target_and_the_gate_records_it(lab):
+    proc = lab.popen_opsgate(ALICE, "run", "wait-long", "--yes")
+    try:
+        deadline = time.monotonic() + 30
+        while not remote_sleeps():  # until the forced command runs on the target
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + 10
+    while remote_sleeps():  # stopped by closing its stdin: no second session (it would run the command again)
+        assert time.monotonic() < deadline, "the remote command is still running"
+        time.sleep(0.05)
+    events = [r["event"] for r in lab.records() if r.get("action") == "wait-long"]
+    assert "action.cancelled" in events and events[-1] == "action.end"
