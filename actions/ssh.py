@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import io
 import logging
 import os
@@ -28,6 +29,9 @@ import time
 from typing import Callable
 
 import paramiko
+import paramiko.agent
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
 from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
 from opsgate.actions.errors import AuthFailed, SSHConfigError, SSHError, Unreachable  # noqa: F401 (re-exported)
@@ -37,6 +41,7 @@ from opsgate.actions.sshconfig import Hop, Route, resolve_route
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
 
 READ_SIZE = 64 * 1024  # bytes per recv: large reads keep 50 MB outputs cheap
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the remote process group
@@ -272,34 +277,103 @@ def _public_blob(path: str) -> bytes | None:
         return None
 
 
-def _agent_keys(hop: Hop, endpoint: Endpoint, tried: list[str]) -> tuple[paramiko.Agent | None, list[paramiko.PKey]]:
+class _SocketAgent(paramiko.agent.AgentSSH):
+    """The ssh-agent listening on `path` (IdentityAgent), instead of the one $SSH_AUTH_SOCK names."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(10)
+            sock.connect(path)
+            self._connect(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        self._close()
+
+
+def _agent_keys(hop: Hop, endpoint: Endpoint, tried: list[str]) -> tuple[paramiko.agent.AgentSSH | None,
+                                                                          list[paramiko.PKey]]:
     if not (endpoint.allow_agent and hop.use_agent):
         return None, []
-    if not os.environ.get("SSH_AUTH_SOCK"):
+    path, label = os.environ.get("SSH_AUTH_SOCK"), "ssh-agent"
+    if hop.agent_socket is not None and hop.agent_socket.startswith("$"):  # IdentityAgent $VAR
+        path, label = os.environ.get(hop.agent_socket[1:]), f"ssh-agent at {hop.agent_socket}"
+        if not path:
+            tried.append(f"ssh-agent ({hop.agent_socket[1:]} not set, IdentityAgent)")
+            return None, []
+    elif hop.agent_socket is not None:  # IdentityAgent PATH
+        path, label = hop.agent_socket, f"ssh-agent at {hop.agent_socket} (IdentityAgent)"
+    elif not path:
         tried.append("ssh-agent (SSH_AUTH_SOCK not set)")
         return None, []
     try:
-        agent = paramiko.Agent()
+        agent = _SocketAgent(path)
         keys = list(agent.get_keys())
     except (paramiko.SSHException, OSError) as e:
-        tried.append(f"ssh-agent (unreachable: {e})")
+        tried.append(f"{label} (unreachable: {e})")
         return None, []
     if not keys:
-        tried.append("ssh-agent (no keys)")
+        tried.append(f"{label} (no keys)")
     return agent, keys
+
+
+def _certificates(hop: Hop, endpoint: Endpoint, tried: list[str]) -> list[tuple[str, paramiko.PublicBlob, bytes]]:
+    """The user certificates to offer: each CertificateFile, then IDENTITY-cert.pub beside each identity
+    file and default key (as OpenSSH loads it), as (path, certificate, blob of the key it certifies)."""
+    found: list[tuple[str, paramiko.PublicBlob, bytes]] = []
+    defaults = [os.path.expanduser(f"~/.ssh/{base}") for base in DEFAULT_KEYS] if endpoint.look_for_keys else []
+    implicit = [f"{p}-cert.pub" for p in (*hop.identity_files, *defaults)]
+    for path in (*hop.certificate_files, *implicit):
+        if path in (f[0] for f in found):
+            continue
+        try:
+            cert = paramiko.PublicBlob.from_file(path)
+            inner = load_ssh_public_identity(f"{cert.key_type} {base64.b64encode(cert.key_blob).decode()}".encode())
+            if not isinstance(inner, SSHCertificate):
+                raise ValueError("a plain public key, not a certificate")
+            key = inner.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        except FileNotFoundError:
+            if path not in implicit:
+                tried.append(f"{path} (certificate file missing)")
+            continue
+        except (OSError, ValueError, TypeError, paramiko.SSHException) as e:
+            tried.append(f"{path} (unreadable certificate: {e})")
+            continue
+        found.append((path, cert, base64.b64decode(key.split()[1])))
+    return found
 
 
 def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: Endpoint) -> None:
     """Public key auth as OpenSSH orders it: each identity file (an encrypted one through the agent's
     copy of it), then the other ssh-agent keys (unless IdentitiesOnly), then the usual ~/.ssh keys."""
     tried: list[str] = []
-    seen: set[bytes] = set()
+    seen: set[tuple[bytes, bytes]] = set()
     where = f"{hop.user}@{hop.host}:{hop.port}"
+    certificates = _certificates(hop, endpoint, tried)
 
     def attempt(key: paramiko.PKey, label: str) -> bool:
-        if key.asbytes() in seen:
+        """Offer `key`: first with each certificate of it, then plain; True once authenticated."""
+        for path, cert, inner in certificates:
+            if inner == key.asbytes():
+                if isinstance(key, paramiko.AgentKey):  # a proxy whose copy.copy recurses
+                    certified = paramiko.AgentKey(key.agent, key.blob, key.comment)
+                else:
+                    certified = copy.copy(key)
+                certified.public_blob = cert
+                if offer(certified, f"{label} with certificate {path}"):
+                    return True
+        return offer(key, label)
+
+    def offer(key: paramiko.PKey, label: str) -> bool:
+        blob = getattr(key, "public_blob", None)
+        ident = (key.asbytes(), blob.key_blob if blob is not None else b"")
+        if ident in seen:
             return False
-        seen.add(key.asbytes())
+        seen.add(ident)
         try:
             remaining = transport.auth_publickey(hop.user, key)
         except paramiko.BadAuthenticationType as e:
@@ -323,15 +397,15 @@ def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: 
             key = _load_key(path, tried)
             if key is _ENCRYPTED:
                 blob = _public_blob(path)
-                copy = next((k for k in agent_keys if blob is not None and k.asbytes() == blob), None)
-                if copy is None:
+                held = next((k for k in agent_keys if blob is not None and k.asbytes() == blob), None)
+                if held is None:
                     tried.append(f"{path} (passphrase-protected and not in ssh-agent: ssh-add it)")
-                elif attempt(copy, f"{path} via ssh-agent"):
+                elif attempt(held, f"{path} via ssh-agent"):
                     return
             elif key is not None and attempt(key, path):
                 return
-        if hop.identities_only:  # only the agent's copies of the configured identities
-            wanted = {_public_blob(p) for p in hop.identity_files} - {None}
+        if hop.identities_only:  # only the agent's copies of the configured identities (and certificates)
+            wanted = ({_public_blob(p) for p in hop.identity_files} - {None}) | {c[2] for c in certificates}
             agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
         for key in agent_keys:
             if attempt(key, f"ssh-agent key {key.get_name()} {fingerprint(key)}"):

@@ -4,6 +4,14 @@
 each resolved through ssh_config itself), the target, and the ProxyCommand that reaches the first of
 them, if any. Nothing here opens a connection.
 
+`Include` is expanded before paramiko parses the text (globs, in sorted order; a relative path is taken
+from ~/.ssh, as OpenSSH does for a user config and for a file given with `ssh -F`, wherever the endpoint's
+ssh_config file is; from /etc/ssh only when that file is in /etc/ssh). An included file that has its own
+Host/Match lines may be included only where every host is selected (before the first Host line, or in
+`Host *` / `Match all`); inside a narrower block it is refused (OpenSSH would nest the blocks, paramiko
+cannot). Like OpenSSH, an included file (or ~/.ssh/config itself) writable by others, or owned by another
+user, is refused.
+
 No directive is silently ignored. Every directive that applies to a host is either honoured
 (`HONOURED`), safe to ignore because opsgate does the same or something stricter (`TOLERATED`),
 accepted only with harmless values (`ONLY_VALUES`), or refused with an `SSHConfigError` naming the
@@ -14,8 +22,10 @@ Match, first value wins); `Match` criteria it does not implement are refused too
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import getpass
+import glob
 import os
 import re
 import shlex
@@ -31,7 +41,8 @@ MAX_JUMPS = 8  # hops through ProxyJump, counting the ones a jump host's own Pro
 
 # Directives opsgate implements (ssh_config(5) spelling, for messages).
 HONOURED = ("HostName", "Port", "User", "IdentityFile", "ProxyJump", "ProxyCommand", "IdentitiesOnly",
-            "AddressFamily", "IgnoreUnknown")
+            "AddressFamily", "IgnoreUnknown", "Include", "HostKeyAlias", "CertificateFile", "IdentityAgent")
+MAX_INCLUDE_DEPTH = 16  # OpenSSH's READCONF_MAX_DEPTH
 
 # Directives opsgate ignores: they do not change where to connect or which host is trusted, or opsgate
 # already does the same or something stricter (it never forwards, never asks, never writes known_hosts,
@@ -60,7 +71,6 @@ TOLERATED = (
 ONLY_VALUES = {
     "CanonicalizeHostname": ("no",),
     "CheckHostIP": ("no",),
-    "IdentityAgent": ("ssh_auth_sock", "$ssh_auth_sock", "none"),  # none: no agent (honoured)
     "ProxyUseFdpass": ("no",),
     "PubkeyAuthentication": ("yes", "unbound", "host-bound"),
     "RefuseConnection": ("no",),
@@ -73,13 +83,10 @@ ONLY_VALUES = {
 REFUSED = {
     "BindAddress": "binding to a local address is not implemented",
     "BindInterface": "binding to a local interface is not implemented",
-    "CertificateFile": "SSH certificates are not implemented",
     "Ciphers": "restricting ciphers is not implemented",
     "DynamicForward": "port forwarding is not implemented",
     "GlobalKnownHostsFile": "opsgate trusts only its own known_hosts setting",
     "HostKeyAlgorithms": "restricting host key algorithms is not implemented",
-    "HostKeyAlias": "host keys are looked up under the host's real name; HostKeyAlias is not implemented",
-    "Include": "Include is not implemented; put the host's settings in this file",
     "KexAlgorithms": "restricting key exchange algorithms is not implemented",
     "LocalCommand": "running a local command after connecting is not implemented",
     "LocalForward": "port forwarding is not implemented",
@@ -102,14 +109,19 @@ _SPELLING = {name.lower(): name for name in (*HONOURED, *TOLERATED, *ONLY_VALUES
 # Match criteria paramiko evaluates; others (localnetwork, tagged, ...) it would treat as matching.
 _MATCH_CRITERIA = ("all", "canonical", "final", "exec", "host", "originalhost", "user", "localuser")
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*")  # what %h %p %r %n may be in a ProxyCommand
+_SETTING = re.compile(r"(\w+)(?:\s*=\s*|\s+)(.+)")  # a config line as paramiko splits it (SSHConfig.SETTINGS_REGEX)
+# CertificateFile lines reach paramiko as IdentityFile values with this prefix: paramiko keeps only the first
+# value of other keys, but accumulates IdentityFile over every matching block (in order), as OpenSSH does for
+# both, and expands the same %-tokens and ~ in it. _hop() separates them again.
+_CERTIFICATE_MARK = "opsgate-certificate-file:"
 
 
 class _Config(paramiko.SSHConfig):
-    """paramiko's parser and matcher, minus its %-expansion of ProxyCommand and ProxyJump (done here,
-    with the endpoint's own user and port, %%, and a check of what reaches the shell)."""
+    """paramiko's parser and matcher, minus its %-expansion of ProxyCommand, ProxyJump and IdentityFile
+    (done here, with the endpoint's own user and port, %%, and a check of what reaches the shell)."""
 
     TOKENS_BY_CONFIG_KEY = {k: v for k, v in paramiko.SSHConfig.TOKENS_BY_CONFIG_KEY.items()
-                            if k not in ("proxycommand", "proxyjump")}
+                            if k not in ("proxycommand", "proxyjump", "identityfile")}
 
     def canonicalize(self, hostname, options, domains):  # paramiko's is a partial CanonicalizeHostname
         raise _Canonicalize(hostname)
@@ -197,7 +209,7 @@ def parse_jump(value: str, where: str) -> tuple[JumpSpec, ...]:
 
 
 class _Context:
-    """One ssh_config file, looked up for the hosts of one endpoint's route."""
+    """One ssh_config file (with what it includes), looked up for the hosts of one endpoint's route."""
 
     def __init__(self, endpoint: Endpoint):
         self.name = endpoint.name
@@ -209,15 +221,77 @@ class _Context:
         if not os.path.exists(path):
             return
         self.path = path
+        # Relative Include paths: ~/.ssh for a user config (OpenSSH's rule, which holds for `ssh -F FILE`
+        # too), /etc/ssh for the system-wide one.
+        system = os.path.dirname(os.path.abspath(path)) == "/etc/ssh"
+        self.include_dir = "/etc/ssh" if system else os.path.expanduser("~/.ssh")
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
-            _check_match_lines(text, self.name, path)
+            text = "\n".join(self._read(path, 0, check=path == os.path.expanduser("~/.ssh/config"))) + "\n"
             self.config = _Config.from_text(text)
         except SSHConfigError:
             raise
         except Exception as e:  # paramiko raises several types for bad configs
             raise SSHConfigError(f"{self.name}: cannot use ssh config {path}: {e}") from e
+
+    def _read(self, path: str, depth: int, *, check: bool = True) -> list[str]:
+        """The lines of `path` with its Includes expanded and CertificateFile marked (see _CERTIFICATE_MARK)."""
+        if check:
+            _check_owner(path, self.name)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError as e:
+            raise SSHConfigError(f"{self.name}: cannot read ssh config {path}: {e.strerror}") from e
+        _check_match_lines(text, self.name, path)
+        out: list[str] = []
+        everyone = True  # the current block selects every host: before any Host/Match, Host *, Match all
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            match = _SETTING.match(raw.strip())
+            if not match or raw.strip().startswith("#"):
+                out.append(raw)
+                continue
+            key, value = match.group(1).lower(), match.group(2).strip()
+            if key in ("host", "match"):
+                everyone = value.split() == ["*"] if key == "host" else value.lower() == "all"
+                out.append(raw)
+            elif key == "include":
+                out.extend(self._include(value, f"{path}:{lineno}", everyone, depth))
+            elif key == "certificatefile":
+                if len(value) > 1 and value.startswith('"') and value.endswith('"'):
+                    value = value[1:-1]
+                out.append(f"IdentityFile {_CERTIFICATE_MARK}{value}")
+            else:
+                out.append(raw)
+        return out
+
+    def _include(self, value: str, where: str, everyone: bool, depth: int) -> list[str]:
+        if depth + 1 > MAX_INCLUDE_DEPTH:
+            raise SSHConfigError(f"{self.name}: {where}: Include nested more than {MAX_INCLUDE_DEPTH} deep "
+                                 f"(a file that includes itself?)")
+        try:
+            patterns = shlex.split(value)
+        except ValueError as e:
+            raise SSHConfigError(f"{self.name}: {where}: unparsable Include line: {e}") from e
+        out: list[str] = []
+        for pattern in patterns:
+            pattern = os.path.expanduser(pattern)
+            if not os.path.isabs(pattern):
+                pattern = os.path.join(self.include_dir, pattern)
+            for path in sorted(glob.glob(pattern)):  # no match: nothing, as in OpenSSH
+                if os.path.isdir(path):
+                    continue
+                lines = self._read(path, depth + 1)
+                headers = any((m := _SETTING.match(line.strip())) and m.group(1).lower() in ("host", "match")
+                              for line in lines)
+                if headers and not everyone:
+                    raise SSHConfigError(
+                        f"{self.name}: {where}: Include of {path}, which has Host or Match lines, inside a "
+                        f"Host or Match block is not supported by opsgate (OpenSSH would nest the blocks); "
+                        f"move the Include before the first Host line, or into Host *")
+                out.extend(lines)
+                if headers:
+                    out.append("Host *")  # back to the including block, which selects every host
+        return out
 
     def lookup(self, alias: str) -> dict:
         if self.config is None:
@@ -234,6 +308,17 @@ class _Context:
                 f"(nothing was run)") from e
         except Exception as e:  # Match exec failing, canonicalisation failing, ...
             raise SSHConfigError(f"{self.name}: cannot use ssh config {self.path} for host {alias}: {e}") from e
+
+
+def _check_owner(path: str, name: str) -> None:
+    """OpenSSH's rule for user config files: owned by the user (or root), not writable by group or others."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise SSHConfigError(f"{name}: cannot read ssh config {path}: {e.strerror}") from e
+    if (st.st_uid not in (0, os.getuid())) or st.st_mode & 0o022:
+        raise SSHConfigError(f"{name}: bad owner or permissions on ssh config {path} (others could change "
+                             f"where opsgate connects); refusing it, as OpenSSH does")
 
 
 def _check_match_lines(text: str, name: str, path: str) -> None:
@@ -278,15 +363,19 @@ def _refusals(options: dict, alias: str) -> list[str]:
     return problems
 
 
-def _expand(value: str, hop: Hop, directive: str, where: str, *, shell: bool) -> str:
-    """ssh_config %-tokens of ProxyCommand/ProxyJump: %% %h %n %p %r."""
+def _expand(value: str, hop: Hop, directive: str, where: str, *, shell: bool, local: bool = False) -> str:
+    """ssh_config %-tokens of ProxyCommand/ProxyJump: %% %h %n %p %r; with `local` (paths: IdentityFile,
+    CertificateFile, IdentityAgent) also %d %i %u %L %l."""
     tokens = {"%": "%", "h": hop.host, "n": hop.alias, "p": str(hop.port), "r": hop.user}
+    if local:
+        tokens.update(d=os.path.expanduser("~"), i=str(os.getuid()), u=getpass.getuser(),
+                      L=socket.gethostname().split(".")[0], l=socket.gethostname())
 
     def sub(match: re.Match[str]) -> str:
         token = match.group(1)
         if token not in tokens:
             raise SSHConfigError(f"{where}: {directive} uses %{token}, which opsgate does not expand "
-                                 f"(it knows %%, %h, %n, %p, %r)")
+                                 f"(it knows %{', %'.join(sorted(tokens))})")
         text = tokens[token]
         if shell and token != "%" and not _SAFE_TOKEN.fullmatch(text):
             raise SSHConfigError(f"{where}: refusing to pass {text!r} (%{token}) to the ProxyCommand shell: "
@@ -296,25 +385,61 @@ def _expand(value: str, hop: Hop, directive: str, where: str, *, shell: bool) ->
     return re.sub(r"%(.?)", sub, value, flags=re.DOTALL)
 
 
+def _environment(value: str, directive: str, where: str) -> str:
+    """${VAR} in a path, as OpenSSH expands it in IdentityAgent and CertificateFile; an unset one is refused."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(1) not in os.environ:
+            raise SSHConfigError(f"{where}: {directive} {value} uses ${{{match.group(1)}}}, which is not set")
+        return os.environ[match.group(1)]
+
+    return re.sub(r"\$\{(\w+)\}", sub, value)
+
+
+def _agent(options: dict, hop: Hop, where: str) -> tuple[bool, str | None]:
+    """IdentityAgent: (use an agent, its socket). None: $SSH_AUTH_SOCK; "$VAR": that variable, read when
+    connecting; else a path (~, ${VAR}, %d %i %u %h %n %p %r %% expanded)."""
+    value = options.get("identityagent")
+    if value is None or value.upper() in ("SSH_AUTH_SOCK", "$SSH_AUTH_SOCK"):
+        return True, None
+    if value.lower() == "none":
+        return False, None
+    if re.fullmatch(r"\$\w+", value):
+        return True, value
+    path = _environment(_expand(value, hop, "IdentityAgent", where, shell=False, local=True), "IdentityAgent", where)
+    return True, os.path.expanduser(path)
+
+
 def _hop(options: dict, alias: str, user: str | None, port: int | None, identity: str | None, where: str) -> Hop:
     try:
         number = port or int(options.get("port", 22))
     except ValueError as e:
         raise SSHConfigError(f"{where}: bad Port in ssh config: {options.get('port')!r}") from e
-    identities = (identity,) if identity else tuple(options.get("identityfile", ()))
+    listed = tuple(options.get("identityfile", ()))
+    certificates = tuple(p[len(_CERTIFICATE_MARK):] for p in listed if p.startswith(_CERTIFICATE_MARK))
+    listed = tuple(p for p in listed if not p.startswith(_CERTIFICATE_MARK))
     family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}.get(str(options.get("addressfamily", "any")).lower())
     if family is None and str(options.get("addressfamily", "any")).lower() != "any":
         raise SSHConfigError(f"{where}: bad AddressFamily {options.get('addressfamily')!r}")
-    return Hop(
+    hop = Hop(
         alias=alias,
         host=options.get("hostname", alias),
         port=number,
         user=user or options.get("user") or getpass.getuser(),
-        identity_files=tuple(os.path.expanduser(p) for p in identities),
+        identity_files=(os.path.expanduser(identity),) if identity else (),
         identities_only=str(options.get("identitiesonly", "no")).lower() == "yes",
-        use_agent=str(options.get("identityagent", "")).lower() != "none",
         family=family or socket.AF_UNSPEC,
+        host_key_alias=options.get("hostkeyalias") or None,
     )
+
+    def paths(values: tuple[str, ...], directive: str) -> tuple[str, ...]:  # ~, ${VAR} and %-tokens, as OpenSSH
+        return tuple(os.path.expanduser(_environment(_expand(v, hop, directive, where, shell=False, local=True),
+                                                     directive, where)) for v in values)
+
+    use_agent, agent_socket = _agent(options, hop, where)
+    return dataclasses.replace(hop, use_agent=use_agent, agent_socket=agent_socket,
+                               identity_files=hop.identity_files or paths(listed, "IdentityFile"),
+                               certificate_files=paths(certificates, "CertificateFile"))
 
 
 def _proxy(options: dict) -> tuple[str, str] | None:

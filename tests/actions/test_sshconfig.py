@@ -117,10 +117,6 @@ def test_a_proxyjump_loop_is_refused(tmp_path, text):
 
 
 @pytest.mark.parametrize("line, named", [
-    ("HostKeyAlias prod", "HostKeyAlias"),
-    ("CertificateFile ~/.ssh/id_ed25519-cert.pub", "CertificateFile"),
-    ("IdentityAgent ~/.1password/agent.sock", "IdentityAgent"),
-    ("Include ~/.ssh/config.d/*", "Include"),
     ("LocalForward 8080 localhost:80", "LocalForward"),
     ("RemoteForward 9000 localhost:9000", "RemoteForward"),
     ("DynamicForward 1080", "DynamicForward"),
@@ -147,12 +143,12 @@ def test_directives_opsgate_does_not_implement_are_refused(tmp_path, line, named
 
 
 def test_refusal_applies_to_a_jump_host_too(tmp_path):
-    with pytest.raises(SSHConfigError, match=r"jump host bastion.*HostKeyAlias"):
-        route(tmp_path, "Host target\n  ProxyJump bastion\nHost bastion\n  HostKeyAlias gw\n")
+    with pytest.raises(SSHConfigError, match=r"jump host bastion.*SetEnv"):
+        route(tmp_path, "Host target\n  ProxyJump bastion\nHost bastion\n  SetEnv A=b\n")
 
 
 def test_directives_of_other_hosts_do_not_matter(tmp_path):
-    r = route(tmp_path, "Host other\n  LocalForward 1 x:1\n  Include x\nHost target\n  HostName 10.0.0.1\n")
+    r = route(tmp_path, "Host other\n  LocalForward 1 x:1\n  SetEnv A=b\nHost target\n  HostName 10.0.0.1\n")
     assert hops(r)[0][1] == "10.0.0.1"
 
 
@@ -190,3 +186,126 @@ def test_match_criteria_paramiko_cannot_evaluate_are_refused(tmp_path, criterion
 def test_match_host_is_evaluated(tmp_path):
     text = "Host target\n  HostName 10.9.9.9\nMatch host 10.9.*\n  ProxyJump bastion\n"
     assert [h.alias for h in route(tmp_path, text).hops] == ["bastion", "target"]
+
+
+# --- Include --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A home directory of the test's own: ~/.ssh is where relative Include paths are looked up."""
+    path = tmp_path / "home"
+    (path / ".ssh" / "config.d").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
+def test_relative_include_is_taken_from_dot_ssh_whatever_the_config_path(tmp_path, home):
+    (home / ".ssh" / "config.d" / "20-db").write_text("Host target\n  HostName 10.0.0.20\n  User second\n")
+    (home / ".ssh" / "config.d" / "10-web").write_text("Host target\n  HostName 10.0.0.10\n")
+    (tmp_path / "config.d").mkdir()  # beside the config file: not where OpenSSH looks
+    (tmp_path / "config.d" / "00-wrong").write_text("Host target\n  HostName 192.0.2.66\n")
+    r = route(tmp_path, "Include config.d/*\nHost *\n  User last\n")
+    # the glob's files in sorted order, first value wins: 10-web's HostName, 20-db's User
+    assert hops(r) == [("target", "10.0.0.10", 22, "second")]
+
+
+def test_include_with_home_and_absolute_paths(tmp_path, home):
+    (home / ".ssh" / "hosts").write_text("Host target\n  Port 2201\n")
+    absolute = tmp_path / "abs.conf"
+    absolute.write_text("Host target\n  User abs\n")
+    r = route(tmp_path, f"Include ~/.ssh/hosts {absolute}\n")
+    assert hops(r) == [("target", "target", 2201, "abs")]
+
+
+def test_lines_after_a_top_level_include_apply_to_every_host_again(tmp_path, home):
+    (home / ".ssh" / "other").write_text("Host other\n  User nobody\n")
+    r = route(tmp_path, "Include other\nUser everyone\n")  # OpenSSH: back in the including file's context
+    assert r.target.user == "everyone"
+
+
+def test_include_inside_a_host_block_applies_to_that_host_only(tmp_path, home):
+    (home / ".ssh" / "prod").write_text("User deploy\nPort 2222\n")
+    text = "Host target\n  Include prod\nHost *\n  User fallback\n"
+    assert hops(route(tmp_path, text)) == [("target", "target", 2222, "deploy")]
+    assert hops(route(tmp_path, text, host="other")) == [("other", "other", 22, "fallback")]
+
+
+def test_include_of_host_blocks_inside_a_host_block_is_refused(tmp_path, home):
+    (home / ".ssh" / "nested").write_text("Host db\n  User x\n")
+    with pytest.raises(SSHConfigError, match="Include of .*nested, which has Host or Match lines, inside a Host"):
+        route(tmp_path, "Host target\n  Include nested\n")
+
+
+def test_refused_directive_in_an_included_file_is_still_refused(tmp_path, home):
+    (home / ".ssh" / "fwd").write_text("Host target\n  LocalForward 8080 localhost:80\n")
+    with pytest.raises(SSHConfigError, match="LocalForward"):
+        route(tmp_path, "Include fwd\n")
+
+
+def test_match_criteria_are_checked_in_included_files(tmp_path, home):
+    (home / ".ssh" / "m").write_text("Match tagged prod\n  User x\n")
+    with pytest.raises(SSHConfigError, match=r"\.ssh/m:1: Match tagged"):
+        route(tmp_path, "Include m\n")
+
+
+def test_an_include_loop_is_refused(tmp_path, home):
+    (home / ".ssh" / "a").write_text("Include b\n")
+    (home / ".ssh" / "b").write_text("Include a\n")
+    with pytest.raises(SSHConfigError, match="nested more than 16"):
+        route(tmp_path, "Include a\n")
+
+
+def test_include_that_matches_nothing_is_no_error(tmp_path, home):
+    assert hops(route(tmp_path, "Include config.d/*.conf missing\n")) == [("target", "target", 22, os.environ.get(
+        "USER") or __import__("getpass").getuser())]
+
+
+def test_included_file_writable_by_others_is_refused(tmp_path, home):
+    included = home / ".ssh" / "shared"
+    included.write_text("Host target\n  ProxyCommand nc evil 22\n")
+    included.chmod(0o666)
+    with pytest.raises(SSHConfigError, match="bad owner or permissions"):
+        route(tmp_path, "Include shared\n")
+
+
+# --- HostKeyAlias, CertificateFile, IdentityAgent ----------------------------------------------
+
+
+def test_hostkeyalias_is_kept_for_the_host_key_lookup(tmp_path):
+    r = route(tmp_path, "Host target\n  ProxyJump gw\n  HostKeyAlias web1.prod\nHost gw\n  HostKeyAlias gw.prod\n")
+    assert [h.host_key_alias for h in r.hops] == ["gw.prod", "web1.prod"]
+    assert route(tmp_path, "Host target\n  HostName 10.0.0.1\n").target.host_key_alias is None
+
+
+def test_certificate_files_accumulate_over_blocks_like_identity_files(tmp_path, home, monkeypatch):
+    monkeypatch.setenv("CERTS", "/srv/certs")
+    r = route(tmp_path, "Host target\n  CertificateFile ~/.ssh/a-cert.pub\n  IdentityFile ~/.ssh/a\n"
+                        'Host *\n  CertificateFile "${CERTS}/b-cert.pub"\n  CertificateFile /c-%r-cert.pub\n',
+              user="deploy")
+    assert r.target.certificate_files == (f"{home}/.ssh/a-cert.pub", "/srv/certs/b-cert.pub", "/c-deploy-cert.pub")
+    assert r.target.identity_files == (f"{home}/.ssh/a",)
+
+
+@pytest.mark.parametrize("value, use_agent, socket", [
+    ("none", False, None),
+    ("SSH_AUTH_SOCK", True, None),
+    ("$SSH_AUTH_SOCK", True, None),
+    ("$OTHER_AGENT", True, "$OTHER_AGENT"),
+    ("/run/agent.sock", True, "/run/agent.sock"),
+    ("~/.1password/agent.sock", True, "{home}/.1password/agent.sock"),
+    ("%d/agent-%u.sock", True, "{home}/agent-{user}.sock"),
+    ("${RUNTIME}/ssh-agent.socket", True, "/run/user/1000/ssh-agent.socket"),
+])
+def test_identityagent_forms(tmp_path, home, monkeypatch, value, use_agent, socket):
+    monkeypatch.setenv("RUNTIME", "/run/user/1000")
+    hop = route(tmp_path, f"Host target\n  IdentityAgent {value}\n").target
+    user = __import__("getpass").getuser()
+    assert (hop.use_agent, hop.agent_socket) == (use_agent, socket and socket.format(home=home, user=user))
+
+
+@pytest.mark.parametrize("value, problem", [("${NOT_SET_ANYWHERE}/a.sock", "not set"), ("/run/%C.sock", "%C")])
+def test_identityagent_that_cannot_be_expanded_is_refused(tmp_path, monkeypatch, value, problem):
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(SSHConfigError, match=problem):
+        route(tmp_path, f"Host target\n  IdentityAgent {value}\n")
