@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
+from opsgate.actions.display import escape_line, escape_text
 from opsgate.console.durations import format_clock
 from opsgate.console.errors import OpsgateError
 from opsgate.console.catalog.policy import FACTOR_WORDS, RISKS, satisfies, seconds_left
@@ -71,6 +72,7 @@ class ConsoleScreen(Screen):
         Binding("d", "dry_run", "Dry run", show=False),
         Binding("v", "verify_audit", "Verify audit"),
         Binding("h", "history", "History"),
+        Binding("a", "approvals", "Approvals", show=False),
         Binding("o", "toggle_bottom", "Output/audit", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -89,6 +91,8 @@ class ConsoleScreen(Screen):
         self._run_worker = None
         self._frontend: TuiFrontend | None = None
         self.pause: PauseAsked | None = None  # the runbook pause waiting for the operator
+        self.waiting_approvals = 0  # gate mode: requests of others waiting at the gate
+        self._ticks = 0
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -133,6 +137,9 @@ class ConsoleScreen(Screen):
     # -- the top bar, the banner and the grant line, every second ---------------------------------------
 
     def _tick(self) -> None:
+        self._ticks += 1
+        if self.ctx.config.gate is not None and self._ticks % 5 == 1:
+            self._poll_approvals()
         self._update_topbar()
         self._update_grant_line()
         self.query_one(OutputPanel).tick()
@@ -152,6 +159,9 @@ class ConsoleScreen(Screen):
         bar = Text.assemble((" opsgate ", "bold reverse"), "  operator ", (self.ctx.operator, "bold"),
                             f"  ·  {len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets",
                             f"  ·  {grant_text}  ·  ", (label, style))
+        if self.waiting_approvals:
+            bar.append("  ·  ")
+            bar.append(f"⚑ {self.waiting_approvals} waiting: a", style="bold reverse")
         forwarding = self.forward_status_text()
         if forwarding is not None:
             bar.append("  ·  ")
@@ -165,7 +175,7 @@ class ConsoleScreen(Screen):
             return None
         status = forwarder.status()
         if forwarder.error is not None:
-            return Text(f"fwd ✗ {forwarder.error}", style="bold")
+            return Text(f"fwd ✗ {escape_line(forwarder.error)}", style="bold")
         if status.waiting_for_lock:
             return Text("fwd: another opsgate forwards", style="dim")
         backlog = max(0, self.query_one(AuditPane).last_seq - status.cursor.seq)
@@ -311,7 +321,7 @@ class ConsoleScreen(Screen):
         if draft is None:
             return None
         targets = () if draft.is_runbook else tuple(draft.targets)  # a runbook's steps name their targets
-        return RunRequest(draft.action.id, targets, dict(draft.request_params()), self.ctx.operator)
+        return RunRequest(draft.action.id, targets, dict(draft.request_params()), self.ctx.operator, draft.reason)
 
     def action_run(self) -> None:
         if self.running:
@@ -406,7 +416,7 @@ class ConsoleScreen(Screen):
         output.set_status(key, word, outcome=result.outcome)
         if result.error:
             try:
-                output.log_for(key).write_line(f"── {result.error}")
+                output.log_for(key).write_line(f"── {escape_line(result.error)}")
             except Exception:
                 pass
         self.query_one(AuditPane).poke()
@@ -504,7 +514,7 @@ class ConsoleScreen(Screen):
             for index, status in output.step_statuses.items():
                 if status in ("pending", "running", "waiting"):
                     output.set_step_status(index, "not run")
-            output.finish_run(f"{name} · {what}: {message.error}")
+            output.finish_run(f"{name} · {what}: {escape_line(message.error)}")
             self.say(message.error or what, title=f"{name}: {what}", severity="error")
         self.query_one(AuditPane).poke()
         self._tick()
@@ -588,14 +598,40 @@ class ConsoleScreen(Screen):
             self.notify,
             f"{report.count} records, chain intact" + (f", {report.recordings_checked} recordings checked"
                                                        if report.recordings_checked else "")
-            if report.ok else f"BROKEN: {problem}",
+            if report.ok else f"BROKEN: {escape_line(problem)}",
             title="Audit verify", severity="information" if report.ok else "error", markup=False)
 
     # -- misc --------------------------------------------------------------------------------------
 
     def say(self, message: str, *, title: str = "", severity: str = "information") -> None:
-        """A notification; never markup (errors quote config patterns and remote text)."""
-        self.notify(message, title=title, severity=severity, markup=False)
+        """A notification; never markup, every control character shown as text (errors quote config
+        patterns and remote text)."""
+        self.notify(escape_text(message), title=escape_line(title), severity=severity, markup=False)
+
+    def action_approvals(self) -> None:
+        if self.ctx.config.gate is None:
+            self.say("Approvals live at a gate: this config has no [gate].", severity="warning")
+            return
+        from opsgate.screens.approvals import ApprovalsScreen
+
+        self.app.push_screen(ApprovalsScreen(self))
+
+    @work(thread=True, exclusive=True, group="approvals-poll", exit_on_error=False)
+    def _poll_approvals(self) -> None:
+        """How many requests of other operators wait at the gate (the top bar's badge)."""
+        from opsgate.console.gate.client import GateClient
+        from opsgate.console.gate.protocol import GateError
+
+        try:
+            client = GateClient(self.ctx.config.gate, timeout=self.ctx.config.settings.connect_timeout)
+            try:
+                me = client.hello["operator"]
+                count = sum(1 for p in client.request("approvals", {}) if p["requester"] != me)
+            finally:
+                client.close()
+        except GateError:
+            return
+        self.app.call_from_thread(setattr, self, "waiting_approvals", count)
 
     def action_history(self) -> None:
         from opsgate.screens.history import HistoryScreen

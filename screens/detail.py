@@ -52,6 +52,8 @@ class Draft:
     action: Action | Runbook
     params: dict[str, str]
     targets: tuple[str, ...]
+    reason: str = ""  # why, when the policy asks (the CLI's --reason)
+    needs_reason: bool = False
 
     @property
     def is_runbook(self) -> bool:
@@ -61,6 +63,8 @@ class Draft:
         out = []
         if not self.targets and not self.is_runbook:  # a runbook's steps name their own targets
             out.append("select at least one target")
+        if self.needs_reason and not self.reason.strip():
+            out.append("say why in the reason field (the policy asks)")
         try:
             resolve_params(self.action, self._given())
         except ParamError as e:
@@ -192,7 +196,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
         allowed = [] if is_runbook else self.config.targets_for(action)
         draft = self._drafts.setdefault(action.id, Draft(
             action, {n: "" if p.default is None else str(p.default) for n, p in action.params.items()},
-            tuple(t.name for t in allowed)))
+            tuple(t.name for t in allowed), needs_reason=self.config.requirement_for(action).reason))
         head = Text.assemble((action.id, "bold"), "  ", risk_badge(action.risk, pad=False), "  ")
         if is_runbook:
             head.append(" RUNBOOK ", style="bold reverse")
@@ -243,6 +247,11 @@ class ActionDetail(VerticalScroll, can_focus=False):
             widgets.append(field)
             widgets.append(Static(Text(param.description or "", style="dim"), id=f"param-note-{name}",
                                   classes="param-note"))
+        if draft.needs_reason:
+            field = Input(value=draft.reason, placeholder="why: shown to approvers, kept in the trail",
+                          id="reason", classes="param-input")
+            field.border_title = "reason"
+            widgets.append(field)
         if not widgets:
             widgets.append(Static(Text("none", style="dim")))
         await params_box.mount_all(widgets)
@@ -272,6 +281,9 @@ class ActionDetail(VerticalScroll, can_focus=False):
                 if fields:
                     fields.first().focus()
                     return True
+        if draft.needs_reason and not draft.reason.strip() and self.query("#reason"):
+            self.query_one("#reason", Input).focus()
+            return True
         return False
 
     def set_grant_text(self, text: str) -> None:
@@ -345,6 +357,10 @@ class ActionDetail(VerticalScroll, can_focus=False):
         self.post_message(self.Changed(draft))
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "reason" and self.draft is not None and event.input.is_attached:
+            event.stop()
+            self.draft.reason = event.value
+            return
         if not (event.input.id or "").startswith("param-") or self.draft is None:
             return
         event.stop()
@@ -356,7 +372,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
         self._update_preview()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if (event.input.id or "").startswith("param-") and self.draft is not None:
+        if ((event.input.id or "").startswith("param-") or event.input.id == "reason") and self.draft is not None:
             event.stop()
             self.post_message(self.Submitted(self.draft))
 

@@ -71,3 +71,45 @@ async def test_a_critical_runbook_step_through_the_gate_relays_the_touch_to_the_
         assert screen.last_report.exit_code == 0
     success = next(r for r in gate_records(gate_demo) if r["event"] == "stepup.success")
     assert success["factor"] == "fido2" and success.get("digest")  # the gate verified the assertion
+
+
+async def test_the_approvals_panel_lists_a_waiting_request_and_the_gate_refuses_self_approval(tmp_path):
+    from dataclasses import replace
+
+    from opsgate.console.catalog.policy import Requirement
+    from opsgate.screens.approvals import ApprovalsScreen
+    from opsgate.screens.stepup_modals import OtpModal
+    from tests.helpers.tui_fixtures import current_code
+
+    demo = start_demo(tmp_path, gate=True)
+    try:
+        # the gate's policy asks one approval for medium (the service shares the config object in the demo)
+        policy = dict(demo.config.policy, medium=Requirement("otp", 900, approvals=1))
+        object.__setattr__(demo.config, "policy", policy)
+        app = gate_app(demo)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = next(s for s in app.screen_stack if isinstance(s, ConsoleScreen))
+            screen.select_action("restart-service")
+            await wait_for(pilot, lambda: screen.query("#param-service"), what="the param form")
+            screen.query_one("#param-service").focus()
+            await pilot.press(*"nginx", "enter")  # in the param field: run
+            otp = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen, what="the OTP modal")
+            await wait_for(pilot, lambda: app.focused is not None and app.focused.screen is otp, what="the code field")
+            await pilot.press(*current_code(demo), "enter")
+            await wait_for(pilot, lambda: any(r["event"] == "approval.pending" for r in gate_records(demo)),
+                           what="the request waiting at the gate")
+            app.screen.action_approvals() if isinstance(app.screen, ConsoleScreen) else None
+            panel = await wait_for(pilot, lambda: isinstance(app.screen, ApprovalsScreen) and app.screen.loaded
+                                   and app.screen, what="the approvals panel")
+            assert len(panel.pending) == 1 and panel.pending[0]["requester"] == "demo"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: panel.last_answer, what="the gate's answer")
+            assert "cannot approve their own request" in panel.last_answer
+            await pilot.press("escape")
+            screen.action_cancel_run()
+            await wait_for(pilot, lambda: not screen.running, timeout=30, what="the run to end")
+        assert otp is not None
+        denied = [r for r in gate_records(demo) if r["event"] == "approval.denied"]
+        assert denied and denied[0]["operator"] == "demo"
+    finally:
+        demo.close()
