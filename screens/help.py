@@ -49,6 +49,7 @@ hash chain verifies (checked in full at start and on `v`, then record by record 
 | `d` | dry run, recorded in the trail |
 | `v` | verify the audit trail |
 | `h` | run history: filter, open a run, replay its verified recordings |
+| `a` | gate mode: requests waiting for a second operator; approve (enter) or deny (d) with your own factor |
 | `o` | narrow terminal: swap output and audit |
 | `t` | light / dark theme |
 | `ctrl+p` | command palette |
