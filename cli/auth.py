@@ -37,15 +37,17 @@ def cmd_enroll(ctx: "Context") -> int:
         # Local mode has no identity but the login and the config: a factor for anyone else is refused.
         raise UsageError(f"cannot enroll a factor for {operator!r} here: local mode enrolls only you "
                          f"({ctx.config.settings.operator}); a gate enrolls each operator with their own login")
-    stepup, audit = parts.stepup, parts.pipeline.stepup_audit(operator)
+    # Every enrollment record names the OS user who made it as well as the operator it is for.
+    stepup, audit = parts.stepup, parts.pipeline.stepup_audit(operator, os_user=getpass.getuser())
     if stepup.store.operator(operator).factors():
         print(f"{operator} already has a factor enrolled: step up with it first", file=sys.stderr)
         parts.pipeline.step_up_now(operator, None, prompter)
     if ctx.args.factor == "otp":
         return _enroll_otp(stepup, operator, prompter, audit)
     name = ctx.args.name or "security key"
-    cred = stepup.enroll_fido2(operator, name, prompter)
-    audit(ENROLL_FIDO2, {"operator": operator, "credential": name, "credential_id": cred.credential_id.hex()})
+    # Audited before it is saved: a factor the trail does not know must not exist (exit 4, nothing saved).
+    stepup.enroll_fido2(operator, name, prompter, before_save=lambda cred: audit(ENROLL_FIDO2, {
+        "operator": operator, "credential": name, "credential_id": cred.credential_id.hex()}))
     print(f"Security key {name!r} enrolled for {operator} (relying party {ctx.config.settings.rp_id}).")
     return EXIT_OK
 
@@ -61,10 +63,10 @@ def _enroll_otp(stepup: StepUp, operator: str, prompter, audit) -> int:
         if code is None:
             raise StepUpDenied(f"OTP enrollment for {operator} not saved: "
                                f"{prompt.error or 'cancelled'}")
-        if stepup.enroll_otp(operator, secret, code):
+        # Audited before it is saved: a factor the trail does not know must not exist (exit 4, nothing saved).
+        if stepup.enroll_otp(operator, secret, code, before_save=lambda: audit(ENROLL_OTP, {"operator": operator})):
             break
         prompt.error = f"that code does not match the new secret (enter the current {DIGITS}-digit code)"
-    audit(ENROLL_OTP, {"operator": operator})
     print(f"OTP enrolled for {operator}.")
     return EXIT_OK
 

@@ -72,6 +72,7 @@ class Grant:
     operator: str
     factor: str
     auth_time: float  # unix seconds
+    user_verified: bool = False  # FIDO2: the key verified the user (PIN or biometric), not only presence
 
 
 def satisfies(grant: Grant | None, requirement: Requirement, now: float, *, used: bool = False) -> bool:
@@ -89,6 +90,8 @@ def satisfies(grant: Grant | None, requirement: Requirement, now: float, *, used
         return False
     if factor_rank(grant.factor) < factor_rank(requirement.factor):
         return False
+    if requirement.user_verification and not (grant.factor == "fido2" and grant.user_verified):
+        return False  # a touch-only grant never meets a policy that asks the key to verify the user
     if not grant.auth_time <= now + CLOCK_SKEW:  # from the future (or NaN): clock trouble, do not trust it
         return False
     if requirement.max_age == 0:

@@ -36,7 +36,7 @@ from opsgate.console.gate.ca import UserCA
 from opsgate.console.gate.protocol import VERSION, Channel, GateError, error_type
 from opsgate.console.run import Executed, Pipeline, Plan, RunRequest, StepPlan, renderings
 from opsgate.console.stepup.credentials import read_private
-from opsgate.console.stepup.totp import DIGITS, check_enrollment_code, new_secret, provisioning_uri
+from opsgate.console.stepup.totp import DIGITS, new_secret, provisioning_uri
 from opsgate.console.stepup.verifier import Prompt, StepUp, StepUpRequest
 
 TOKENS_FILE = "enroll-tokens.json"
@@ -569,16 +569,14 @@ class GateService:
                 code = frontend.ask_code(prompt)
                 if code is None:
                     raise StepUpDenied(f"OTP enrollment for {operator} not saved: {prompt.error or 'cancelled'}")
-                if check_enrollment_code(secret, code, self.stepup.clock()) is not None:
-                    break
+                # audited first: a factor the trail does not know must not exist
+                if self.stepup.enroll_otp(operator, secret, code, before_save=lambda: audit(ENROLL_OTP, {
+                        "operator": operator})):
+                    return {"factor": "otp"}
                 prompt.error = f"that code does not match the new secret (enter the current {DIGITS}-digit code)"
-            audit(ENROLL_OTP, {"operator": operator})  # audited first: an unrecorded factor must not exist
-            if not self.stepup.enroll_otp(operator, secret, code):
-                raise StepUpDenied("the code expired while saving: enroll again")
-            return {"factor": "otp"}
         name = str(args.get("name") or "security key")
-        cred = self.stepup.enroll_fido2(operator, name, frontend)
-        audit(ENROLL_FIDO2, {"operator": operator, "credential": name, "credential_id": cred.credential_id.hex()})
+        self.stepup.enroll_fido2(operator, name, frontend, before_save=lambda cred: audit(ENROLL_FIDO2, {
+            "operator": operator, "credential": name, "credential_id": cred.credential_id.hex()}))
         return {"factor": "fido2", "name": name}
 
     def op_trail(self, peer: Peer, args: dict) -> dict:

@@ -34,6 +34,7 @@ class FidoCredential:
     sign_count: int = 0
     name: str = "security key"
     created: float = 0.0
+    locked: str | None = None  # why it may not be used (a clone signal); re-enroll it with another factor
 
 
 @dataclass
@@ -141,6 +142,9 @@ class CredentialStore:
                  "sign_count": c.sign_count, "name": c.name, "created": float(c.created)}
                 for c in op.fido2
             ]
+            for out, c in zip(entry["fido2"], op.fido2):
+                if c.locked:
+                    out["locked"] = c.locked
             doc["operators"][name] = entry
         try:
             write_private(self.path, tomli_w.dumps(doc).encode("utf-8"))
@@ -158,9 +162,13 @@ def _parse(doc: dict) -> dict[str, OperatorCredentials]:
             raise ValueError(f"operators.{name}.totp_secret: not a base32 secret of at least 128 bits")
         creds = []
         for c in entry.get("fido2", []):
+            locked = c.get("locked")
+            if locked is not None and not isinstance(locked, str):
+                raise ValueError(f"operators.{name}.fido2.locked: expected a string")
             creds.append(FidoCredential(_b64d(c["credential_id"]), _b64d(c["credential_data"]),
                                         _int(c["sign_count"]), str(c.get("name", "security key")),
                                         float(c.get("created", 0.0))))
+            creds[-1].locked = locked
         out[name] = OperatorCredentials(secret, _int(entry.get("totp_last_step", -1)),
                                         _int(entry.get("totp_failures", 0)),
                                         float(entry.get("totp_locked_until", 0.0)), creds)

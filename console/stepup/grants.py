@@ -67,7 +67,8 @@ class GrantBook:
             doc = json.loads(raw)
             out = {}
             for operator, entry in doc.items():
-                grant = Grant(str(entry["operator"]), str(entry["factor"]), float(entry["auth_time"]))
+                grant = Grant(str(entry["operator"]), str(entry["factor"]), float(entry["auth_time"]),
+                              entry.get("user_verified") is True)
                 if grant.operator != operator or grant.factor not in FACTORS:
                     continue  # not bound to this operator: ignore rather than trust it
                 out[operator] = GrantRecord(grant, bool(entry.get("used", False)), entry.get("request_digest"))
@@ -77,7 +78,8 @@ class GrantBook:
 
     def _write(self, data: dict[str, GrantRecord]) -> None:
         doc = {op: {"operator": r.grant.operator, "factor": r.grant.factor, "auth_time": r.grant.auth_time,
-                    "used": r.used, "request_digest": r.request_digest} for op, r in data.items()}
+                    "user_verified": r.grant.user_verified, "used": r.used, "request_digest": r.request_digest}
+               for op, r in data.items()}
         try:
             write_private(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
         except OSError as e:

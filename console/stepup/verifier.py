@@ -209,11 +209,16 @@ class StepUp:
         return grant
 
     # Enrollment ------------------------------------------------------------------------------
-    def enroll_otp(self, operator: str, secret: str, code: str) -> bool:
-        """Save ``secret`` for ``operator`` only if ``code`` is current for it; the code is then spent."""
+    def enroll_otp(self, operator: str, secret: str, code: str,
+                   before_save: Callable[[], None] | None = None) -> bool:
+        """Save ``secret`` for ``operator`` only if ``code`` is current for it; the code is then spent.
+
+        ``before_save`` (the audit record) runs first: if it raises, nothing is saved (fail closed)."""
         step = check_enrollment_code(secret, code, self.clock())
         if step is None:
             return False
+        if before_save is not None:
+            before_save()
         with self.store.transaction() as data:
             op = data.setdefault(operator, OperatorCredentials())
             op.totp_secret = secret
@@ -222,8 +227,11 @@ class StepUp:
             op.totp_locked_until = 0.0
         return True
 
-    def enroll_fido2(self, operator: str, name: str, prompter: Prompter) -> FidoCredential:
-        """Register a security key for ``operator`` (one touch) and save its credential."""
+    def enroll_fido2(self, operator: str, name: str, prompter: Prompter,
+                     before_save: Callable[[FidoCredential], None] | None = None) -> FidoCredential:
+        """Register a security key for ``operator`` (one touch) and save its credential.
+
+        ``before_save`` (the audit record) runs first: if it raises, nothing is saved (fail closed)."""
         existing = self.store.operator(operator).fido2
         if any(c.name == name for c in existing):
             raise StepUpDenied(f"{operator} already has a security key named {name!r}: pick another --name")
@@ -233,6 +241,8 @@ class StepUp:
             cred = self.key.register(operator, name, existing, cancel=cancel)
         finally:
             prompter.touch_finished()
+        if before_save is not None:
+            before_save(cred)
         with self.store.transaction() as data:
             data.setdefault(operator, OperatorCredentials()).fido2.append(cred)
         return cred
@@ -255,8 +265,8 @@ class StepUp:
             self._otp(prompt, prompter, audit)
             return Grant(operator, "otp", self.clock()), None
         digest = request.digest()
-        self._fido2(operator, creds.fido2, digest, requirement.user_verification, prompt, prompter, audit)
-        return Grant(operator, "fido2", self.clock()), digest
+        verified = self._fido2(operator, creds.fido2, digest, requirement.user_verification, prompt, prompter, audit)
+        return Grant(operator, "fido2", self.clock(), verified), digest
 
     def _otp(self, prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:
         """Ask for codes until one verifies; deny on cancel, lockout, or a front end that stops asking."""
@@ -295,8 +305,17 @@ class StepUp:
                     raise StepUpDenied(f"no OTP enrolled for {operator}: {enroll_hint('otp')}")
 
     def _fido2(self, operator: str, credentials: list[FidoCredential], digest: bytes, user_verification: bool,
-               prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:
-        """One touch over the request digest; refuse a bad assertion or a counter that did not grow."""
+               prompt: Prompt, prompter: Prompter, audit: AuditHook) -> bool:
+        """One touch over the request digest; refuse a bad assertion or a counter that did not grow.
+        True when the key also verified the user (PIN or biometric). A key locked by a clone signal is
+        not asked at all, and a clone signal locks the key until it is enrolled again."""
+        usable = [c for c in credentials if not c.locked]
+        if not usable:
+            names = ", ".join(repr(c.name) for c in credentials)
+            self._event(audit, STEPUP_FAILURE, prompt, reason="security key locked after a clone signal")
+            raise StepUpDenied(f"{operator}'s security key {names} is locked after a clone signal: enroll a key "
+                               f"again (`opsgate enroll fido2` after stepping up with another factor)")
+        credentials = usable
         cancel = threading.Event()
         prompter.touch_started(prompt, cancel)
         try:
@@ -324,12 +343,21 @@ class StepUp:
                             clone = CloneSuspected(cred.credential_id, cred.sign_count, result.sign_count)
         if clone is not None:
             name = next((c.name for c in credentials if c.credential_id == clone.credential_id), name)
-            self._event(audit, STEPUP_CLONE_SUSPECTED, prompt, credential=name,
+            # Locked for good, whichever copy answered next: both the genuine key and the clone are refused
+            # until the operator enrolls a key again with another factor.
+            with self.store.transaction() as data:
+                for cred in data.get(operator, OperatorCredentials()).fido2:
+                    if cred.credential_id == clone.credential_id:
+                        cred.locked = (f"clone signal: sign counter {clone.received_count} not above "
+                                       f"{clone.stored_count}")
+            self._event(audit, STEPUP_CLONE_SUSPECTED, prompt, credential=name, locked=True,
                         stored_count=clone.stored_count, received_count=clone.received_count, digest=digest.hex())
             raise StepUpDenied(f"security key {name!r} of {operator} reported sign counter {clone.received_count}, "
-                               f"not above {clone.stored_count}: possibly cloned; refused")
+                               f"not above {clone.stored_count}: possibly cloned; refused, and the key is locked "
+                               f"until it is enrolled again (with another factor)")
         self._event(audit, STEPUP_SUCCESS, prompt, credential=name, sign_count=result.sign_count,
                     user_verified=result.user_verified, digest=digest.hex())
+        return result.user_verified
 
     def _event(self, audit: AuditHook, name: str, prompt: Prompt, **fields) -> None:
         audit(name, {"operator": prompt.operator, "factor": prompt.factor, "purpose": prompt.purpose, **fields})

@@ -164,3 +164,23 @@ def test_enroll_fido2_without_a_key(env):
     r = opsgate(env, "enroll", "fido2")
     assert r.returncode == 3
     assert "no security key found" in r.stderr or "cannot look for security keys" in r.stderr
+
+
+def test_enrollment_is_audited_before_it_is_saved(env):
+    # The trail cannot be written (here: its path is a directory): the enrollment fails closed, exit 4,
+    # and no factor exists that the trail does not know about.
+    (env[1] / "audit.jsonl").mkdir(parents=True)
+    rc, _, err, _ = enroll_otp(env)
+    assert rc == 4, err
+    credentials = env[1] / "credentials.toml"
+    assert not credentials.exists() or "totp_secret" not in credentials.read_text()
+
+
+def test_enrollment_record_names_the_os_user(env):
+    import getpass
+    import json
+
+    assert enroll_otp(env)[0] == 0
+    records = [json.loads(line) for line in (env[1] / "audit.jsonl").read_text().splitlines()]
+    enrolled = next(r for r in records if r["event"] == "enroll.otp")
+    assert enrolled["operator"] == "alice" and enrolled["os_user"] == getpass.getuser()

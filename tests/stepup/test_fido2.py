@@ -6,7 +6,7 @@ import pytest
 from fido2.client import Fido2Client
 
 from opsgate.console.errors import StepUpDenied
-from opsgate.console.catalog.policy import Requirement
+from opsgate.console.catalog.policy import Requirement, satisfies
 from opsgate.console.stepup.securitykey import (
     CloneSuspected,
     KeyAccepted,
@@ -223,3 +223,46 @@ def test_enrolling_the_same_key_twice_is_refused(tmp_path, softkey):
     stepup = enrolled(tmp_path, softkey)
     with pytest.raises(SecurityKeyError):
         stepup.enroll_fido2("alice", "again", ScriptedPrompter())
+
+
+def test_a_touch_only_grant_never_meets_a_user_verification_policy(tmp_path, softkey):
+    # `opsgate auth --factor fido2` with a key that cannot verify the user: the grant says so, and a run
+    # whose policy asks for user verification asks again (and is refused by this key) instead of reusing it.
+    stepup = enrolled(tmp_path, softkey)
+    grant = stepup.step_up_now("alice", "fido2", ScriptedPrompter(), AuditLog())
+    assert grant.factor == "fido2" and grant.user_verified is False
+    uv = Requirement("fido2", 900, user_verification=True)
+    assert not satisfies(grant, uv, grant.auth_time)
+    assert satisfies(grant, Requirement("fido2", 900), grant.auth_time)
+    audit = AuditLog()
+    with pytest.raises(StepUpDenied, match="user verification"):
+        stepup.ensure("alice", uv, request(), ScriptedPrompter(), audit)
+    assert "stepup.failure" in audit.events()
+
+
+def test_a_key_that_verifies_the_user_gives_a_grant_that_meets_the_policy(tmp_path):
+    softkey = SoftKey(user_verification=True)
+    stepup = enrolled(tmp_path, softkey)
+    uv = Requirement("fido2", 900, user_verification=True)
+    outcome = stepup.ensure("alice", uv, request(), ScriptedPrompter(), AuditLog())
+    assert outcome.fresh and outcome.grant.user_verified
+    again = stepup.ensure("alice", uv, request(nonce=b"n" * 16), ScriptedPrompter(), AuditLog())
+    assert not again.fresh  # the kept grant counts: it was user-verified
+
+
+def test_a_clone_signal_locks_the_key_for_the_clone_and_the_genuine_key_alike(tmp_path, softkey):
+    stepup = enrolled(tmp_path, softkey)
+    stepup.ensure("alice", FIDO, request(nonce=b"1" * 16), ScriptedPrompter(), AuditLog())
+    softkey.replay_counter = True
+    audit = AuditLog()
+    with pytest.raises(StepUpDenied, match="locked until it is enrolled again"):
+        stepup.ensure("alice", FIDO, request(nonce=b"2" * 16), ScriptedPrompter(), audit)
+    assert audit[-1][0] == "stepup.clone_suspected" and audit[-1][1]["locked"] is True
+    softkey.replay_counter = False  # a retry, or the genuine key: still refused, and no touch is asked
+    touches = softkey.touches
+    audit = AuditLog()
+    for nonce in (b"3" * 16, b"4" * 16):
+        with pytest.raises(StepUpDenied, match="locked after a clone signal"):
+            stepup.ensure("alice", FIDO, request(nonce=nonce), ScriptedPrompter(), audit)
+    assert softkey.touches == touches and audit.events() == ["stepup.failure", "stepup.failure"]
+    assert stepup.store.operator("alice").fido2[0].locked.startswith("clone signal")  # survives a restart
