@@ -90,11 +90,18 @@ def cmd_serve(ctx: Context) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
+    forwarder = None
+    if service.config.forwarding is not None:  # the authoritative trail goes to the collector as a console's does
+        from opsgate.console.audit.forward.forwarder import Forwarder
+
+        forwarder = Forwarder(service.audit.path, service.state_dir, service.config.forwarding).start()
     print(f"opsgated: serving on {path}", file=sys.stderr, flush=True)
     try:
         serve_socket(service, sock, stop)
     finally:
         sock.close()
+        if forwarder is not None:
+            forwarder.stop(timeout=5)
         try:
             os.unlink(path)
         except OSError:
