@@ -52,9 +52,8 @@ def demo_banner(demo: "DemoHooks", now: float) -> Text:
     return Text.assemble(
         (" DEMO ", "bold #ffffff on #b3123a"),
         f" TOTP code of {demo.operator}: ", (f"{code[:3]} {code[3:]}", "bold"), f" ({left:2d}s, next {nxt})",
+        *([" · gate in-process, same uid: no boundary"] if getattr(demo, "gate", False) else []),
         " · software security key: t in the touch dialog · state deleted on exit",
-        *([" · gate in this process, same uid: it shows the gate, it is no boundary"] if getattr(demo, "gate", False)
-          else []),
     )
 
 
@@ -156,6 +155,8 @@ class ConsoleScreen(Screen):
             age = self.ctx.clock() - grant.auth_time
             grant_text = f"grant {FACTOR_WORDS[grant.factor]} {format_clock(age)} ago"
         runbooks = f", {len(self.config.runbooks)} runbooks" if self.config.runbooks else ""
+        if self.ctx.config.gate is not None:  # the grants are the gate's
+            grant_text = "gate mode"
         bar = Text.assemble((" opsgate ", "bold reverse"), "  operator ", (self.ctx.operator, "bold"),
                             f"  ·  {len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets",
                             f"  ·  {grant_text}  ·  ", (label, style))
