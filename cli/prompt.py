@@ -52,6 +52,24 @@ class TerminalPrompter:
         except EOFError:
             return None
 
+    def ask_pin(self, prompt: Prompt) -> str | None:
+        """The security key's PIN, without echo; None when cancelled. Never logged or kept.
+
+        From a script, the next line of stdin, once per question: after a wrong PIN it returns None (a denial
+        that says how many attempts the key has left), never a second line.
+        """
+        if prompt.error:
+            self._say(f"opsgate: {prompt.error}")
+        left = "" if prompt.attempts_left is None else f", {prompt.attempts_left} attempts left"
+        if not self.interactive:
+            if prompt.error:
+                return None
+            return self._line("security key PIN")
+        try:
+            return getpass.getpass(f"Enter the PIN of {prompt.operator}'s security key{left}: ", stream=self.out)
+        except EOFError:
+            return None
+
     def touch_started(self, prompt: Prompt, cancel: threading.Event) -> None:
         who = f"{prompt.operator}: touch" if prompt.purpose == "approval" else "Touch"
         self._say(f"{prompt.purpose}: {prompt.summary}")

@@ -34,6 +34,9 @@ class CliFrontend:
     def ask_code(self, prompt):
         return self.prompter.ask_code(prompt)
 
+    def ask_pin(self, prompt):
+        return self.prompter.ask_pin(prompt)
+
     def touch_started(self, prompt, cancel):
         return self.prompter.touch_started(prompt, cancel)
 

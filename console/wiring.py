@@ -54,8 +54,11 @@ def assemble(config: Config, state_dir: Path, *, persist_grants: bool, authentic
     if pipeline is not None:
         stepup, audit = stepup or pipeline.stepup, audit or pipeline.audit
     audit = audit or AuditTrail(state_dir / AUDIT_FILE)
-    stepup = stepup or StepUp(state_dir, config.settings, persist_grants=persist_grants,
-                              authenticator=authenticator, clock=clock, touch_timeout=touch_timeout)
+    if stepup is None:
+        stepup = StepUp(state_dir, config.settings, persist_grants=persist_grants,
+                        authenticator=authenticator, clock=clock, touch_timeout=touch_timeout)
+        # A policy that asks the key to verify the user: a key registers only with its PIN (none set: refused).
+        stepup.enroll_user_verification = any(r.user_verification for r in config.policy.values())
     if pipeline is None and config.gate is not None:  # gate mode: step-up, approvals and the trail at the gate
         from opsgate.console.gate.client import GatePipeline
 

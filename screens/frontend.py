@@ -139,6 +139,22 @@ class TuiFrontend:
                                           attempts_left=prompt.attempts_left, error=prompt.error,
                                           locked_until=locked, clock=self.clock, hint=hint))
 
+    def ask_pin(self, prompt: "Prompt") -> str | None:
+        """The key's PIN, typed in the touch modal's masked field (None: cancelled, or no touch modal)."""
+        self.asked.append("pin")
+        modal = self._touch_modal
+        if modal is None:
+            return None
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.app.call_from_thread(modal.ask_pin, future, prompt.attempts_left, prompt.error)
+        worker = get_current_worker()
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except concurrent.futures.TimeoutError:
+                if worker.is_cancelled or (self._touch_cancel is not None and self._touch_cancel.is_set()):
+                    return None
+
     def touch_started(self, prompt: "Prompt", cancel: threading.Event) -> None:
         self.asked.append("fido2")
         modal = TouchModal(self._summary_for(prompt), operator=prompt.operator, cancel=cancel, timeout=self.touch_timeout,

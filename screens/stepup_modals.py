@@ -6,6 +6,7 @@ see. Every exit, Escape included, calls ``dismiss``: ``None`` (or ``False``) mea
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ class TouchModal(StepUpModal):
 
     The touch itself runs in the pipeline's worker thread; cancelling sets its ``cancel`` event.
     ``demo_touch``, when given (software key of ``opsgate demo``), is what the ``t`` key calls.
+    When the key needs its PIN, ``ask_pin`` shows a masked PIN field above the spinner; Enter answers the
+    worker's future (the PIN is never kept here: the field is cleared as soon as it is handed on).
     """
 
     BINDINGS = [
@@ -175,8 +178,11 @@ class TouchModal(StepUpModal):
         self.deadline = None if timeout is None else clock() + timeout
         self.demo_touch = demo_touch
         self._finished = False
+        self._pin_answer: concurrent.futures.Future | None = None
 
     def body(self) -> ComposeResult:
+        yield Static(id="pin-status", classes="modal-status")
+        yield Input(placeholder="security key PIN", password=True, id="pin", classes="code-input")
         yield LoadingIndicator(id="touch-spinner")
         yield Static(id="touch-status", classes="modal-status")
         if self.demo_touch is not None:
@@ -188,9 +194,45 @@ class TouchModal(StepUpModal):
             yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
+        self.query_one("#pin", Input).display = False
+        self.query_one("#pin-status", Static).display = False
         self._refresh()
         self.set_interval(1.0, self._refresh, name="touch-timeout")
         self.query_one("#cancel", Button).focus()
+
+    def ask_pin(self, answer: concurrent.futures.Future, attempts_left: int | None, error: str | None) -> None:
+        """Show the masked PIN field; ``answer`` gets the PIN on Enter, or None on cancel (UI thread)."""
+        self._answer_pin(None)
+        self._pin_answer = answer
+        status = Text()
+        if error:
+            status.append(f"✗ {error}\n", style="bold")
+        status.append("Enter the security key's PIN")
+        if attempts_left is not None and not (error and "attempt" in error):
+            status.append(f" ({attempts_left} attempt{'s' if attempts_left != 1 else ''} left before it is blocked)")
+        pin_status = self.query_one("#pin-status", Static)
+        pin_status.update(status)
+        pin_status.display = True
+        field = self.query_one("#pin", Input)
+        field.value = ""
+        field.display = True
+        field.focus()
+
+    def _answer_pin(self, pin: str | None) -> None:
+        answer, self._pin_answer = self._pin_answer, None
+        if answer is not None and not answer.done():
+            answer.set_result(pin)
+
+    @on(Input.Submitted, "#pin")
+    def _pin_submitted(self) -> None:
+        field = self.query_one("#pin", Input)
+        pin, field.value = field.value, ""
+        if not pin:
+            return
+        field.display = False
+        self.query_one("#pin-status", Static).display = False
+        self.query_one("#cancel", Button).focus()
+        self._answer_pin(pin)
 
     def _refresh(self) -> None:
         text = "Waiting for a touch…"
@@ -200,6 +242,7 @@ class TouchModal(StepUpModal):
 
     def action_cancel(self) -> None:
         self.cancel_event.set()  # stops the touch in the worker thread
+        self._answer_pin(None)
         if not self._finished:
             self._finished = True
             self.dismiss(False)

@@ -153,6 +153,10 @@ class _Answers:
     def call_ask_code(self, args, cid):
         return self.frontend.ask_code(Prompt(**args["prompt"]))
 
+    def call_ask_pin(self, args, cid):
+        ask = getattr(self.frontend, "ask_pin", None)
+        return ask(Prompt(**args["prompt"])) if ask is not None else None
+
     def call_ask_confirmation(self, args, cid):
         return self.frontend.ask_confirmation(str(args["expected"]), Prompt(**args["prompt"]))
 

@@ -129,6 +129,11 @@ class RemoteFrontend:
         value = self.peer.call("ask_code", prompt=_prompt(prompt))
         return value if isinstance(value, str) else None
 
+    def ask_pin(self, prompt: Prompt) -> str | None:
+        # The operator's key PIN, for the CTAP exchange this gate runs with their key; used once, never kept.
+        value = self.peer.call("ask_pin", prompt=_prompt(prompt))
+        return value if isinstance(value, str) else None
+
     def touch_started(self, prompt: Prompt, cancel: threading.Event) -> None:
         self.peer.call("touch_started", prompt=_prompt(prompt))
 

@@ -3,6 +3,10 @@
 The relying party is ``settings.rp_id`` (origin ``https://<rp_id>``). ``Fido2Server`` checks the rp id
 hash, the challenge, the user-presence flag, user verification when asked, and the signature
 against the stored public key; this module adds the sign-counter clone check.
+
+A key's PIN is asked through ``ask_pin`` (the front end) only when the key needs it: the policy asks
+for user verification, or a CTAP 2.0 key with a PIN registers a credential. It goes straight to the
+fido2 client (which sends the key only a hash encrypted to it) and is never logged, stored or audited.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 60.0  # seconds to wait for a touch
 
 DeviceFactory = Callable[[], "CtapDevice"]
+# ask_pin(retries_left, why_the_last_pin_failed) -> the PIN, or None (cancelled / a script's second attempt)
+PinAsker = Callable[[int | None, str | None], "str | None"]
+
+SET_PIN_HINT = "set one with `ykman fido access change-pin` or `fido2-token -S /dev/hidrawN`"
 
 
 class SecurityKeyError(StepUpDenied):
@@ -42,6 +50,33 @@ class TouchTimeout(SecurityKeyError):
 
 class TouchCancelled(SecurityKeyError):
     pass
+
+
+class PinInvalid(SecurityKeyError):
+    """A wrong PIN: the key counts it (``retries`` left)."""
+
+    def __init__(self, message: str, retries: int | None = None):
+        super().__init__(message)
+        self.retries = retries
+
+
+class PinBlocked(SecurityKeyError):
+    """No PIN attempt left: only a reset of the key's FIDO application (which erases it) unblocks it."""
+
+
+class PinAuthBlocked(SecurityKeyError):
+    """Three wrong PINs in a row: the key takes no more until it is unplugged and plugged in again."""
+
+
+class PinNotSet(SecurityKeyError):
+    """User verification is asked, and the key could do it with a PIN, but none is set."""
+
+
+PIN_BLOCKED_MESSAGE = ("the security key's PIN is blocked after too many wrong PINs: only a reset of its FIDO "
+                       "application unblocks it (`ykman fido reset`; it erases every credential on the key), "
+                       "then set a new PIN and enroll the key again")
+PIN_NOT_SET_MESSAGE = (f"the policy asks for user verification, but the security key has no PIN set: "
+                       f"{SET_PIN_HINT}, then try again")
 
 
 # Typed results of verify(): the step-up layer audits each.
@@ -87,8 +122,24 @@ def discover_hid() -> CtapDevice:
     return devices[0]
 
 
-def _interaction():
-    """PINs are not asked from here: a key that needs one for UV fails with a clear message."""
+def pin_retries(device: CtapDevice) -> int | None:
+    """The PIN attempts the key has left (None when it cannot say)."""
+    from fido2.ctap import CtapError
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+
+    try:
+        return ClientPin(Ctap2(device)).get_pin_retries()[0]
+    except (CtapError, ValueError, KeyError, OSError):
+        return None
+
+
+def _retries_text(retries: int | None) -> str:
+    return "" if retries is None else f", {retries} attempt{'s' if retries != 1 else ''} left before the PIN is blocked"
+
+
+def _interaction(device: CtapDevice, ask_pin: PinAsker | None, error: str | None):
+    """Asks the front end for the key's PIN when the fido2 client needs it (never kept: handed straight on)."""
     from fido2.client import UserInteraction
 
     class Interaction(UserInteraction):
@@ -96,7 +147,23 @@ def _interaction():
             pass
 
         def request_pin(self, permissions, rp_id):
-            return None
+            retries = pin_retries(device)
+            if retries == 0:
+                raise PinBlocked(PIN_BLOCKED_MESSAGE)
+            if ask_pin is None:
+                raise SecurityKeyError("the security key needs its PIN here, and this front end cannot ask for it")
+            why = error
+            while True:
+                pin = ask_pin(retries, why)
+                if pin is None:
+                    if why and why != error:
+                        raise SecurityKeyError(f"security key PIN not accepted: {why}")
+                    if error:  # a script's second attempt: deny with the reason of the first
+                        raise PinInvalid(error, retries)
+                    return None  # cancelled: the client raises PinRequiredError
+                if 4 <= len(pin) and len(pin.encode()) <= 63:
+                    return pin
+                why = "a security key PIN has 4 to 63 characters"
 
     return Interaction()
 
@@ -118,22 +185,28 @@ class SecurityKey:
 
         return Fido2Server(PublicKeyCredentialRpEntity(id=self.rp_id, name="opsgate"))
 
-    def _client(self) -> Fido2Client:
+    def _client(self, device: CtapDevice | None = None, ask_pin: PinAsker | None = None,
+                error: str | None = None) -> Fido2Client:
         from fido2.client import DefaultClientDataCollector, Fido2Client
 
-        device = self.device_factory()
-        return Fido2Client(device, DefaultClientDataCollector(self.origin), _interaction())
+        device = device or self.device_factory()
+        return Fido2Client(device, DefaultClientDataCollector(self.origin), _interaction(device, ask_pin, error))
 
     def register(self, operator: str, name: str, existing: list[FidoCredential], *,
-                 cancel: threading.Event | None = None) -> FidoCredential:
-        """Create a credential on the key for ``operator`` (one touch). Raises SecurityKeyError."""
+                 cancel: threading.Event | None = None, user_verification: bool = False,
+                 ask_pin: PinAsker | None = None) -> FidoCredential:
+        """Create a credential on the key for ``operator`` (one touch). Raises SecurityKeyError.
+
+        ``user_verification``: the key must verify the user (its PIN) to register, as the policy will ask later.
+        """
         from fido2.webauthn import AttestedCredentialData, PublicKeyCredentialUserEntity, UserVerificationRequirement
 
         user = PublicKeyCredentialUserEntity(id=operator.encode(), name=operator, display_name=operator)
+        uv = UserVerificationRequirement.REQUIRED if user_verification else UserVerificationRequirement.DISCOURAGED
         options, state = self.server.register_begin(
-            user, credentials=[AttestedCredentialData(c.credential_data) for c in existing],
-            user_verification=UserVerificationRequirement.DISCOURAGED)
-        response = self._with_timeout(cancel, lambda ev: self._client().make_credential(options.public_key, event=ev))
+            user, credentials=[AttestedCredentialData(c.credential_data) for c in existing], user_verification=uv)
+        response = self._with_pin(cancel, ask_pin,
+                                  lambda client, ev: client.make_credential(options.public_key, event=ev))
         try:
             auth_data = self.server.register_complete(state, response)
         except ValueError as e:
@@ -143,7 +216,7 @@ class SecurityKey:
         return FidoCredential(cred.credential_id, bytes(cred), auth_data.counter, name, time.time())
 
     def verify(self, credentials: list[FidoCredential], challenge: bytes, *, user_verification: bool = False,
-               cancel: threading.Event | None = None) -> KeyResult:
+               cancel: threading.Event | None = None, ask_pin: PinAsker | None = None) -> KeyResult:
         """One getAssertion over ``challenge`` (>= 16 bytes), checked by the fido2 server code.
 
         Raises SecurityKeyError when no key answers (absent, timeout, cancelled, no matching credential).
@@ -153,7 +226,8 @@ class SecurityKey:
         attested = [AttestedCredentialData(c.credential_data) for c in credentials]
         uv = UserVerificationRequirement.REQUIRED if user_verification else UserVerificationRequirement.DISCOURAGED
         options, state = self.server.authenticate_begin(attested, user_verification=uv, challenge=challenge)
-        selection = self._with_timeout(cancel, lambda ev: self._client().get_assertion(options.public_key, event=ev))
+        selection = self._with_pin(cancel, ask_pin,
+                                   lambda client, ev: client.get_assertion(options.public_key, event=ev))
         response = selection.get_response(0)
         try:
             cred = self.server.authenticate_complete(state, attested, response)
@@ -165,9 +239,20 @@ class SecurityKey:
             return CloneSuspected(cred.credential_id, stored, auth_data.counter)
         return KeyAccepted(cred.credential_id, auth_data.counter, auth_data.is_user_verified())
 
+    def _with_pin(self, cancel: threading.Event | None, ask_pin: PinAsker | None, call):
+        """Run ``call(client, event)``; after a wrong PIN, again with the PIN asked again (the key counts them)."""
+        error = None
+        while True:
+            try:
+                return self._with_timeout(cancel, lambda ev: call(self._client(None, ask_pin, error), ev))
+            except PinInvalid as e:
+                if ask_pin is None or str(e) == error:
+                    raise
+                error = str(e)
+
     def _with_timeout(self, cancel: threading.Event | None, call):
         """Run ``call(event)``; the event is set by the UI (cancel) or by our timer (timeout)."""
-        from fido2.client import ClientError
+        from fido2.client import ClientError, PinRequiredError
 
         event = cancel or threading.Event()
         timed_out = threading.Event()
@@ -186,9 +271,49 @@ class SecurityKey:
                 raise TouchTimeout(f"no touch within {self.timeout:g} s") from None
             if event.is_set():
                 raise TouchCancelled("security key touch cancelled") from None
-            raise SecurityKeyError(_client_error_message(e)) from None
+            if isinstance(e, PinRequiredError):
+                raise TouchCancelled("security key PIN entry cancelled") from None
+            raise _pin_error(e, self.device_factory) or SecurityKeyError(_client_error_message(e)) from None
         finally:
             timer.cancel()
+
+
+def _pin_error(e: ClientError, device_factory: DeviceFactory) -> SecurityKeyError | None:
+    """The typed error for a PIN the key refused or cannot use, with what to do about it."""
+    from fido2.client import ClientError
+    from fido2.ctap import CtapError
+
+    code = e.cause.code if isinstance(e.cause, CtapError) else None
+    if code == CtapError.ERR.PIN_INVALID:
+        retries = _retries_of(device_factory)
+        return PinInvalid(f"wrong PIN for the security key{_retries_text(retries)}", retries)
+    if code == CtapError.ERR.PIN_BLOCKED:
+        return PinBlocked(PIN_BLOCKED_MESSAGE)
+    if code == CtapError.ERR.PIN_AUTH_BLOCKED:
+        retries = _retries_of(device_factory)
+        return PinAuthBlocked(f"3 wrong PINs in a row: unplug the security key and plug it in again before the next "
+                              f"try{_retries_text(retries)}")
+    if code == CtapError.ERR.PIN_NOT_SET:
+        return PinNotSet(PIN_NOT_SET_MESSAGE)
+    if code == CtapError.ERR.PIN_POLICY_VIOLATION:
+        return SecurityKeyError("the security key refused that PIN: it does not meet the key's PIN policy")
+    if e.code == ClientError.ERR.CONFIGURATION_UNSUPPORTED and "not configured" in str(e.cause):
+        try:
+            from fido2.ctap2 import Ctap2
+
+            options = Ctap2(device_factory()).info.options
+        except Exception:  # the key went away: the generic message says enough
+            return None
+        if options.get("clientPin") is False and not options.get("uv"):
+            return PinNotSet(PIN_NOT_SET_MESSAGE)
+    return None
+
+
+def _retries_of(device_factory: DeviceFactory) -> int | None:
+    try:
+        return pin_retries(device_factory())
+    except Exception:  # the key went away
+        return None
 
 
 def _client_error_message(e: ClientError) -> str:

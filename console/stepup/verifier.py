@@ -110,6 +110,8 @@ class Prompter(Protocol):
     """Implemented by the CLI and the TUI; every call comes from a worker thread."""
 
     def ask_code(self, prompt: Prompt) -> str | None: ...  # None: cancelled
+    # The security key's PIN, while the touch is shown (attempts_left: the key's retries); never kept.
+    def ask_pin(self, prompt: Prompt) -> str | None: ...  # None: cancelled
     def touch_started(self, prompt: Prompt, cancel: threading.Event) -> None: ...
     def touch_finished(self) -> None: ...
     def ask_confirmation(self, expected: str, prompt: Prompt) -> str | None: ...
@@ -138,12 +140,28 @@ def confirmation_matches(typed: str, targets: tuple[str, ...]) -> bool:
     return len(names) == len(targets) and sorted(names) == sorted(targets)
 
 
+def pin_asker(prompter: Prompter, prompt: Prompt, on_wrong_pin: Callable[[str], None] | None = None):
+    """``SecurityKey``'s ask_pin from the front end's ``ask_pin`` (None when the front end has none)."""
+    ask = getattr(prompter, "ask_pin", None)
+    if ask is None:
+        return None
+
+    def ask_pin(retries: int | None, error: str | None) -> str | None:
+        if error and on_wrong_pin is not None:
+            on_wrong_pin(error)
+        return ask(Prompt(prompt.operator, "fido2", prompt.purpose, prompt.summary, attempts_left=retries, error=error))
+
+    return ask_pin
+
+
 def enroll_hint(factor: str) -> str:
     return "run `opsgate enroll fido2`" if factor == "fido2" else "run `opsgate enroll otp`"
 
 
 class StepUp:
     """Step-up, confirmation and approvals for one state dir."""
+
+    enroll_user_verification = False  # a key registers only with its PIN (wiring: when a policy asks for UV)
 
     def __init__(self, state_dir: Path, settings: Settings, *, persist_grants: bool = True,
                  authenticator: Callable[[], "CtapDevice"] | None = None,
@@ -236,9 +254,11 @@ class StepUp:
         if any(c.name == name for c in existing):
             raise StepUpDenied(f"{operator} already has a security key named {name!r}: pick another --name")
         cancel = threading.Event()
-        prompter.touch_started(Prompt(operator, "fido2", "enroll", f"register security key {name!r}"), cancel)
+        prompt = Prompt(operator, "fido2", "enroll", f"register security key {name!r}")
+        prompter.touch_started(prompt, cancel)
         try:
-            cred = self.key.register(operator, name, existing, cancel=cancel)
+            cred = self.key.register(operator, name, existing, cancel=cancel, ask_pin=pin_asker(prompter, prompt),
+                                     user_verification=self.enroll_user_verification)
         finally:
             prompter.touch_finished()
         if before_save is not None:
@@ -319,9 +339,17 @@ class StepUp:
         cancel = threading.Event()
         prompter.touch_started(prompt, cancel)
         try:
-            result = self.key.verify(credentials, digest, user_verification=user_verification, cancel=cancel)
+            wrong_pins: list[str] = []  # each wrong PIN is audited (the reason and retries left, never the PIN)
+
+            def wrong_pin(why: str) -> None:
+                wrong_pins.append(why)
+                self._event(audit, STEPUP_FAILURE, prompt, reason=why, digest=digest.hex())
+
+            result = self.key.verify(credentials, digest, user_verification=user_verification, cancel=cancel,
+                                     ask_pin=pin_asker(prompter, prompt, wrong_pin))
         except SecurityKeyError as e:
-            self._event(audit, STEPUP_FAILURE, prompt, reason=str(e), digest=digest.hex())
+            if str(e) not in wrong_pins:
+                self._event(audit, STEPUP_FAILURE, prompt, reason=str(e), digest=digest.hex())
             raise
         finally:
             prompter.touch_finished()
