@@ -79,8 +79,8 @@ class TerminalPrompter:
         pass
 
     def ask_confirmation(self, expected: str, prompt: Prompt) -> str | None:
-        """The typed confirmation: every target name, comma-separated."""
-        label = f"Type the target name{'s, comma-separated' if ',' in expected else ''} to confirm ({expected})"
+        """The typed confirmation: a short text the prompt names (a target's or runbook's name, a count)."""
+        label = f"Type {expected} to confirm" + (f" ({prompt.hint})" if prompt.hint else "")
         if not self.interactive:
             self._say(label)
             return self._line("confirmation")

@@ -39,7 +39,8 @@ from opsgate.console.events import (
 from opsgate.console.catalog.params import RenderedCommand, render_command, resolve_params
 from opsgate.console.catalog.policy import Grant, Requirement, satisfies
 from opsgate.console.audit.recording import Recording, recording_path
-from opsgate.console.stepup.verifier import AuditHook, Prompter, StepUp, StepUpOutcome, StepUpRequest
+from opsgate.console.stepup.verifier import (RUNBOOK_PREFIX, AuditHook, Prompter, StepUp, StepUpOutcome,
+                                              StepUpRequest)
 
 if TYPE_CHECKING:  # paramiko is imported when the first run starts, not at start-up
     from opsgate.actions.fanout import ConnectionPool, FanOut
@@ -498,7 +499,7 @@ class Pipeline:
         """Steps in order, one step-up for the whole plan; stop at the first failed step unless it continues."""
         from opsgate.actions.fanout import ConnectionPool
 
-        request = StepUpRequest(f"runbook:{plan.runbook.id}", plan.describe_steps(redacted=False),
+        request = StepUpRequest(f"{RUNBOOK_PREFIX}{plan.runbook.id}", plan.describe_steps(redacted=False),
                                 plan.target_names, os.urandom(16), display_command=plan.describe_steps())
         fields = self._runbook_fields(plan)
         outcome = self._step_up(plan, plan.requirement, request, frontend, fields, label=plan.runbook.id)

@@ -173,7 +173,7 @@ class TuiFrontend:
     def ask_confirmation(self, expected: str, prompt: "Prompt") -> str | None:
         self.asked.append("confirm")
         summary = self._summary_for(prompt)
-        return self._ask(lambda: ConfirmModal(summary, expected=expected, clock=self.clock))
+        return self._ask(lambda: ConfirmModal(summary, expected=expected, hint=prompt.hint, clock=self.clock))
 
     def notice(self, text: str) -> None:
         """A message from the gate while it works (a pending approval's id, ...)."""

@@ -272,10 +272,10 @@ class TouchModal(StepUpModal):
 
 
 class ConfirmModal(StepUpModal):
-    """Type the target's name (for several, every name comma-separated) to confirm."""
+    """Type a short text to confirm: the target's name, the runbook's name, or the number of targets."""
 
-    def __init__(self, summary: RunSummary | None, *, expected: str, clock=time.time):
-        super().__init__(summary, heading="Confirm: type the target name", clock=clock)
+    def __init__(self, summary: RunSummary | None, *, expected: str, hint: str | None = None, clock=time.time):
+        super().__init__(summary, heading=f"Confirm: type {hint or 'the text below'}", clock=clock)
         self.expected = expected
 
     def body(self) -> ComposeResult:
@@ -306,6 +306,9 @@ class ConfirmModal(StepUpModal):
         value = self.query_one("#confirm-input", Input).value
         if self._check(value):
             self.dismiss(value)
+        else:  # say why nothing happens
+            self.query_one("#confirm-status", Static).update(
+                Text(f"✗ that is not {self.expected!r}: type it exactly", style="bold"))
 
 
 class ApproverModal(StepUpModal):

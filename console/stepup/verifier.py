@@ -104,6 +104,7 @@ class Prompt:
     attempts_left: int | None = None
     locked_until: float | None = None
     error: str | None = None  # why the last attempt failed
+    hint: str | None = None  # what the expected answer is, in words ("the runbook's name")
 
 
 class Prompter(Protocol):
@@ -129,15 +130,29 @@ class StepUpOutcome:
     approvals: tuple[str, ...]  # approver names
 
 
-def confirmation_text(targets: tuple[str, ...]) -> str:
-    """What the operator must type: the target's name; for several, every name comma-separated."""
-    return ", ".join(targets)
+RUNBOOK_PREFIX = "runbook:"  # a runbook's StepUpRequest.action_id
 
 
-def confirmation_matches(typed: str, targets: tuple[str, ...]) -> bool:
-    """Each target named exactly once, comma-separated, any order, blanks around names ignored."""
-    names = [n.strip() for n in typed.split(",")]
-    return len(names) == len(targets) and sorted(names) == sorted(targets)
+def confirmation_text(request: StepUpRequest) -> str:
+    """What the operator types to confirm, short and meaningful (as GitHub and Teleport ask): a runbook's
+    name, a single target's name, or for several targets their number."""
+    if request.action_id.startswith(RUNBOOK_PREFIX):
+        return request.action_id[len(RUNBOOK_PREFIX):]
+    if len(request.targets) == 1:
+        return request.targets[0]
+    return str(len(request.targets))
+
+
+def confirmation_hint(request: StepUpRequest) -> str:
+    """What the expected text is, in words, for the prompt."""
+    if request.action_id.startswith(RUNBOOK_PREFIX):
+        return "the runbook's name"
+    return "the target's name" if len(request.targets) == 1 else "the number of targets"
+
+
+def confirmation_matches(typed: str, request: StepUpRequest) -> bool:
+    """Exactly the expected text, blanks around it ignored."""
+    return typed.strip() == confirmation_text(request)
 
 
 def pin_asker(prompter: Prompter, prompt: Prompt, on_wrong_pin: Callable[[str], None] | None = None):
@@ -194,6 +209,8 @@ class StepUp:
                prompter: Prompter, audit: AuditHook) -> StepUpOutcome:
         """Make sure ``operator`` may run ``request`` under ``requirement``; raise StepUpDenied if not."""
         grant, fresh, digest = None, False, None
+        if requirement.confirm:  # first: nothing is asked of the key or the phone for a run not confirmed
+            self._confirm(operator, request, requirement, prompter)
         if requirement.needs_stepup:
             record = self._usable_grant(operator, requirement, request)
             if record is not None:
@@ -201,12 +218,12 @@ class StepUp:
             else:
                 grant, digest = self._authenticate(operator, requirement.factor, requirement, request,
                                                    prompter, audit, purpose="step-up")
-                self.grants.put(GrantRecord(grant, False, request.digest().hex()))
                 fresh = True
-        if requirement.confirm:
-            self._confirm(operator, request, requirement, prompter)
         approvals = self._approvals(operator, requirement, request, prompter, audit) if requirement.approvals else ()
-        if grant is not None and requirement.max_age == 0:
+        # The grant exists only once the whole step-up (factor, confirmation, approvals) is done.
+        if fresh:
+            self.grants.put(GrantRecord(grant, requirement.max_age == 0, request.digest().hex()))
+        elif grant is not None and requirement.max_age == 0:
             self.grants.mark_used(operator)
         return StepUpOutcome(grant, fresh, digest.hex() if digest else None, approvals)
 
@@ -392,12 +409,13 @@ class StepUp:
 
     # Confirmation and approvals -------------------------------------------------------------
     def _confirm(self, operator: str, request: StepUpRequest, requirement: Requirement, prompter: Prompter) -> None:
-        expected = confirmation_text(request.targets)
+        expected = confirmation_text(request)
         prompt = Prompt(operator, requirement.factor, "confirm", request.summary())
+        prompt.hint = confirmation_hint(request)
         typed = prompter.ask_confirmation(expected, prompt)
         if typed is None:
             raise StepUpDenied(f"confirmation cancelled by {operator}")
-        if not confirmation_matches(typed, request.targets):
+        if not confirmation_matches(typed, request):
             raise StepUpDenied(f"confirmation did not match: type {expected!r}")
 
     def _approvals(self, operator: str, requirement: Requirement, request: StepUpRequest,

@@ -152,16 +152,18 @@ async def test_critical_action_security_key_and_typed_confirmation(demo):
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "db-failover")
         await pilot.press("r")
+        # the typed confirmation first: nothing is asked of the key for a run not confirmed
+        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal) and app.screen,
+                                 what="the confirmation modal")
+        await pilot.press(*"db-prim", "enter")  # not the name yet: the modal stays, and says why
+        assert app.screen is confirm
+        assert "that is not 'db-primary'" in str(confirm.query_one("#confirm-status").render())
+        await pilot.press(*"ary", "enter")
         touch = await wait_for(pilot, lambda: isinstance(app.screen, TouchModal) and app.screen,
                                what="the touch modal")
         assert touch.query_one("#touch-spinner")  # LoadingIndicator while waiting
         assert "./bin/failover --promote db-replica" in str(touch.summary.renderable())
         await pilot.press("t")  # DEMO software key: a key press is the touch
-        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal) and app.screen,
-                                 what="the confirmation modal")
-        await pilot.press(*"db-prim", "enter")  # not the name yet: the modal stays
-        assert app.screen is confirm
-        await pilot.press(*"ary", "enter")
         await finished(pilot)
         assert console(app).last_report.exit_code == 0
         assert "db-replica is now primary" in log_text(app, "db-primary")
@@ -176,6 +178,8 @@ async def test_touch_cancel_denies(demo):
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "db-failover")
         await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press(*"db-primary", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
         await pilot.click("#cancel")
         await wait_for(pilot, lambda: not console(app).running, what="the denial")
@@ -406,6 +410,8 @@ async def failover_until_pause(pilot, demo) -> OutputPanel:
     assert "./bin/pg repoint db-replica" in steps_text and "pause" in steps_text
     assert not screen.query_one("#targets-box").display  # a runbook's steps name their own targets
     await pilot.press("r")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+    await pilot.press(*"database-failover", "enter")  # the runbook's name, not a list of hosts
     touch = await wait_for(pilot, lambda: isinstance(app.screen, TouchModal) and app.screen, what="the touch modal")
     output = screen.query_one(OutputPanel)
     assert set(output.step_statuses.values()) == {"pending"} and len(output.step_statuses) == 6
@@ -415,8 +421,6 @@ async def failover_until_pause(pilot, demo) -> OutputPanel:
                  "6. db-primary, db-replica: ./bin/pg status"):
         assert any(line in row for row in shown.splitlines()), line
     await pilot.press("t")
-    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-    await pilot.press(*"db-replica, db-primary", "enter")
     await wait_for(pilot, lambda: screen.pause is not None, timeout=60, what="the pause")
     assert output.step_statuses == {1: "ok", 2: "ok", 3: "ok", 4: "ok", 5: "waiting", 6: "pending"}
     assert screen.query_one("#pause-bar").display
@@ -437,7 +441,7 @@ async def test_runbook_runs_with_one_step_up_and_a_pause(demo, monkeypatch):
         screen = console(app)
         assert output.step_statuses == {i: "ok" for i in range(1, 7)}
         assert screen.last_report.exit_code == 0
-        assert screen._frontend.asked == ["fido2", "confirm"]  # one step-up for the whole plan
+        assert screen._frontend.asked == ["confirm", "fido2"]  # one step-up for the whole plan
         for index in (1, 2, 3, 4, 6):
             assert history[index] == ["running", "ok"], (index, history[index])
         assert history[5] == ["waiting", "ok"]

@@ -63,10 +63,10 @@ async def test_a_critical_runbook_step_through_the_gate_relays_the_touch_to_the_
         screen.select_action("db-failover")
         await pilot.pause()
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
-        await pilot.press("t")  # the demo key, reached by the gate through the console (CTAP relay)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
         await pilot.press(*"db-primary", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
+        await pilot.press("t")  # the demo key, reached by the gate through the console (CTAP relay)
         await wait_for(pilot, lambda: not screen.running and screen.last_report is not None, timeout=30, what="the run")
         assert screen.last_report.exit_code == 0
     success = next(r for r in gate_records(gate_demo) if r["event"] == "stepup.success")
@@ -74,7 +74,6 @@ async def test_a_critical_runbook_step_through_the_gate_relays_the_touch_to_the_
 
 
 async def test_the_approvals_panel_lists_a_waiting_request_and_the_gate_refuses_self_approval(tmp_path):
-    from dataclasses import replace
 
     from opsgate.console.catalog.policy import Requirement
     from opsgate.screens.approvals import ApprovalsScreen

@@ -79,6 +79,8 @@ def test_fido2_modal(snap_compare, frozen):
         app.main_screen.select_action("db-failover")
         await pilot.pause()
         await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press(*"db-primary", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
         await settle(pilot)
 
@@ -116,10 +118,10 @@ def test_finished_runbook(snap_compare, frozen):
         screen.select_action("database-failover")
         await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
         await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press(*"database-failover", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
         await pilot.press("t")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-        await pilot.press(*"db-replica, db-primary", "enter")
         await wait_for(pilot, lambda: screen.pause is not None, timeout=60, what="the pause")
         await pilot.click("#pause-continue")
         await wait_for(pilot, lambda: screen.last_report is not None and not screen.running, timeout=60,

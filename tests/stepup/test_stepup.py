@@ -174,24 +174,29 @@ def test_corrupted_credentials_deny(tmp_path, clock):
 # Confirmation -------------------------------------------------------------------------------
 
 def test_confirmation_rules():
-    assert confirmation_text(("db-1",)) == "db-1"
-    assert confirmation_text(("db-1", "db-2")) == "db-1, db-2"
-    assert confirmation_matches("db-1", ("db-1",))
-    assert confirmation_matches(" db-2 ,db-1 ", ("db-1", "db-2"))
-    assert not confirmation_matches("db-1", ("db-1", "db-2"))
-    assert not confirmation_matches("db-1, db-1", ("db-1", "db-2"))
-    assert not confirmation_matches("DB-1", ("db-1",))
-    assert not confirmation_matches("db-1, db-2, db-3", ("db-1", "db-2"))
+    # Short and meaningful: a single target's name, the number of several targets, a runbook's name.
+    assert confirmation_text(request(targets=("db-1",))) == "db-1"
+    assert confirmation_text(request(targets=("db-1", "db-2"))) == "2"
+    assert confirmation_text(request(action="runbook:db-failover")) == "db-failover"
+    assert confirmation_matches(" db-1 ", request(targets=("db-1",)))
+    assert confirmation_matches("2", request(targets=("db-1", "db-2")))
+    assert not confirmation_matches("db-1", request(targets=("db-1", "db-2")))
+    assert not confirmation_matches("DB-1", request(targets=("db-1",)))
+    assert not confirmation_matches("db-failover2", request(action="runbook:db-failover"))
 
 
-def test_confirmation_after_step_up(tmp_path, clock, alice):
+def test_confirmation_comes_first_and_the_grant_only_after_the_whole_step_up(tmp_path, clock, alice):
     req = Requirement("otp", 900, confirm=True)
     stepup = make_stepup(tmp_path, clock)
-    with pytest.raises(StepUpDenied, match="confirmation did not match: type 'db-1, db-2'"):
-        stepup.ensure("alice", req, request(), ScriptedPrompter([code(alice, clock)], ["db-1"]), AuditLog())
+    prompter = ScriptedPrompter([code(alice, clock)], ["db-1"])
+    with pytest.raises(StepUpDenied, match="confirmation did not match: type '2'"):
+        stepup.ensure("alice", req, request(), prompter, AuditLog())
+    assert prompter.codes == [code(alice, clock)]  # the code was never asked: the run was not confirmed
     with pytest.raises(StepUpDenied, match="confirmation cancelled"):
         stepup.ensure("alice", req, request(), ScriptedPrompter(), AuditLog())
-    assert stepup.ensure("alice", req, request(), ScriptedPrompter([], ["db-2, db-1"]), AuditLog())
+    assert stepup.grant_for("alice") is None  # nothing half done leaves a grant behind
+    assert stepup.ensure("alice", req, request(), ScriptedPrompter([code(alice, clock)], ["2"]), AuditLog())
+    assert stepup.grant_for("alice") is not None
 
 
 # Approvals ----------------------------------------------------------------------------------
@@ -263,8 +268,9 @@ def test_unknown_approver_and_cancel(tmp_path, clock, alice):
     with pytest.raises(StepUpDenied, match="mallory is not an operator"):
         stepup.ensure("alice", APPROVAL, request(), ScriptedPrompter([code(alice, clock)], approvers=["mallory"]),
                       AuditLog())
+    # the refused approval left no grant: the factor is asked again (the next code), then the approver
     with pytest.raises(StepUpDenied, match="approval cancelled: 0 of 1"):
-        stepup.ensure("alice", APPROVAL, request(), ScriptedPrompter(), AuditLog())
+        stepup.ensure("alice", APPROVAL, request(), ScriptedPrompter([code(alice, clock, 1)]), AuditLog())
 
 
 def test_fido2_approval_uses_the_request_digest(tmp_path, clock):
