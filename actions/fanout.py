@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-from opsgate.actions.ssh import Chunk, Connection, Endpoint, SSHError, TargetResult, connect
+from opsgate.actions.ssh import Chunk, Connection, Endpoint, JumpHosts, SSHError, TargetResult
+from opsgate.actions.ssh import connect as ssh_connect
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +29,12 @@ class _Slot:
 
 
 class ConnectionPool:
-    """One SSH connection per target for the length of a run (several steps reuse it)."""
+    """One SSH connection per target for the length of a run (several steps reuse it), and one per jump
+    host, shared by every target behind it (`jumps`)."""
 
-    def __init__(self, connect: Callable[[Endpoint], Connection] = connect):
-        self._connect = connect
+    def __init__(self, connect: Callable[[Endpoint], Connection] | None = None):
+        self.jumps = JumpHosts()
+        self._connect = connect or functools.partial(ssh_connect, jumps=self.jumps)
         self._lock = threading.Lock()
         self._slots: dict[Endpoint, _Slot] = {}
         self._closed = False
@@ -51,8 +56,18 @@ class ConnectionPool:
                 raise PoolClosed("connection pool is closed")
             return slot.connection
 
+    def release(self, endpoint: Endpoint) -> None:
+        """Close `endpoint`'s connection now (its channel through a shared jump host goes with it)."""
+        with self._lock:
+            slot = self._slots.pop(endpoint, None)
+        if slot is not None:
+            with slot.lock:
+                if slot.connection is not None:
+                    slot.connection.close()
+                    slot.connection = None
+
     def close(self) -> None:
-        """Close every connection; later get() calls raise PoolClosed."""
+        """Close every connection, then the jump hosts; later get() calls raise PoolClosed."""
         with self._lock:
             self._closed = True
             slots = list(self._slots.values())
@@ -61,6 +76,7 @@ class ConnectionPool:
             connection = slot.connection
             if connection is not None:
                 connection.close()
+        self.jumps.close()
 
     def __enter__(self) -> "ConnectionPool":
         return self
@@ -91,6 +107,8 @@ class FanOut:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self.endpoints = list(endpoints)
+        counts = Counter(self.endpoints)
+        self._once = {e: n == 1 for e, n in counts.items()}
         self.command = command
         self.max_parallel = max_parallel
         self.timeout = timeout
@@ -126,6 +144,8 @@ class FanOut:
             log.exception("fan-out worker for %s failed", endpoint.name)
             result = TargetResult(endpoint.name, "failed", None, time.monotonic() - start, 0, 0,
                                   f"{endpoint.name}: internal error: {type(e).__name__}: {e}")
+        if self._pool is None and self._once[endpoint]:  # nothing reuses it: close it, so at most
+            pool.release(endpoint)  # max_parallel are open (as channels of a shared jump host) at once
         if self.on_result is not None:
             self.on_result(result)
         return result

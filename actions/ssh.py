@@ -480,6 +480,8 @@ def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
     except Exception:
         sock.close()
         raise
+    if isinstance(sock, _Tunnel):
+        sock.owner = transport
     try:
         options = transport.get_security_options()
         plain = tuple(t for t in options.key_types if not t.endswith(CERT_SUFFIX))
@@ -499,10 +501,33 @@ def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
         raise
 
 
-def _forward(via: paramiko.Transport, name: str, jump: Hop, hop: Hop, timeout: float) -> paramiko.Channel:
+class _Tunnel:
+    """A jump host's direct-tcpip channel as the socket of the next hop's Transport.
+
+    Closing it is left to that Transport's own thread, after its last send: paramiko's Channel checks that it
+    is open, then sends outside its lock, so a close from another thread (Transport.close does not wait for
+    its thread) can put a packet for the channel behind its CLOSE, and OpenSSH then drops the whole jump host
+    connection ("packet referred to nonexistent channel"), every other target's channel with it.
+    """
+
+    def __init__(self, channel: paramiko.Channel):
+        self.channel = channel
+        self.owner: threading.Thread | None = None  # the Transport running over it
+
+    def __getattr__(self, name: str):
+        return getattr(self.channel, name)
+
+    def close(self) -> None:
+        owner = self.owner
+        if owner is None or owner is threading.current_thread() or not owner.is_alive():
+            self.channel.close()
+        # else: the owner is stopping; the last thing its thread does is close its socket, i.e. this
+
+
+def _forward(via: paramiko.Transport, name: str, jump: Hop, hop: Hop, timeout: float) -> _Tunnel:
     """A direct-tcpip channel from the jump host `jump` to `hop` (what ssh -W asks for)."""
     try:
-        return via.open_channel("direct-tcpip", (hop.host, hop.port), ("127.0.0.1", 0), timeout=timeout)
+        return _Tunnel(via.open_channel("direct-tcpip", (hop.host, hop.port), ("127.0.0.1", 0), timeout=timeout))
     except paramiko.ChannelException as e:
         raise Unreachable(f"{name}: jump host {jump.alias} ({jump.host}:{jump.port}) could not open a "
                           f"connection to {hop.host}:{hop.port}: {e.text} (code {e.code})") from e
@@ -511,9 +536,122 @@ def _forward(via: paramiko.Transport, name: str, jump: Hop, hop: Hop, timeout: f
                           f"connection to {hop.host}:{hop.port}: {e or type(e).__name__}") from e
 
 
-def connect(endpoint: Endpoint) -> "Connection":
+class _JumpSlot:
+    """One shared jump host connection; its lock makes concurrent targets log in to it once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.transport: paramiko.Transport | None = None
+        self.attempts = 0
+        self.failure: tuple[SSHError, str] | None = None  # the last attempt's error, and the name it was raised for
+
+
+def _renamed(error: SSHError, old: str, new: str) -> SSHError:
+    """`error` as another target sees it: its message's leading `old` name replaced by `new`."""
+    clone = type(error).__new__(type(error))
+    clone.__dict__.update(error.__dict__)
+    text = str(error)
+    clone.args = (new + text[len(old):] if text.startswith(old) else text,)
+    return clone
+
+
+class JumpHosts:
+    """Jump host connections shared by every target behind them, for the length of a fan-out (or of a
+    runbook's pool): one login per jump host, each target a direct-tcpip channel of it, as many at once as
+    the fan-out runs targets. Thread-safe.
+
+    A jump host is shared only between routes that reach it the same way (the hops before it, its own
+    settings, the ProxyCommand) and check and authenticate it the same way (known_hosts, agent, keys,
+    timeout). When logging in to it fails, the targets that were waiting for that attempt get its error
+    (under their own names) instead of trying again one after another.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[tuple, _JumpSlot] = {}
+        self._closed = False
+
+    def get(self, key: tuple, name: str, open_hop: Callable[[], paramiko.Transport]) -> paramiko.Transport:
+        """The live connection for `key`, opened with `open_hop()` if there is none; raises SSHError."""
+        with self._lock:
+            if self._closed:
+                raise Unreachable(f"{name}: the run's connections were closed")
+            slot = self._slots.setdefault(key, _JumpSlot())
+            seen = slot.attempts
+        with slot.lock:
+            if slot.transport is not None and slot.transport.is_active():
+                return slot.transport
+            if slot.failure is not None and slot.attempts != seen:  # it failed while we waited for it
+                raise _renamed(slot.failure[0], slot.failure[1], name)
+            if slot.transport is not None:
+                slot.transport.close()
+                slot.transport = None
+            slot.attempts += 1
+            try:
+                transport = open_hop()
+            except SSHError as e:
+                slot.failure = (e, name)
+                raise
+            with self._lock:
+                closed = self._closed
+            if closed:
+                transport.close()
+                raise Unreachable(f"{name}: the run's connections were closed")
+            slot.transport, slot.failure = transport, None
+            return transport
+
+    def close(self) -> None:
+        """Close every jump host connection (the targets' connections through them go too)."""
+        with self._lock:
+            self._closed = True
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in reversed(slots):  # a hop behind another was added after it: closed first
+            with slot.lock:
+                if slot.transport is not None:
+                    slot.transport.close()
+                    slot.transport = None
+
+
+def _open_hop(endpoint: Endpoint, route: Route, i: int, name: str, known: KnownHosts,
+              via: paramiko.Transport | None) -> paramiko.Transport:
+    """Hop `i` of `route`, secured: over `via` (the previous hop's connection), the ProxyCommand or TCP."""
+    hop = route.hops[i]
+    is_target = i == len(route.hops) - 1
+    proxy: _ProxyCommand | None = None
+    if i > 0:
+        sock = _forward(via, name, route.hops[i - 1], hop, endpoint.connect_timeout)
+    elif route.proxy_command is not None:
+        try:
+            proxy = sock = _ProxyCommand(route.proxy_command)
+        except (OSError, paramiko.SSHException) as e:
+            raise Unreachable(f"{name}: cannot start ProxyCommand {route.proxy_command!r}: {e}") from e
+    else:
+        sock = _open_socket(name, hop.host, hop.port, endpoint.connect_timeout, hop.family)
+    try:
+        return _secure(sock, name, hop, endpoint, known, target=is_target)  # the transport owns the proxy now
+    except SSHError as e:
+        if isinstance(e, Unreachable) and proxy is not None:
+            described = proxy.describe()
+            proxy.close()
+            raise Unreachable(f"{e} ({described})") from e
+        if proxy is not None:
+            proxy.close()
+        if not is_target and not str(e).startswith(name):  # host key errors do not name the hop
+            e.args = (f"{name}: {e}",)
+        raise
+    except BaseException:
+        if proxy is not None:
+            proxy.close()
+        raise
+
+
+def connect(endpoint: Endpoint, *, jumps: JumpHosts | None = None) -> "Connection":
     """Open an authenticated SSH connection, through its jump hosts or ProxyCommand if ssh_config (or
-    `endpoint.jump`) says so; raises an SSHError subclass on failure (SSHConfigError before connecting)."""
+    `endpoint.jump`) says so; raises an SSHError subclass on failure (SSHConfigError before connecting).
+
+    With `jumps`, the jump host connections come from (and stay in) it, shared with other targets;
+    without, they belong to the returned Connection and close with it."""
     route: Route = resolve_route(endpoint)
     try:
         known = KnownHosts.load(endpoint.known_hosts)
@@ -521,35 +659,24 @@ def connect(endpoint: Endpoint) -> "Connection":
         error = SSHError(f"{endpoint.name}: cannot read known_hosts {e.filename}: {e.strerror}")
         error.outcome = "hostkey"
         raise error from e
-    transports: list[paramiko.Transport] = []
-    proxy: _ProxyCommand | None = None
+    owned: list[paramiko.Transport] = []
+    previous: paramiko.Transport | None = None
     try:
         for i, hop in enumerate(route.hops):
             is_target = i == len(route.hops) - 1
             name = endpoint.name if is_target else f"{endpoint.name}: jump host {hop.alias}"
-            if i > 0:
-                sock = _forward(transports[-1], name, route.hops[i - 1], hop, endpoint.connect_timeout)
-            elif route.proxy_command is not None:
-                try:
-                    proxy = sock = _ProxyCommand(route.proxy_command)
-                except (OSError, paramiko.SSHException) as e:
-                    raise Unreachable(f"{name}: cannot start ProxyCommand {route.proxy_command!r}: {e}") from e
+            if is_target or jumps is None:
+                previous = _open_hop(endpoint, route, i, name, known, previous)
+                owned.append(previous)
             else:
-                sock = _open_socket(name, hop.host, hop.port, endpoint.connect_timeout, hop.family)
-            try:
-                transports.append(_secure(sock, name, hop, endpoint, known, target=is_target))
-            except SSHError as e:
-                if isinstance(e, Unreachable) and i == 0 and proxy is not None:
-                    raise Unreachable(f"{e} ({proxy.describe()})") from e
-                if not is_target and not str(e).startswith(name):  # host key errors do not name the hop
-                    e.args = (f"{name}: {e}",)
-                raise
-        return Connection(endpoint.name, transports[-1], via=transports[:-1], forced=endpoint.certificate is not None)
+                key = (route.proxy_command, route.hops[:i + 1], tuple(endpoint.known_hosts), endpoint.allow_agent,
+                       endpoint.look_for_keys, endpoint.connect_timeout)
+                via = previous
+                previous = jumps.get(key, name, lambda: _open_hop(endpoint, route, i, name, known, via))
+        return Connection(endpoint.name, owned[-1], via=owned[:-1], forced=endpoint.certificate is not None)
     except BaseException:
-        for transport in reversed(transports):
+        for transport in reversed(owned):
             transport.close()
-        if proxy is not None:
-            proxy.close()
         raise
 
 
