@@ -182,6 +182,13 @@ def _public_blob(key) -> bytes:
     return base64.b64decode(text.split()[1])
 
 
+def certificate_ca(blob: bytes) -> str:
+    """The fingerprint of the CA that signed the certificate `blob` (already checked), for messages."""
+    key_type = blob[4:4 + int.from_bytes(blob[:4], "big")]
+    cert = load_ssh_public_identity(key_type + b" " + base64.b64encode(blob))
+    return blob_fingerprint(_public_blob(cert.signature_key()))
+
+
 def check_host_certificate(key_type: str, blob: bytes, principal: str, authorities: list[KnownKey],
                            revoked: list[paramiko.PKey], now: float | None = None) -> CertificateProblem | None:
     """None if the certificate `blob` (of algorithm `key_type`) proves the host `principal`, else why not.

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import paramiko
@@ -35,8 +36,8 @@ from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ss
 
 from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
 from opsgate.actions.errors import AuthFailed, SSHConfigError, SSHError, Unreachable  # noqa: F401 (re-exported)
-from opsgate.actions.hostkeys import (CERT_SUFFIX, KnownHosts, KnownKey, check_host_certificate, fingerprint,
-                                      host_token, preferred_key_types)
+from opsgate.actions.hostkeys import (CERT_SUFFIX, KnownHosts, KnownKey, certificate_ca, check_host_certificate,
+                                      fingerprint, host_token, preferred_key_types)
 from opsgate.actions.sshconfig import Hop, Route, resolve_route
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
@@ -200,9 +201,10 @@ class _ProxyCommand(paramiko.ProxyCommand):
 
 
 def _check_host_key(name: str, hop: Hop, server_key: paramiko.PKey, known: KnownHosts,
-                    trusted: list[paramiko.PKey], revoked: list[paramiko.PKey], authorities: list[KnownKey]) -> None:
+                    trusted: list[paramiko.PKey], revoked: list[paramiko.PKey], authorities: list[KnownKey]) -> str:
     """Accept the host's key if known_hosts trusts it: as a plain key, or as a certificate signed by a
-    @cert-authority for the host. Anything @revoked is refused first."""
+    @cert-authority for the host. Anything @revoked is refused first. Returns what was accepted, in words."""
+    accepted = f"{server_key.get_name()} {fingerprint(server_key)}"
     hint_file = known.files[0] if known.files else "~/.ssh/known_hosts"
     token = hop.host_key_alias or host_token(hop.host, hop.port)
     blob = server_key.asbytes()
@@ -216,16 +218,16 @@ def _check_host_key(name: str, hop: Hop, server_key: paramiko.PKey, known: Known
         problem = check_host_certificate(cert.key_type, cert.key_blob, hop.host_key_alias or hop.host,
                                          authorities, revoked)
         if problem is None:
-            return
+            return f"{cert.key_type} {fingerprint(server_key)} (certificate by CA {certificate_ca(cert.key_blob)})"
         message = (f"{name}: host certificate of {token} ({server_key.get_name()} {fingerprint(server_key)}) "
                    f"refused: {problem.detail}; refusing to connect")
         if problem.check == "revoked":
             raise HostKeyRevoked(message)
         if any(k.asbytes() == blob for k in trusted):
-            return  # as OpenSSH: a certificate that does not pass falls back to its plain key, known here
+            return accepted  # as OpenSSH: a certificate that does not pass falls back to its plain key, known here
         raise HostCertificateInvalid(message, problem.check)
     if any(k.asbytes() == blob for k in trusted):
-        return
+        return accepted
     if not trusted:
         note = " (known_hosts trusts a CA for it, but it offered no host certificate)" if authorities else ""
         raise HostKeyUnknown(hop.host, hop.port, server_key.get_name(), fingerprint(server_key), hint_file,
@@ -347,13 +349,16 @@ def _certificates(hop: Hop, endpoint: Endpoint, tried: list[str]) -> list[tuple[
     return found
 
 
-def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: Endpoint) -> None:
+def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: Endpoint) -> str:
     """Public key auth as OpenSSH orders it: each identity file (an encrypted one through the agent's
-    copy of it), then the other ssh-agent keys (unless IdentitiesOnly), then the usual ~/.ssh keys."""
+    copy of it), then the other ssh-agent keys (unless IdentitiesOnly), then the usual ~/.ssh keys.
+    Returns the key that was accepted, in words."""
     tried: list[str] = []
     seen: set[tuple[bytes, bytes]] = set()
     where = f"{hop.user}@{hop.host}:{hop.port}"
     certificates = _certificates(hop, endpoint, tried)
+
+    accepted: list[str] = []
 
     def attempt(key: paramiko.PKey, label: str) -> bool:
         """Offer `key`: first with each certificate of it, then plain; True once authenticated."""
@@ -387,6 +392,7 @@ def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: 
         except (paramiko.SSHException, EOFError, OSError) as e:
             raise Unreachable(f"{name}: connection lost during authentication: {e}") from e
         if transport.is_authenticated():
+            accepted.append(label)
             return True
         tried.append(f"{label} (accepted, but the server also wants: {', '.join(remaining)})")
         return False
@@ -401,15 +407,15 @@ def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: 
                 if held is None:
                     tried.append(f"{path} (passphrase-protected and not in ssh-agent: ssh-add it)")
                 elif attempt(held, f"{path} via ssh-agent"):
-                    return
+                    return accepted[0]
             elif key is not None and attempt(key, path):
-                return
+                return accepted[0]
         if hop.identities_only:  # only the agent's copies of the configured identities (and certificates)
             wanted = ({_public_blob(p) for p in hop.identity_files} - {None}) | {c[2] for c in certificates}
             agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
         for key in agent_keys:
             if attempt(key, f"ssh-agent key {key.get_name()} {fingerprint(key)}"):
-                return
+                return accepted[0]
         if endpoint.look_for_keys and not (hop.identities_only and hop.identity_files):
             for base in DEFAULT_KEYS:
                 path = os.path.expanduser(f"~/.ssh/{base}")
@@ -419,7 +425,7 @@ def _authenticate(transport: paramiko.Transport, name: str, hop: Hop, endpoint: 
                 if key is _ENCRYPTED:
                     tried.append(f"{path} (passphrase-protected and not in ssh-agent: ssh-add it)")
                 elif key is not None and attempt(key, path):
-                    return
+                    return accepted[0]
     finally:
         if agent is not None:
             agent.close()
@@ -450,7 +456,7 @@ def _handshake(transport: paramiko.Transport, name: str, hop: Hop, timeout: floa
     raise Unreachable(f"{name}: SSH handshake with {where} failed: {error or 'connection closed'}")
 
 
-def _authenticate_certificate(transport: paramiko.Transport, name: str, hop: Hop, certificate: tuple[str, str]) -> None:
+def _authenticate_certificate(transport: paramiko.Transport, name: str, hop: Hop, certificate: tuple[str, str]) -> str:
     """Gate mode: the run's ephemeral key with the gate's certificate, and nothing else (no agent, no files)."""
     pem, line = certificate
     try:
@@ -468,11 +474,23 @@ def _authenticate_certificate(transport: paramiko.Transport, name: str, hop: Hop
         raise Unreachable(f"{name}: connection lost during authentication: {e}") from e
     if not transport.is_authenticated():
         raise AuthFailed(f"{name}: {hop.host} wants more than the gate's certificate")
+    return "the gate's certificate"
+
+
+@dataclass(frozen=True)
+class HopReport:
+    """How one hop of a connection was secured: for `opsgate check --ssh`."""
+
+    alias: str  # the name looked up in ssh_config
+    where: str  # user@host:port
+    identity: str  # the key that was accepted (or why none was tried)
+    host_key: str  # the host key (or certificate) that was accepted
 
 
 def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
-            target: bool = False) -> paramiko.Transport:
-    """SSH over `sock` to `hop`: handshake, host key checked against known_hosts, authentication."""
+            target: bool = False, authenticate: bool = True) -> paramiko.Transport:
+    """SSH over `sock` to `hop`: handshake, host key checked against known_hosts, authentication (its
+    HopReport in `transport.opsgate_report`)."""
     trusted, revoked = known.lookup(hop.host, hop.port, alias=hop.host_key_alias)
     authorities = known.authorities(hop.host, hop.port, alias=hop.host_key_alias)
     try:
@@ -490,11 +508,14 @@ def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
         transport.banner_timeout = endpoint.connect_timeout
         transport.handshake_timeout = endpoint.connect_timeout
         _handshake(transport, name, hop, endpoint.connect_timeout)
-        _check_host_key(name, hop, transport.get_remote_server_key(), known, trusted, revoked, authorities)
-        if target and endpoint.certificate is not None:
-            _authenticate_certificate(transport, name, hop, endpoint.certificate)
+        host_key = _check_host_key(name, hop, transport.get_remote_server_key(), known, trusted, revoked, authorities)
+        if not authenticate:
+            identity = "not tried"
+        elif target and endpoint.certificate is not None:
+            identity = _authenticate_certificate(transport, name, hop, endpoint.certificate)
         else:
-            _authenticate(transport, name, hop, endpoint)
+            identity = _authenticate(transport, name, hop, endpoint)
+        transport.opsgate_report = HopReport(hop.alias, f"{hop.user}@{hop.host}:{hop.port}", identity, host_key)
         return transport
     except BaseException:
         transport.close()
@@ -614,7 +635,7 @@ class JumpHosts:
 
 
 def _open_hop(endpoint: Endpoint, route: Route, i: int, name: str, known: KnownHosts,
-              via: paramiko.Transport | None) -> paramiko.Transport:
+              via: paramiko.Transport | None, authenticate: bool = True) -> paramiko.Transport:
     """Hop `i` of `route`, secured: over `via` (the previous hop's connection), the ProxyCommand or TCP."""
     hop = route.hops[i]
     is_target = i == len(route.hops) - 1
@@ -629,7 +650,8 @@ def _open_hop(endpoint: Endpoint, route: Route, i: int, name: str, known: KnownH
     else:
         sock = _open_socket(name, hop.host, hop.port, endpoint.connect_timeout, hop.family)
     try:
-        return _secure(sock, name, hop, endpoint, known, target=is_target)  # the transport owns the proxy now
+        return _secure(sock, name, hop, endpoint, known, target=is_target,  # the transport owns the proxy now
+                       authenticate=authenticate or not is_target)
     except SSHError as e:
         if isinstance(e, Unreachable) and proxy is not None:
             described = proxy.describe()
@@ -652,6 +674,19 @@ def connect(endpoint: Endpoint, *, jumps: JumpHosts | None = None) -> "Connectio
 
     With `jumps`, the jump host connections come from (and stay in) it, shared with other targets;
     without, they belong to the returned Connection and close with it."""
+    return _connect(endpoint, jumps, authenticate=True)
+
+
+def probe(endpoint: Endpoint, *, authenticate: bool = True, jumps: JumpHosts | None = None) -> tuple[str | None,
+                                                                                                   list[HopReport]]:
+    """Reach `endpoint` as a run would (jump hosts, ProxyCommand, host keys, and unless `authenticate` is
+    False, the target's login), run nothing, close; return (the ProxyCommand, how each hop was secured).
+    Raises SSHError like connect()."""
+    with _connect(endpoint, jumps, authenticate=authenticate) as connection:
+        return connection.proxy_command, connection.reports
+
+
+def _connect(endpoint: Endpoint, jumps: JumpHosts | None, *, authenticate: bool) -> "Connection":
     route: Route = resolve_route(endpoint)
     try:
         known = KnownHosts.load(endpoint.known_hosts)
@@ -660,20 +695,24 @@ def connect(endpoint: Endpoint, *, jumps: JumpHosts | None = None) -> "Connectio
         error.outcome = "hostkey"
         raise error from e
     owned: list[paramiko.Transport] = []
+    reports: list[HopReport] = []
     previous: paramiko.Transport | None = None
     try:
         for i, hop in enumerate(route.hops):
             is_target = i == len(route.hops) - 1
             name = endpoint.name if is_target else f"{endpoint.name}: jump host {hop.alias}"
             if is_target or jumps is None:
-                previous = _open_hop(endpoint, route, i, name, known, previous)
+                previous = _open_hop(endpoint, route, i, name, known, previous, authenticate)
                 owned.append(previous)
             else:
                 key = (route.proxy_command, route.hops[:i + 1], tuple(endpoint.known_hosts), endpoint.allow_agent,
                        endpoint.look_for_keys, endpoint.connect_timeout)
                 via = previous
                 previous = jumps.get(key, name, lambda: _open_hop(endpoint, route, i, name, known, via))
-        return Connection(endpoint.name, owned[-1], via=owned[:-1], forced=endpoint.certificate is not None)
+            reports.append(previous.opsgate_report)
+        connection = Connection(endpoint.name, owned[-1], via=owned[:-1], forced=endpoint.certificate is not None)
+        connection.reports, connection.proxy_command = reports, route.proxy_command
+        return connection
     except BaseException:
         for transport in reversed(owned):
             transport.close()
@@ -748,6 +787,8 @@ class Connection:
         self._via = list(via or ())  # jump host connections the transport runs through, first hop first
         self._lock = threading.Lock()
         self._running: set[_Run] = set()  # runs in progress, stopped remotely by close()
+        self.reports: list[HopReport] = []  # how each hop was secured, jump hosts first (set by connect)
+        self.proxy_command: str | None = None  # the ProxyCommand that reached the first hop, if any
 
     def __enter__(self) -> "Connection":
         return self

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     command("demo", _lazy("opsgate.cli.tui", "cmd_demo"), "the console on an embedded loopback target and throwaway state")
-    command("check", _lazy("opsgate.cli.catalog", "cmd_check"), "validate the config")
+    sp = command("check", _lazy("opsgate.cli.catalog", "cmd_check"), "validate the config")
+    sp.add_argument("--ssh", action="store_true",
+                    help="also reach every target (jump hosts, host key, login) without running anything")
     sp = command("list", _lazy("opsgate.cli.catalog", "cmd_list"), "actions, risk, targets, step-up requirement")
     sp.add_argument("--json", action="store_true", help="print JSON")
 
