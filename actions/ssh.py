@@ -1,14 +1,16 @@
 """Run one shell command on one SSH target with paramiko, streaming its output.
 
 Host keys come only from the configured known_hosts files (unknown or changed
-keys are refused, never added). A running command can be stopped remotely:
+keys are refused, never added; a host certificate is accepted when a @cert-authority
+line trusts its CA for the host). A running command can be stopped remotely:
 it is wrapped so the remote shell reports its process group first, and a stop
 kills that group through a second channel on the same connection.
 
 Where to connect comes from sshconfig.resolve_route: ~/.ssh/config (HostName, User, Port,
 IdentityFile, ProxyJump, ProxyCommand, ...; what opsgate cannot honour is refused before connecting).
 Each jump host is a full SSH connection of its own (host key checked, own identity); the next hop
-runs over its direct-tcpip channel, as `ssh -J` does.
+runs over its direct-tcpip channel, as `ssh -J` does. In a fan-out (JumpHosts) the targets behind one
+jump host share its connection.
 """
 
 from __future__ import annotations
