@@ -23,6 +23,19 @@ from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.wiring import ConsoleParts, assemble
 
 
+def global_flags(default) -> argparse.ArgumentParser:
+    """--config and --state-dir, for `opsgate` and `opsgated` and each of their subcommands.
+
+    The top parser gets ``default=None``; subcommands ``argparse.SUPPRESS``, so a flag given before the
+    command is not reset by the subcommand's own copy of it."""
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("--config", metavar="PATH", default=default,
+                   help="config file (else $OPSGATE_CONFIG, ./opsgate.toml, user config dir)")
+    g.add_argument("--state-dir", metavar="DIR", default=default,
+                   help="state dir (else $OPSGATE_STATE_DIR, console.state_dir, user state dir)")
+    return g
+
+
 class Context:
     """What every subcommand needs: the parsed flags, the config and the state dir, loaded once."""
 

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from opsgate.cli.context import Context
+from opsgate.cli.context import Context, global_flags
 from opsgate.cli.main import version
 from opsgate.console.errors import EXIT_OK, ConfigError, OpsgateError, UsageError
 
@@ -127,17 +127,9 @@ def cmd_enroll_token(ctx: Context) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    def globals_parser(default) -> argparse.ArgumentParser:
-        g = argparse.ArgumentParser(add_help=False)
-        g.add_argument("--config", metavar="PATH", default=default,
-                       help="the gate's config (else $OPSGATE_CONFIG, ./opsgate.toml, the user config dir)")
-        g.add_argument("--state-dir", metavar="DIR", default=default,
-                       help="the gate's state dir: CA, credentials, grants, trail")
-        return g
-
     # Subcommands accept the global flags too, without resetting what was given before the command.
-    common = globals_parser(argparse.SUPPRESS)
-    p = argparse.ArgumentParser(prog="opsgated", parents=[globals_parser(None)],
+    common = global_flags(argparse.SUPPRESS)
+    p = argparse.ArgumentParser(prog="opsgated", parents=[global_flags(None)],
                                 description="The opsgate gate: step-up enforced with command-bound SSH certificates.")
     p.add_argument("--version", action="version", version=f"opsgated {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opsgate.cli.context import Context
+from opsgate.cli.context import Context, global_flags
 from opsgate.console.errors import EXIT_CANCELLED, ConfigError, OpsgateError
 
 
@@ -33,17 +33,9 @@ def _lazy(module: str, func: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    def globals_parser(default) -> argparse.ArgumentParser:
-        g = argparse.ArgumentParser(add_help=False)
-        g.add_argument("--config", metavar="PATH", default=default,
-                       help="config file (else $OPSGATE_CONFIG, ./opsgate.toml, user config dir)")
-        g.add_argument("--state-dir", metavar="DIR", default=default,
-                       help="state dir (else $OPSGATE_STATE_DIR, console.state_dir, user state dir)")
-        return g
-
     # Subcommands accept the global flags too, without resetting what was given before the command.
-    common = globals_parser(argparse.SUPPRESS)
-    p = argparse.ArgumentParser(prog="opsgate", parents=[globals_parser(None)],
+    common = global_flags(argparse.SUPPRESS)
+    p = argparse.ArgumentParser(prog="opsgate", parents=[global_flags(None)],
                                 description="Operations console: runbooks with step-up auth, SSH and a tamper-evident audit trail.")
     p.add_argument("--version", action="version", version=f"opsgate {version()}")
     p.set_defaults(handler=_lazy("opsgate.cli.tui", "cmd_console"))
