@@ -543,7 +543,10 @@ class _Tunnel:
     def close(self) -> None:
         owner = self.owner
         if owner is None or owner is threading.current_thread() or not owner.is_alive():
-            self.channel.close()
+            try:
+                self.channel.close()
+            except (EOFError, OSError, paramiko.SSHException):
+                pass  # the jump host's connection closed first: the channel went with it
         # else: the owner is stopping; the last thing its thread does is close its socket, i.e. this
 
 
