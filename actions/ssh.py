@@ -36,6 +36,7 @@ import paramiko.agent
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
+from opsgate.actions.display import escape_line
 from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
 from opsgate.actions.errors import AuthFailed, SSHConfigError, SSHError, Unreachable  # noqa: F401 (re-exported)
 from opsgate.actions.hostkeys import (CERT_SUFFIX, KnownHosts, KnownKey, certificate_ca, check_host_certificate,
@@ -45,6 +46,17 @@ from opsgate.actions.sshconfig import Hop, Route, resolve_route
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
+
+class _EscapeRemoteText(logging.Filter):
+    """paramiko's transport log quotes the server (disconnect messages, auth banners, version strings):
+    escaped, for whoever turns that log on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = escape_line(record.getMessage()), None
+        return True
+
+
+logging.getLogger("paramiko.transport").addFilter(_EscapeRemoteText())
 
 READ_SIZE = 64 * 1024  # bytes per recv: large reads keep 50 MB outputs cheap
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the remote process group
@@ -844,7 +856,7 @@ class Connection:
                 channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as e:
             return TargetResult(self.name, "unreachable", None, time.monotonic() - start, 0, 0,
-                                f"{self.name}: cannot start the command: {e or type(e).__name__}")
+                                f"{self.name}: cannot start the command: {escape_line(e or type(e).__name__)}")
         reader = _Run(self, channel, sink, start, timeout, cancel)
         with self._lock:
             self._running.add(reader)
@@ -862,7 +874,7 @@ class Connection:
                 if channel is not None:
                     channel.shutdown_write()  # the forced wrapper's signal to stop
             except (paramiko.SSHException, EOFError, OSError) as e:
-                return f"could not stop the remote command: {e}"
+                return f"could not stop the remote command: {escape_line(e)}"
             return None
         try:
             killer = self._transport.open_session(timeout=10)
@@ -874,7 +886,7 @@ class Connection:
             finally:
                 killer.close()
         except (paramiko.SSHException, EOFError, OSError) as e:
-            return f"could not stop remote process group {pgid}: {e}"
+            return f"could not stop remote process group {pgid}: {escape_line(e)}"
         return None
 
 

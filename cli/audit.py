@@ -2,6 +2,11 @@
 
 Each needs only the state dir, so ``--state-dir DIR`` (or ``OPSGATE_STATE_DIR``) works without a
 config: a reviewer can check a copied state dir on their own machine.
+
+Whoever can edit the trail controls every field of a record, and a collector's file or a recording
+holds remote text: everything printed here from them goes through the sanitiser
+(``opsgate.actions.display``), so none of it can drive the reviewer's terminal (``OK:`` lines faked
+over a ``FAIL:``, a hidden line, the clipboard written).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from opsgate.actions.display import TERMINAL_RESET, escape_json, escape_line
 from opsgate.console.audit.format import format_record
-from opsgate.console.audit.replay import Cast, ReplayError, play
+from opsgate.console.audit.replay import Cast, ReplayError, play, text_lines
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import check_recording, verify
 from opsgate.console.errors import EXIT_FAILED, EXIT_OK, UsageError
@@ -30,7 +36,7 @@ def _one_line_errors(handler):
         try:
             return handler(ctx)
         except OSError as e:
-            print(f"opsgate: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+            print(f"opsgate: {escape_line(e.filename or '')}: {escape_line(e.strerror or e)}", file=sys.stderr)
             return EXIT_FAILED
 
     return wrapper
@@ -49,15 +55,15 @@ def cmd_verify(ctx) -> int:
     path = ctx.trail_path
     report = verify(path, state_dir=ctx.state_dir)
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {escape_line(note)}", file=sys.stderr)
     if report.ok:
-        print(f"OK: {report.count} records, head {report.head or 'none'}")
+        print(f"OK: {report.count} records, head {escape_line(report.head or 'none')}")
         status = EXIT_OK
     else:
-        print(f"FAIL: {report.problems[0]}")
-        for problem in report.problems[1:]:
-            print(f"FAIL: {problem}")
-        print(f"{report.count} records verified before the first problem; head of those {report.head or 'none'}")
+        for problem in report.problems:
+            print(f"FAIL: {escape_line(problem)}")
+        print(f"{report.count} records verified before the first problem; head of those "
+              f"{escape_line(report.head or 'none')}")
         status = EXIT_FAILED
     if getattr(ctx.args, "against", None):
         # Compared even when the local chain is broken: the collector's copy is the evidence then.
@@ -69,19 +75,22 @@ def _verify_against(path: Path, collector: Path) -> int:
     from opsgate.console.audit.forward.collector import compare_with_collector
 
     r = compare_with_collector(path, collector)
-    resent = f" ({r.duplicates} re-sent copies counted once)" if r.duplicates else ""
+    shown = escape_line(collector)  # the collector's text is the network's: every value below is escaped
+    resent = f" ({escape_line(r.duplicates)} re-sent copies counted once)" if r.duplicates else ""
+    newest = escape_line(r.newest)
     if r.ignored_lines:
-        print(f"note: {collector}: {r.ignored_lines} lines are not opsgate messages (ignored)", file=sys.stderr)
+        print(f"note: {shown}: {escape_line(r.ignored_lines)} lines are not opsgate messages (ignored)",
+              file=sys.stderr)
     for problem in r.problems:
-        print(f"FAIL: collector {collector}: {problem}")
+        print(f"FAIL: collector {shown}: {escape_line(problem)}")
     if r.ok:
-        print(f"OK: collector copy matches the local chain: {r.records} records up to seq {r.newest}{resent}")
+        print(f"OK: collector copy matches the local chain: {escape_line(r.records)} records up to seq {newest}{resent}")
     else:
-        print(f"collector copy: {r.records} records up to seq {r.newest}{resent}")
+        print(f"collector copy: {escape_line(r.records)} records up to seq {newest}{resent}")
     if r.last_anchor:
-        print(f"last anchored head: seq {r.last_anchor[0]} {r.last_anchor[1]}")
+        print(f"last anchored head: seq {escape_line(r.last_anchor[0])} {escape_line(r.last_anchor[1])}")
     if r.not_yet_forwarded:
-        print(f"not yet forwarded: {r.not_yet_forwarded}")
+        print(f"not yet forwarded: {escape_line(r.not_yet_forwarded)}")
     return EXIT_OK if r.ok else EXIT_FAILED
 
 
@@ -98,7 +107,7 @@ def cmd_forward(ctx) -> int:
     if not ctx.args.follow:
         result = forward_trail_once(path, state, forwarding)
         if not result.ok:
-            print(f"opsgate: audit forward to {forwarding.url} did not finish: {result.error}; "
+            print(f"opsgate: audit forward to {forwarding.url} did not finish: {escape_line(result.error)}; "
                   f"forwarded up to seq {result.after.seq}", file=sys.stderr)
             return EXIT_FAILED
         if result.after.seq == result.before.seq:
@@ -110,7 +119,7 @@ def cmd_forward(ctx) -> int:
         return EXIT_OK
 
     def warn(message: str) -> None:
-        print(f"opsgate: warning: {message}", file=sys.stderr, flush=True)
+        print(f"opsgate: warning: {escape_line(message)}", file=sys.stderr, flush=True)
 
     fwd = Forwarder(path, state, forwarding, warn=warn).start()
     print(f"forwarding {path} to {forwarding.url} (Ctrl-C stops)", flush=True)
@@ -136,7 +145,7 @@ def cmd_head(ctx) -> int:
     if head is None:
         print(f"opsgate: the audit trail {ctx.trail_path} is empty", file=sys.stderr)
         return EXIT_FAILED
-    print(head)
+    print(escape_line(head))
     return EXIT_OK
 
 
@@ -189,15 +198,37 @@ def cmd_export(ctx) -> int:
     from opsgate.console.audit.history import export_run
 
     doc, ok = export_run(ctx.trail_path, ctx.state_dir, ctx.args.run)
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    print(escape_json(json.dumps(doc, indent=2, ensure_ascii=False)))  # json escapes C0; C1 and the like too
     if not ok:
-        print(f"opsgate: run {doc['run']}: the evidence does not verify (see chain and recordings)", file=sys.stderr)
+        print(f"opsgate: run {escape_line(doc['run'])}: the evidence does not verify (see chain and recordings)",
+              file=sys.stderr)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _trail_says(run: str, action: object, record: dict, check) -> str:
+    """What the audit trail records of one target's run, and whether its recording verifies: opsgate's
+    own words, from the trail, never from the recording."""
+    code = record.get("exit_code", record.get("exit"))
+    outcome = escape_line(record.get("outcome") or "?", 40)
+    ended = f"exit {escape_line(code, 20)}" if code is not None else outcome
+    if outcome not in ("?", "ok", "failed"):
+        ended = f"{outcome}, {ended}"
+    verdict = ("the recording verifies against it" if check.verified
+               else f"the recording DOES NOT VERIFY ({escape_line(check.problem, 160)}): not evidence")
+    return (f"{escape_line(run)} {escape_line(action, 80)}@{escape_line(record.get('target', '?'), 80)}: "
+            f"the audit trail records {ended} (seq {escape_line(record.get('seq', '?'), 24)}); {verdict}")
 
 
 @_one_line_errors
 def cmd_replay(ctx) -> int:
-    """Play a run's recordings after checking each against the sha256 in the audit trail."""
+    """Play a run's recordings after checking each against the sha256 in the audit trail.
+
+    What reaches the terminal from a recording goes through the sanitiser's replay filter (cursor
+    movement and colours play; titles, the clipboard, hyperlinks, queries and input modes do not).
+    opsgate's own header and verdict come from the trail, not from the recording, and are printed after
+    a terminal reset: before each recording when there are several, and all of them again at the end,
+    where nothing played can overwrite them. ``--text`` prints the recordings as escaped plain text.
+    """
     args = ctx.args
     if args.speed <= 0:
         raise UsageError(f"--speed must be positive, not {args.speed}")
@@ -216,25 +247,51 @@ def cmd_replay(ctx) -> int:
     checks = [(r, check_recording(state, r.get("recording"), r.get("recording_sha256"), record=r)) for r in targets]
     unverified = [(r, check) for r, check in checks if not check.verified]
     for r, check in unverified:
-        print(f"opsgate: WARNING: recording {r.get('recording')} does not verify: {check.problem}", file=sys.stderr)
+        print(f"opsgate: WARNING: recording {escape_line(r.get('recording'))} does not verify: "
+              f"{escape_line(check.problem)}", file=sys.stderr)
     if unverified and not args.force:
         print("opsgate: refusing to replay an unverified recording (--force plays it anyway; "
               "`opsgate audit verify` checks the whole trail)", file=sys.stderr)
         return EXIT_FAILED
     # --force plays what can be opened (a changed file), never one that is missing or outside the state dir.
-    playable = [r for r, check in checks if check.playable]
+    playable = [(r, check) for r, check in checks if check.playable]
     if not playable:
         print("opsgate: nothing to play: no recording can be opened", file=sys.stderr)
         return EXIT_FAILED
-    out = sys.stdout.buffer
-    for r in playable:
-        cast = Cast(state / r["recording"])
-        if len(targets) > 1:
-            exit_code = r.get("exit_code", r.get("exit", "?"))
-            out.write(f"\x1b[0m\r\n=== {run} {action}@{r.get('target', '?')} (exit {exit_code}) ===\r\n".encode())
-        play(cast.events(), out, speed=args.speed)
-        out.write(b"\x1b[0m")  # the recording may end inside a colour
-        out.flush()
+    if getattr(args, "text", False):
+        _replay_text(state, run, action, playable)
+    else:
+        _replay_terminal(state, run, action, playable, speed=args.speed, several=len(targets) > 1)
     if unverified:
         print("opsgate: WARNING: what was played did not verify against the audit trail", file=sys.stderr)
     return EXIT_OK
+
+
+def _replay_terminal(state: Path, run: str, action: object, playable: list, *, speed: float, several: bool) -> None:
+    out = sys.stdout.buffer
+    for r, check in playable:
+        out.write(TERMINAL_RESET.encode())
+        if several:
+            exit_code = r.get("exit_code", r.get("exit", "?"))
+            out.write(f"=== {escape_line(run)} {escape_line(action, 80)}@{escape_line(r.get('target', '?'), 80)} "
+                      f"(exit {escape_line(exit_code, 20)}) ===\r\n".encode())
+        else:
+            out.write(f"--- {_trail_says(run, action, r, check)}\r\n".encode())
+        play(Cast(state / r["recording"]).events(), out, speed=speed)
+    # Whatever the recordings did to the terminal is undone; then the trail's word, last on the screen.
+    out.write(TERMINAL_RESET.encode())
+    for r, check in playable:
+        out.write(f"--- {_trail_says(run, action, r, check)}\r\n".encode())
+    out.write(f"--- every byte of it as text: opsgate replay {escape_line(run)} --text\r\n".encode())
+    out.flush()
+
+
+def _replay_text(state: Path, run: str, action: object, playable: list) -> None:
+    """The recordings as escaped text (``target | line``), each between the trail's header and verdict."""
+    out = sys.stdout
+    for r, check in playable:
+        says = _trail_says(run, action, r, check)
+        out.write(f"=== {says}\n")
+        out.writelines(text_lines(Cast(state / r["recording"]).events(), escape_line(r.get("target", "?"), 80)))
+        out.write(f"=== end of the recording. {says}\n")
+    out.flush()

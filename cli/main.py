@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from opsgate.actions.display import escape_line
 from opsgate.cli.context import Context, global_flags
 from opsgate.console.errors import EXIT_CANCELLED, ConfigError, OpsgateError
 
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
     sp.add_argument("--yes", action="store_true", help="do not ask 'Run? [y/N]'")
     sp.add_argument("--json", action="store_true", help="print one JSON result document")
+    sp.add_argument("--raw", action="store_true",
+                    help="one target: write its stdout bytes unchanged to stdout (a file or a pipe, never a "
+                         "terminal); the plan, its stderr and the summary go to stderr")
     sp.add_argument("--reason", default="", metavar="TEXT",
                     help="why you run it: in the plan, the approval request and the trail (required where policy says)")
 
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", metavar="T")
     sp.add_argument("--speed", type=float, default=1.0, metavar="X")
     sp.add_argument("--force", action="store_true", help="play even when the recording does not verify")
+    sp.add_argument("--text", action="store_true",
+                    help="print the recordings as escaped plain text (for review and diff) instead of playing them")
     return p
 
 
@@ -117,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(ctx)
     except ConfigError as e:
         for problem in e.problems:
-            print(f"opsgate: {problem}", file=sys.stderr)
+            print(f"opsgate: {escape_line(problem)}", file=sys.stderr)
         return e.exit_code
-    except OpsgateError as e:
-        print(f"opsgate: {e}", file=sys.stderr)
+    except OpsgateError as e:  # may quote remote or record text (a gate's answer, a run id): escaped
+        print(f"opsgate: {escape_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("opsgate: cancelled", file=sys.stderr)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import threading
 from collections import defaultdict
 
+from opsgate.actions.display import RESET, escape_line, escape_stream
 from opsgate.actions.outcome import Chunk, TargetResult
 
 from opsgate.cli.context import Context
@@ -17,18 +20,59 @@ from opsgate.console.run import Pipeline, Plan, RunbookPlan, RunReport, RunReque
 JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keeps every byte
 
 
-class CliFrontend:
-    """Prints output live as ``target | line`` (stderr: ``target ! line``); asks through the terminal."""
+PARTIAL_MAX = 1 << 20  # a line without end is shown in pieces of this size rather than held
 
-    def __init__(self, prompter, *, stream_output: bool = True, out=None, yes: bool = False):
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def own_line(text: str, tty: bool) -> str:
+    """One of opsgate's own lines for the live stream: on a terminal it starts with an SGR reset, so no
+    colour a remote line left behind (there is none: see CliFrontend) can hide or disguise it."""
+    return RESET + text if tty else text
+
+
+# For fitting a remote line to the terminal's width (on a terminal only): SGR sequences take no cell,
+# East Asian wide and fullwidth characters and most emoji take two (an estimate that errs on the wide side
+# for the common ranges; a character drawn wider than counted could push one row past the edge).
+_WIDE = "\u1100-\u115f\u231a\u231b\u23e9-\u23f3\u25fd\u25fe\u2614\u2615\u2648-\u2653\u267f\u2693\u26a1" \
+        "\u26aa\u26ab\u26bd\u26be\u26c4\u26c5\u26ce\u26d4\u26ea\u26f2-\u26fd\u2705\u270a\u270b\u2728\u274c" \
+        "\u274e\u2753-\u2757\u2795-\u2797\u27b0\u27bf\u2b1b\u2b1c\u2b50\u2b55\u2e80-\u303e\u3041-\u33ff" \
+        "\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60" \
+        "\uffe0-\uffe6\U0001f000-\U0001faff\U00020000-\U0003fffd"
+_WIDE_CHAR = re.compile(f"[{_WIDE}]")
+
+
+class CliFrontend:
+    """Prints output live as ``target | line`` (stderr: ``target ! line``); asks through the terminal.
+
+    Remote bytes go through the sanitiser's stream policy (``opsgate.actions.display``): colours pass,
+    every other control is shown as text (``^[``, ``^M``, ``\x9b``), so a remote line can neither move
+    the cursor, erase or hide opsgate's lines, nor start a line of its own: each newline it sends
+    becomes a new line with the real ``target | `` prefix. A line that used colours ends with a reset;
+    on a terminal every line (opsgate's own too) also starts with one, and a line too long for the
+    terminal is cut into rows marked ``target + `` so that no remote text starts a row by wrapping.
+
+    ``raw_out`` (``opsgate run --raw``, one target): that target's stdout bytes go there unchanged;
+    ``out`` (then stderr) gets everything else, remote stderr as sanitised lines.
+    """
+
+    def __init__(self, prompter, *, stream_output: bool = True, out=None, yes: bool = False, raw_out=None):
         self.prompter = prompter
         self.yes = yes
         self.stream_output = stream_output
         self.out = out or sys.stdout
+        self.raw_out = raw_out
+        self.tty = _isatty(self.out)
         self._lock = threading.Lock()
         self._partial: dict[tuple[str, str], bytes] = defaultdict(bytes)
         self.captured: dict[tuple[str, str], bytearray] = defaultdict(bytearray)
         self.width = 0
+        self.columns: int | None = None  # the terminal's width; None: asked of the terminal at each write
 
     # Prompter: the terminal prompter of console.cli_prompt does the asking.
     def ask_code(self, prompt):
@@ -54,27 +98,29 @@ class CliFrontend:
 
     # Runbooks
     def on_step(self, sp: StepPlan, status: str, detail: str = "") -> None:
+        title = escape_line(sp.step.title)
         if self.stream_output and status != "running":
-            self._print(f"== step {sp.step.index} {sp.step.title}: {status}" + (f" ({detail})" if detail else ""))
+            self._print(f"== step {sp.step.index} {title}: {status}" + (f" ({escape_line(detail)})" if detail else ""))
         elif self.stream_output:
-            self._print(f"== step {sp.step.index} {sp.step.title}")
+            self._print(f"== step {sp.step.index} {title}")
 
     def ask_pause(self, step) -> bool:
         """--yes passes only pauses marked skippable; otherwise the operator answers on the terminal."""
+        pause = escape_line(step.pause)
         if self.yes and step.skippable:
-            self._print(f"== pause passed (--yes, skippable): {step.pause}")
+            self._print(f"== pause passed (--yes, skippable): {pause}")
             return True
         if not sys.stdin.isatty():
-            self._print(f"== pause needs the operator: {step.pause} (not a terminal: stopping)")
+            self._print(f"== pause needs the operator: {pause} (not a terminal: stopping)")
             return False
-        answer = input(f"PAUSE: {step.pause}. Continue? [y/N] ")
+        answer = ask(own_line(f"PAUSE: {pause}. Continue? [y/N] ", self.tty), self.out)
         return answer.strip().lower() in ("y", "yes")
 
     # Output
     def on_start(self, plan: Plan) -> None:
         self.width = max([self.width, *(len(n) for n in plan.target_names)])
         if self.stream_output:
-            self._print(f"run {plan.run_id}: {plan.summary()}")
+            self._print(f"run {plan.run_id}: {escape_line(plan.summary())}")
 
     def on_output(self, chunk: Chunk) -> None:
         if not self.stream_output:
@@ -82,34 +128,130 @@ class CliFrontend:
             if len(buf) < JSON_OUTPUT_CAP:
                 buf += chunk.data[: JSON_OUTPUT_CAP - len(buf)]
             return
+        if self.raw_out is not None and chunk.stream == "stdout":
+            with self._lock:
+                self.raw_out.write(chunk.data)  # --raw: the bytes as they came, to a file or a pipe
+                self.raw_out.flush()
+            return
         key = (chunk.target, chunk.stream)
         with self._lock:
             data = self._partial.pop(key, b"") + chunk.data
-            *lines, rest = data.split(b"\n")
-            if rest:
-                self._partial[key] = rest
-            for line in lines:
-                self._write_line(chunk.target, chunk.stream, line)
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) > PARTIAL_MAX:
+                cut, data = len(data) + 1, data + b"\n"
+            if cut < len(data):
+                self._partial[key] = data[cut:]
+            if cut:
+                self._write_lines(chunk.target, chunk.stream, data[:cut])
 
     def on_target_done(self, result: TargetResult) -> None:
         if not self.stream_output:
             return
         with self._lock:
             for stream in ("stdout", "stderr"):
-                rest = self._partial.pop((result.target, stream), b"")
+                rest = self._partial.pop((result.target, stream), b"").rstrip(b"\r")
                 if rest:
-                    self._write_line(result.target, stream, rest)
+                    self._write_lines(result.target, stream, rest + b"\n")
 
-    def _write_line(self, target: str, stream: str, line: bytes) -> None:
+    def _write_lines(self, target: str, stream: str, block: bytes) -> None:
+        """Complete remote lines (``block`` ends with a newline), each with the target's prefix."""
         mark = "|" if stream == "stdout" else "!"
-        text = line.decode("utf-8", errors="replace").rstrip("\r")
-        self.out.write(f"{target:<{self.width}} {mark} {text}\n")
+        text = escape_stream(block, sgr=True)[:-1]  # the block's last newline
+        end = RESET if "\x1b" in text else ""  # only allowed SGR sequences are left: end each line plainly
+        if self.tty:
+            text = self._fit(text)
+        prefix = own_line(f"{target:<{self.width}} {mark} ", self.tty)
+        text = text.replace("\n", f"{end}\n{prefix}")
+        if _ROW in text:
+            text = text.replace(_ROW, f"{end}\n{own_line(f'{target:<{self.width}} + ', self.tty)}")
+        self.out.write(prefix + text + end + "\n")
         self.out.flush()
+
+    def _fit(self, text: str) -> str:
+        """On a terminal: each line wider than it is cut into rows joined by ``_ROW`` (the caller makes
+        those continuation rows), so no remote text reaches the start of a row by wrapping."""
+        columns = self.columns
+        if columns is None:
+            try:
+                columns = os.get_terminal_size(self.out.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                return text
+        room = columns - self.width - 3
+        if room < 8:
+            return text
+        lines = text.split("\n")
+        if "\t" not in text:
+            if max(map(len, lines)) <= room // 2:
+                return text  # nothing can reach the edge, even if every character were wide
+            plain = _SGR.sub("", text) if "\x1b" in text else text  # colours take no cell
+            narrow = plain.isascii() or max(plain) < _WIDE[0] or _WIDE_CHAR.search(plain) is None
+            if narrow and max(map(len, plain.split("\n"))) <= room:
+                return text  # the usual case, decided without a loop over the lines
+        fitted = []
+        for line in lines:
+            if "\t" in line:  # tab stops where the terminal has them: counted from the row's start
+                line = (" " * (self.width + 3) + line).expandtabs()[self.width + 3:]
+            if len(line) > room // 2 and _cells(line) > room:
+                line = _ROW.join(_rows(line, room))
+            fitted.append(line)
+        return "\n".join(fitted)
 
     def _print(self, text: str) -> None:
         with self._lock:
-            self.out.write(text + "\n")
+            self.out.write(own_line(text, self.tty) + "\n")
             self.out.flush()
+
+
+_ROW = "\x00"  # joins the rows of a cut line (no NUL is left in sanitised text)
+_SGR = re.compile("\x1b\\[[0-9;:]*m")
+_ROW_TOKENS = re.compile(f"\x1b\\[[0-9;:]*m|[{_WIDE}]|[^\x1b{_WIDE}]+|\x1b")
+
+
+def _cells(line: str) -> int:
+    """Terminal cells ``line`` takes (sanitised: no controls but SGR; tabs expanded)."""
+    width = len(line) + len(_WIDE_CHAR.findall(line))
+    if "\x1b" in line:
+        width -= sum(map(len, _SGR.findall(line)))
+    return width
+
+
+def _rows(line: str, room: int) -> list[str]:
+    """``line`` cut into rows of at most ``room`` cells; an SGR sequence is never cut (it takes no cell)."""
+    rows: list[str] = []
+    row: list[str] = []
+    used = 0
+    for token in _ROW_TOKENS.findall(line):
+        if token.startswith("\x1b"):
+            row.append(token)
+            continue
+        cells = 2 if len(token) == 1 and _WIDE_CHAR.match(token) else 1
+        if cells == 2:
+            if used + 2 > room:
+                rows.append("".join(row))
+                row, used = [], 0
+            row.append(token)
+            used += 2
+            continue
+        while token:
+            take = room - used
+            if take <= 0:
+                rows.append("".join(row))
+                row, used = [], 0
+                continue
+            row.append(token[:take])
+            used += len(token[:take])
+            token = token[take:]
+    rows.append("".join(row))
+    return rows
+
+
+def ask(prompt: str, out) -> str:
+    """``input()`` with its prompt on ``out`` (stderr for ``--raw``: stdout is the target's bytes)."""
+    if out is sys.stdout:
+        return input(prompt)
+    out.write(prompt)
+    out.flush()
+    return input()
 
 
 def describe_result(r: TargetResult) -> str:
@@ -118,7 +260,7 @@ def describe_result(r: TargetResult) -> str:
     elif r.outcome == "failed":
         status = f"exit {r.exit_code}"
     else:
-        status = r.outcome + (f": {r.error}" if r.error else "")
+        status = escape_line(r.outcome) + (f": {escape_line(r.error)}" if r.error else "")
     return f"{status} ({r.duration:.2f}s, {r.bytes_out + r.bytes_err} bytes)"
 
 
@@ -138,40 +280,57 @@ def cmd_run(ctx: Context) -> int:
     args = ctx.args
     from opsgate.cli.prompt import TerminalPrompter
 
+    raw = getattr(args, "raw", False)
+    if raw and args.json:
+        raise UsageError("--raw writes the target's output as it came and --json a document: pick one")
     pipeline = ctx.parts.pipeline
     request = RunRequest(args.action, tuple(args.target), parse_assignments(args.param), ctx.operator, args.reason)
     plan = pipeline.plan(request)
+    if raw:
+        if len(plan.target_names) != 1:
+            raise UsageError(f"--raw writes one target's output unchanged; this run has {len(plan.target_names)} "
+                             "targets: pick one with --target")
+        if _isatty(sys.stdout):
+            raise UsageError("--raw writes the target's bytes unchanged, escape sequences included: send stdout "
+                             "to a file or a pipe, not to a terminal")
+    info = sys.stderr if raw else sys.stdout  # with --raw, stdout is the target's bytes and nothing else
     if args.dry_run:
         pipeline.dry_run(plan)
         if args.json:
             print(json.dumps(plan_document(plan), indent=2))
         else:
-            print_plan(plan)
-            print("dry run: nothing ran")
+            print_plan(plan, out=info)
+            print("dry run: nothing ran", file=info)
         return 0
     name, risk = (plan.runbook.id, plan.runbook.risk) if isinstance(plan, RunbookPlan) else (plan.action.id, plan.action.risk)
     if risk != "low" and not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"{name} is {risk} risk: pass --yes to run it without a terminal")
-        print_plan(plan)
-        if input("Run? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("not run")
+        print_plan(plan, out=info)
+        if ask("Run? [y/N] ", info).strip().lower() not in ("y", "yes"):
+            print("not run", file=info)
             return EXIT_CANCELLED
-    frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json, yes=args.yes)
+    frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json, yes=args.yes, out=info,
+                           raw_out=sys.stdout.buffer if raw else None)
     forwarder = ctx.parts.start_forwarder()
     try:
         report = run_in_thread(pipeline, plan, frontend)
     finally:
         finish_forwarder(forwarder)
+    tty = _isatty(info)
+
+    def summary(line: str) -> None:  # opsgate's own lines: after the remote output, never styled by it
+        print(own_line(line, tty), file=info)
+
     if args.json:
         print(json.dumps(result_document(plan, report, frontend), indent=2))
     elif isinstance(plan, RunbookPlan):
-        print(f"--- runbook run {report.run_id}: exit {report.exit_code}")
+        summary(f"--- runbook run {report.run_id}: exit {report.exit_code}")
     else:
         width = max(len(n) for n in plan.target_names)
-        print(f"--- run {report.run_id}")
+        summary(f"--- run {report.run_id}")
         for r in report.results:
-            print(f"{r.target:<{width}}  {describe_result(r)}")
+            summary(f"{r.target:<{width}}  {describe_result(r)}")
         if report.cancelled:
             print("cancelled: remote processes stopped", file=sys.stderr)
     return report.exit_code

@@ -24,6 +24,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from opsgate.actions.display import escape_json, escape_line
 from opsgate.console.audit.format import format_record_short
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import VerifyReport, verify, verify_from
@@ -73,7 +74,7 @@ def record_style(record: dict) -> str:
 
 
 class AuditRecordModal(ModalScreen[None]):
-    """One record in full: every field, as stored (never markup)."""
+    """One record in full: every field, as stored (never markup; JSON escapes, the rest through the sanitiser)."""
 
     BINDINGS = [Binding("escape", "close", "Close"), Binding("enter", "close", "Close", show=False)]
 
@@ -85,11 +86,12 @@ class AuditRecordModal(ModalScreen[None]):
         with VerticalScroll(id="record-body"):
             yield Static(Text(format_record_short(self.record), style="bold " + record_style(self.record)),
                          id="record-title")
-            yield Static(Text(json.dumps(self.record, indent=2, ensure_ascii=False)), id="record-json")
+            yield Static(Text(escape_json(json.dumps(self.record, indent=2, ensure_ascii=False))), id="record-json")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#record-body").border_title = f"Audit record #{self.record.get('seq', '?')}"
+        seq = escape_line(self.record.get("seq", "?"), 24)
+        self.query_one("#record-body").border_title = Text(f"Audit record #{seq}")  # Text: never markup
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -220,11 +222,11 @@ class AuditPane(Vertical):
         if message.ok:
             text = Text.assemble((" ✓ CHAIN OK ", "bold #0b2e13 on #7ccf8a"), f"  {message.count} records")
         else:
-            text = Text.assemble((" ✗ CHAIN BROKEN ", "bold #ffffff on #b3123a"), f"  {message.problem or ''}")
+            text = Text.assemble((" ✗ CHAIN BROKEN ", "bold #ffffff on #b3123a"), f"  {escape_line(message.problem or '')}")
         badge.update(text)
         self.set_class(not message.ok, "broken")
 
     def on_audit_unreadable(self, message: AuditUnreadable) -> None:
         self.verified = False
         self.query_one("#audit-badge", Static).update(
-            Text.assemble((" ✗ UNREADABLE ", "bold #ffffff on #b3123a"), f"  {message.error}"))
+            Text.assemble((" ✗ UNREADABLE ", "bold #ffffff on #b3123a"), f"  {escape_line(message.error)}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from opsgate.actions.display import escape_line
 from opsgate.console.catalog.policy import RISKS
 
 # Solid backgrounds with a contrasting foreground read the same on dark and light terminals.
@@ -19,7 +20,7 @@ RISK_WIDTH = max(len(r) for r in RISKS) + 4  # " ◆ CRITICAL "
 
 def risk_badge(risk: str, *, pad: bool = True) -> Text:
     """``◐ MEDIUM`` on a coloured background; the word alone tells the risk on a monochrome terminal."""
-    label = f" {RISK_MARKS.get(risk, '?')} {risk.upper()} "
+    label = f" {RISK_MARKS.get(risk, '?')} {escape_line(str(risk).upper(), 12)} "  # a record's: maybe edited
     if pad:
         label = label.ljust(RISK_WIDTH)
     return Text(label, style=RISK_STYLES.get(risk, "reverse"))

@@ -3,6 +3,9 @@
 Enter opens a run's detail: its records in order, the exact command as recorded, the FIDO2 digest,
 who approved with which factor, and its recordings with their verification state; enter on a
 recording replays it. Reading the trail, verifying it and hashing recordings run in thread workers.
+
+Every value shown comes from the trail, which anyone who can edit it controls: each goes through the
+sanitiser (``clean``: ``opsgate.actions.display.escape_line``) and into a ``Text``, never markup.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
+from opsgate.actions.display import escape_line as clean
 from opsgate.console.audit.format import format_record
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import VerifyReport, verify
@@ -42,18 +46,18 @@ OUTCOME_MARKS = {**STATUS_MARKS, "dry-run": "◇", "running": "◔"}
 
 
 def outcome_text(outcome: str) -> Text:
-    return Text(f"{OUTCOME_MARKS.get(outcome, '?')} {outcome}", style=OUTCOME_STYLES.get(outcome, ""))
+    return Text(f"{OUTCOME_MARKS.get(outcome, '?')} {clean(outcome, 24)}", style=OUTCOME_STYLES.get(outcome, ""))
 
 
 def factor_text(s: RunSummary) -> str:
     if s.factor is None:
         return "-"
-    word = FACTOR_SHORT.get(s.factor, s.factor)
+    word = FACTOR_SHORT.get(s.factor) or clean(s.factor, 24)
     return word if s.fresh is not False else f"{word} (grant)"
 
 
 def approvals_text(s: RunSummary) -> str:
-    return ", ".join(f"{a.approver} ({FACTOR_SHORT.get(a.factor or '', a.factor or '?')})"
+    return ", ".join(f"{clean(a.approver)} ({FACTOR_SHORT.get(a.factor or '') or clean(a.factor or '?')})"
                      for a in s.approvals) or "-"
 
 
@@ -65,16 +69,17 @@ def short_time(text: str) -> str:
     return text[:10] + " " + text[11:19] if len(text) >= 19 else text
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _clip(text: str, width: int) -> Text:
+    text = clean(text)
+    return Text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def chain_banner(report: VerifyReport | None) -> Text:
     if report is None:
         return Text(" ◌ verifying the audit chain…", style=DIM)
     if chain_ok(report):
-        return Text.assemble((" ✓ ", GREEN), (chain_state(report), "bold" if report.ok else RED))
-    return Text.assemble((" ✗ ", RED), (chain_state(report), RED))
+        return Text.assemble((" ✓ ", GREEN), (clean(chain_state(report)), "bold" if report.ok else RED))
+    return Text.assemble((" ✗ ", RED), (clean(chain_state(report)), RED))
 
 
 @dataclass
@@ -193,14 +198,14 @@ class HistoryScreen(Screen[None]):
         for s in self.shown:
             name = s.name if s.kind == "action" else f"▤ {s.name} ({len(s.steps)} steps)"
             w = dict(COLUMNS)
-            table.add_row(short_time(s.started), _clip(s.operator, w["operator"]), _clip(name, w["action / runbook"]),
-                          risk_badge(s.risk) if s.risk else Text("-"), _clip(", ".join(s.targets) or "-", w["targets"]),
-                          outcome_text(s.outcome), factor_text(s), _clip(approvals_text(s), w["approvals"]), s.run,
-                          key=s.run)
+            table.add_row(_clip(short_time(s.started), 40), _clip(s.operator, w["operator"]),
+                          _clip(name, w["action / runbook"]), risk_badge(s.risk) if s.risk else Text("-"),
+                          _clip(", ".join(map(str, s.targets)) or "-", w["targets"]), outcome_text(s.outcome),
+                          Text(factor_text(s)), _clip(approvals_text(s), w["approvals"]), _clip(s.run, 64), key=s.run)
         state = Text.assemble(f"{len(self.shown)} of {len(self.summaries)} runs", (" · ", "dim"), flt.describe(),
                               ("   enter open · f risk · o outcome · p mine", "dim"))
         if self.error:
-            state = Text(f"cannot read the audit trail: {self.error}", style=RED)
+            state = Text(f"cannot read the audit trail: {clean(self.error)}", style=RED)
         elif flt.errors:
             state.append("   " + "; ".join(flt.errors), style=RED)
         self.query_one("#history-state", Static).update(state)
@@ -299,7 +304,7 @@ class RunDetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         s = self.summary
-        yield Static(Text.assemble((" run ", "bold reverse"), " ", (s.name, "bold"), f"  ·  {s.run}"),
+        yield Static(Text.assemble((" run ", "bold reverse"), " ", (clean(s.name), "bold"), f"  ·  {clean(s.run)}"),
                      id="run-title")
         with VerticalScroll(id="run-body"):
             yield Static(self._summary_text(), id="run-summary")
@@ -326,45 +331,48 @@ class RunDetailScreen(Screen[None]):
             t.append_text(Text.assemble(*value))
             t.append("\n")
 
-        line("what", risk_badge(s.risk) if s.risk else "-", f" {s.kind} ", (s.name, "bold"))
-        line("who", s.operator, f"  ·  {s.started}" + (f" → {s.ended}" if s.ended != s.started else ""))
-        line("outcome", outcome_text(s.outcome), f"  exit {s.exit_code}" if s.exit_code is not None else "",
-             f"  ({s.reason})" if s.reason else "")
-        line("targets", ", ".join(s.targets) or "-")
+        line("what", risk_badge(s.risk) if s.risk else "-", f" {clean(s.kind)} ", (clean(s.name), "bold"))
+        line("who", clean(s.operator), f"  ·  {clean(s.started)}" + (f" → {clean(s.ended)}" if s.ended != s.started
+                                                                      else ""))
+        line("outcome", outcome_text(s.outcome), f"  exit {clean(s.exit_code)}" if s.exit_code is not None else "",
+             f"  ({clean(s.reason)})" if s.reason else "")
+        line("targets", clean(", ".join(map(str, s.targets))) or "-")
         if s.command is not None:
-            line("command", (s.command, "bold"))
+            line("command", (clean(s.command), "bold"))
         for st in s.steps:
             what = st.command if st.command is not None else st.kind
-            line(f"  step {st.index}", outcome_text(st.status) if st.status in OUTCOME_STYLES else st.status,
-                 f"  {st.title}: ", (str(what), "bold"), f" on {', '.join(st.targets)}" if st.targets else "",
-                 (f"  ({st.detail})" if st.detail and st.detail not in ("ok", st.status) else "", "dim"))
+            line(f"  step {clean(st.index)}", outcome_text(st.status) if st.status in OUTCOME_STYLES else clean(st.status),
+                 f"  {clean(st.title)}: ", (clean(what), "bold"),
+                 f" on {clean(', '.join(map(str, st.targets)))}" if st.targets else "",
+                 (f"  ({clean(st.detail)})" if st.detail and st.detail not in ("ok", st.status) else "", "dim"))
         if s.params:
-            line("params", " ".join(f"{k}={v}" for k, v in s.params.items()))
+            line("params", clean(" ".join(f"{k}={v}" for k, v in s.params.items())))
         if s.requirement:
-            line("requires", s.requirement)
-        factor = "no step-up" if s.factor in (None, "none") else FACTOR_WORDS.get(s.factor, s.factor)
+            line("requires", clean(s.requirement))
+        factor = "no step-up" if s.factor in (None, "none") else FACTOR_WORDS.get(s.factor) or clean(s.factor)
         fresh = "" if s.factor in (None, "none") else ("  (stepped up for this run)" if s.fresh
                                                        else "  (an earlier grant)")
         line("step-up", factor, fresh)
         if s.fido2_digest:
-            line("FIDO2 digest", (s.fido2_digest, "bold"), ("  the touch signed this request", "dim"))
+            line("FIDO2 digest", (clean(s.fido2_digest), "bold"), ("  the touch signed this request", "dim"))
         for c in s.certificates:  # gate mode: the target's sshd ran this run with these, and only them
             window = "–".join(datetime.fromtimestamp(c[k], timezone.utc).strftime("%H:%M:%S")
                               for k in ("valid_after", "valid_before") if isinstance(c.get(k), int))
-            step = f" (step {c['step']})" if c.get("step") is not None else ""
-            line("certificate", f"{c.get('target')}{step}: key id ", (str(c.get("key_id")), "bold"),
-                 f", as {c.get('principal')}, valid {window} UTC", ("  signed by the gate, this command only", "dim"))
+            step = f" (step {clean(c['step'])})" if c.get("step") is not None else ""
+            line("certificate", f"{clean(c.get('target'))}{step}: key id ", (clean(c.get("key_id")), "bold"),
+                 f", as {clean(c.get('principal'))}, valid {window} UTC")
         if s.approvals:
             for a in s.approvals:
-                step = f" (step {a.step})" if a.step is not None else ""
-                line("approved by", (a.approver, "bold"), f" with {FACTOR_WORDS.get(a.factor or '', a.factor)}",
-                     f" at {a.time}{step}", (f"  digest {a.digest[:16]}…" if a.digest else "", "dim"))
+                step = f" (step {clean(a.step)})" if a.step is not None else ""
+                line("approved by", (clean(a.approver), "bold"),
+                     f" with {FACTOR_WORDS.get(a.factor or '') or clean(a.factor)}",
+                     f" at {clean(a.time)}{step}", (f"  digest {clean(str(a.digest)[:16])}…" if a.digest else "", "dim"))
         else:
             line("approvals", "none")
         if self.report is not None:
             ok = all(record_verified(r, self.report) for r in s.records)
             line("chain", Text("✓ every record of this run verifies", style=GREEN) if ok else
-                 Text(f"✗ {chain_state(self.report)}", style=RED))
+                 Text(f"✗ {clean(chain_state(self.report))}", style=RED))
         return t
 
     def _records_text(self) -> Text:
@@ -386,9 +394,10 @@ class RunDetailScreen(Screen[None]):
             elif self.checks.get(i) is None:
                 state = Text("✓ sha256 matches", style=GREEN)
             else:
-                state = Text(f"✗ {self.checks[i]}", style=RED)
-            table.add_row("-" if ref.step is None else str(ref.step), ref.target, outcome_text(ref.outcome or "?"),
-                          "-" if ref.exit_code is None else str(ref.exit_code), state, ref.path or "-", key=str(i))
+                state = Text(f"✗ {clean(self.checks[i])}", style=RED)
+            table.add_row(Text("-" if ref.step is None else clean(ref.step)), Text(clean(ref.target)),
+                          outcome_text(ref.outcome or "?"), Text("-" if ref.exit_code is None else clean(ref.exit_code)),
+                          state, Text(clean(ref.path or "-")), key=str(i))
 
     @work(thread=True, exclusive=True, group="recordings", exit_on_error=False)
     def _check(self) -> None:
@@ -418,9 +427,9 @@ class RunDetailScreen(Screen[None]):
         ref = self.summary.recordings[index]
         chain_problem = None
         if self.report is not None and ref.record and record_verified(ref.record, self.report) is False:
-            chain_problem = f"its audit record (seq {ref.seq}) lies after the chain breaks"
+            chain_problem = f"its audit record (seq {clean(ref.seq, 24)}) lies after the chain breaks"
         step = f" step {ref.step}" if ref.step is not None else ""
-        title = f"{self.summary.name}{step} @ {ref.target}  ·  run {ref.run}  ·  {self.summary.operator}"
+        title = clean(f"{self.summary.name}{step} @ {ref.target}  ·  run {ref.run}  ·  {self.summary.operator}")
         kwargs.setdefault("clock", self.replay_clock)
         screen = ReplayScreen(self.state_dir, ref, title=title, chain_problem=chain_problem, **kwargs)
         self.app.push_screen(screen)

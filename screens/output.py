@@ -12,7 +12,6 @@ work, and the recording on disk still holds every byte.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Log, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from opsgate.actions.display import escape_line, escape_stream
 from opsgate.console.durations import format_clock
 from opsgate.screens.badges import STATUS_MARKS
 
@@ -34,18 +34,17 @@ MAX_LINES = 5000  # per target pane; the recording keeps everything
 MAX_PENDING = 400  # lines per target per flush: more than anyone reads in 0.1 s, cheap to draw
 STDERR_PREFIX = "[err] "
 
-# Remote bytes are not ours to interpret: strip colour codes and show other control characters.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROLS = {c: 0x2400 + c for c in range(32) if c not in (9,)}
-_CONTROLS[127] = 0x2421
+LINE_MAX = 64 * 1024  # a line without end is shown in pieces rather than held
 
 
-def clean_line(raw: bytes) -> str:
-    """One remote line as safe, printable text (UTF-8 with replacement, no escape sequences)."""
-    text = raw.decode("utf-8", "replace").rstrip("\r")
-    if "\x1b" in text:
-        text = _ANSI.sub("", text)
-    return text.translate(_CONTROLS)
+def clean_lines(block: bytes, prefix: str = "") -> list[str]:
+    """Complete remote lines (``block`` ends with a newline) as safe, printable text, each after ``prefix``,
+    one chunk at a time: the sanitiser's stream policy without colours (``^[`` for an ESC that is not a
+    colour, ``^M`` for a CR inside a line, ``\\x9b`` for a C1 control, as UTF-8 or as a raw 8-bit byte)."""
+    text = escape_stream(block, sgr=False)[:-1]
+    if prefix:
+        text = prefix + text.replace("\n", "\n" + prefix)
+    return text.split("\n")
 
 
 @dataclass
@@ -74,33 +73,32 @@ class OutputBuffer:
         key = (target, stream)
         with self._lock:
             head = self._partial.pop(key, b"") + data
-            parts = head.split(b"\n")
-            tail = parts.pop()
-            if len(tail) > 64 * 1024:  # a line without end: show it in pieces rather than hold it
-                parts.append(tail)
-                tail = b""
-            if tail:
-                self._partial[key] = tail
+            cut = head.rfind(b"\n") + 1
+            if len(head) - cut > LINE_MAX:  # a line without end: show it in pieces rather than hold it
+                head, cut = head + b"\n", len(head) + 1
+            if cut < len(head):
+                self._partial[key] = head[cut:]
             slot = self._slot(target)
             slot.bytes += len(data)
-            if not parts:
+            if not cut:
                 return
-            overflow = len(slot.lines) + len(parts) - self.max_pending
+            count = head.count(b"\n", 0, cut)
+            overflow = len(slot.lines) + count - self.max_pending
             if overflow > 0:
                 slot.dropped += overflow
-            if len(parts) > self.max_pending:
-                parts = parts[-self.max_pending:]
-            prefix = STDERR_PREFIX if stream == "stderr" else ""
-            slot.lines.extend(prefix + clean_line(p) for p in parts)
+            block = head[:cut]
+            if count > self.max_pending:  # only the lines that will be shown are cleaned
+                block = b"\n".join(block.split(b"\n")[-self.max_pending - 1:])
+            slot.lines.extend(clean_lines(block, STDERR_PREFIX if stream == "stderr" else ""))
 
     def finish(self, target: str) -> None:
         """The target is done: its unterminated last lines become lines."""
         with self._lock:
             for stream in ("stdout", "stderr"):
-                tail = self._partial.pop((target, stream), b"")
+                tail = self._partial.pop((target, stream), b"").rstrip(b"\r")
                 if tail:
-                    prefix = STDERR_PREFIX if stream == "stderr" else ""
-                    self._slot(target).lines.append(prefix + clean_line(tail))
+                    self._slot(target).lines.extend(clean_lines(tail + b"\n",
+                                                                STDERR_PREFIX if stream == "stderr" else ""))
 
     def drain(self) -> dict[str, tuple[list[str], int]]:
         """Everything pending: target -> (lines, lines dropped since the last drain)."""
@@ -280,7 +278,7 @@ class OutputPanel(Vertical):
         word = STEP_WORDS.get(step.status, step.status)
         info = Text.assemble((f"{step.index}. {step.title}", "bold"), "  ·  ", (word, "bold"))
         if step.detail and step.detail != step.status:
-            info.append(f" ({step.detail})")
+            info.append(f" ({escape_line(step.detail)})")
         if step.kind == "pause":
             info.append(f"\n⏸ {step.pause}")
         else:

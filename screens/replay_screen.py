@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
+from opsgate.actions.display import escape_line
 from opsgate.console.audit.history import RecordingRef
 from opsgate.console.audit.replay import Cast, ReplayError
 from opsgate.console.audit.verify import check_recording
@@ -106,7 +107,7 @@ class ReplayScreen(Screen[None]):
         super().__init__()
         self.state_dir = Path(state_dir)
         self.ref = ref
-        self.heading = title or f"{ref.run} @ {ref.target}"
+        self.heading = escape_line(title or f"{ref.run} @ {ref.target}")  # from the trail, not the recording
         self.autoplay = autoplay
         self.chain_problem = chain_problem  # the history's verify says this record is past a break
         self.clock = clock
@@ -227,14 +228,14 @@ class ReplayScreen(Screen[None]):
         self.verified = message.problem is None
         banner = self.query_one("#replay-banner", Static)
         if message.problem is None:
-            seq = f" (seq {self.ref.seq})" if self.ref.seq is not None else ""
+            seq = f" (seq {escape_line(self.ref.seq, 24)})" if self.ref.seq is not None else ""
             banner.update(Text(f"✓ VERIFIED: the recording's sha256 matches its audit record{seq}", style=GREEN))
         else:
-            banner.update(Text(f"✗ UNVERIFIED: {message.problem}. What plays here is not evidence: it does not "
+            banner.update(Text(f"✗ UNVERIFIED: {escape_line(message.problem)}. What plays here is not evidence: it does not "
                                "match the audit trail.", style=RED))
             banner.add_class("unverified")
         if message.error is not None:
-            self.query_one(TerminalView).update(Text(f"\n  {message.error}\n", style="bold"))
+            self.query_one(TerminalView).update(Text(f"\n  {escape_line(message.error)}\n", style="bold"))
             return
         self.duration, self.markers = message.duration, message.markers
         view = self.query_one(TerminalView)

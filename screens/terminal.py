@@ -1,5 +1,9 @@
 """Terminal playback for the replay screen: an asciicast fed through ``pyte``, with fast seeking.
 
+What pyte gets of a recording goes through the sanitiser's ``ReplayFilter`` first (OSC, DCS, APC, PM,
+title, clipboard and hyperlinks removed; C1 controls such as U+009B, which pyte would execute as CSI,
+shown as text), so a recording drives pyte no further than a reviewer's terminal in ``opsgate replay``.
+
 ``TerminalPlayer`` owns a ``pyte.Screen`` of the recording's size and feeds it the ``"o"`` events up to
 a position. It never imports Textual (the benchmark drives it directly); ``render_screen`` turns pyte's
 buffer into Rich ``Text`` with a ``Style`` per run of equally styled cells.
@@ -28,6 +32,7 @@ import pyte
 from rich.style import Style
 from rich.text import Text
 
+from opsgate.actions.display import ReplayFilter, escape_line
 from opsgate.console.audit.replay import Cast
 
 SNAPSHOT_EVERY = 5.0
@@ -61,7 +66,7 @@ def scan_markers(path: Path, start: int) -> list[Marker]:
                 try:
                     t, kind, label = json.loads(data[line_start:line_end])
                     if kind == "m":
-                        markers.append(Marker(float(t), str(label)))
+                        markers.append(Marker(float(t), escape_line(label, 80)))
                 except (ValueError, TypeError):
                     pass
                 pos = data.find(_MARKER, line_end, end)
@@ -120,6 +125,7 @@ class TerminalPlayer:
     def _reset(self, offset: int, *, exact: bool) -> None:
         self.screen = pyte.Screen(self.width, self.height)
         self.stream = pyte.Stream(self.screen)
+        self.filter = ReplayFilter()  # what pyte may see of the recording (no OSC, DCS, APC, PM; C1 as text)
         self.offset = offset  # the next event not fed yet
         self.position = 0.0  # the recording time shown
         self.last_event = 0.0  # time of the last event fed
@@ -129,8 +135,8 @@ class TerminalPlayer:
         self.version += 1
 
     def _save(self) -> None:
-        if not self.stream._taking_plain_text:
-            return  # inside an escape sequence: a fresh parser could not pick it up
+        if not self.stream._taking_plain_text or not self.filter.idle:
+            return  # inside an escape sequence: a fresh parser (or filter) could not pick it up
         snap = _Snapshot(self.offset, self.last_event, self.exact, _capture(self.screen))
         self._snapshots[self.offset] = snap
         self._snapshots.move_to_end(self.offset)
@@ -140,6 +146,7 @@ class TerminalPlayer:
     def _load(self, snap: _Snapshot) -> None:
         self.screen = _restore(snap.state)
         self.stream = pyte.Stream(self.screen)
+        self.filter = ReplayFilter()  # snapshots are only taken where the filter holds nothing
         self.offset, self.last_event, self.exact = snap.offset, snap.time, snap.exact
         self._next_snapshot = snap.time + SNAPSHOT_EVERY
         self._next_time = None
@@ -199,7 +206,7 @@ class TerminalPlayer:
             except (ValueError, TypeError):
                 break  # a damaged line ends the playable part
             if kind == "o":
-                self.stream.feed(str(text))
+                self.stream.feed(self.filter.feed(str(text)))
                 fed = True
             self.offset, self.last_event = end, et
             if et >= self._next_snapshot:

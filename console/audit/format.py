@@ -1,25 +1,25 @@
 """Audit records for people: one line per record, for ``opsgate audit tail|show``, the TUI's audit
 pane and the history screen.
 
-Records carry remote and user text (targets, reasons, errors) into a terminal, so every value is
-shown with its control characters escaped, and long values are cut.
+Records carry remote and user text (targets, reasons, errors) into a terminal, and anyone who can edit
+the file controls every field (``seq`` and ``time`` too), so every value is shown through the
+sanitiser's one-line policy (``opsgate.actions.display.escape_line``), and long values are cut.
 """
 
 from __future__ import annotations
 
 import json
 
+from opsgate.actions.display import escape_line
 from opsgate.console.audit.trail import RESERVED
 
 _FIRST = ("action", "target", "exit_code", "exit", "status", "factor", "reason", "error")
 _MAX_VALUE = 60
 
 
-def _clean(text: str) -> str:
-    """Escape control characters: record fields may carry remote or user text into a terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def _clean(text: object) -> str:
+    """Every control character visible (``^[``, ``\\x9b``): record fields may carry remote or edited text."""
+    return escape_line(text)
 
 
 def _value(v: object) -> str:
@@ -43,7 +43,7 @@ def format_record_short(record: dict, width: int | None = None) -> str:
     With ``width``, a line too long for it gets a shorter action name, so the target and outcome stay.
     """
     t = str(record.get("time", ""))
-    parts = [t[11:19] if len(t) >= 19 else (t or "?"), _short(record.get("operator") or "?", 20),
+    parts = [_short(t[11:19] if len(t) >= 19 else (t or "?"), 20), _short(record.get("operator") or "?", 20),
              _short(record.get("event") or "?")]
     subject = record.get("action") or record.get("runbook")
     at = None
@@ -59,12 +59,12 @@ def format_record_short(record: dict, width: int | None = None) -> str:
         parts.append(_short(",".join(map(str, targets))) if len(targets) <= 2 else f"{len(targets)} targets")
     if record.get("outcome") is not None:
         outcome = record["outcome"]
-        parts.append(f"exit {record.get('exit_code')}" if outcome == "failed" and record.get("exit_code") is not None
-                     else _short(outcome))
+        parts.append(f"exit {_short(record.get('exit_code'), 20)}"
+                     if outcome == "failed" and record.get("exit_code") is not None else _short(outcome))
     elif record.get("status") is not None:
         parts.append(_short(record["status"]))
     elif record.get("exit_code") is not None:
-        parts.append("ok" if record["exit_code"] == 0 else f"exit {record['exit_code']}")
+        parts.append("ok" if record["exit_code"] == 0 else f"exit {_short(record['exit_code'], 20)}")
     elif record.get("factor") is not None:
         parts.append(_short(record["factor"]))
     if record.get("reason"):
@@ -83,9 +83,9 @@ def format_record_short(record: dict, width: int | None = None) -> str:
 def format_record(record: dict) -> str:
     """One readable line: seq, time (to the second), operator, event, run, then the key fields."""
     time = str(record.get("time", "?"))
-    time = time[:19] + "Z" if len(time) >= 19 else time
+    time = _short(time[:19] + "Z" if len(time) >= 19 else time, 32)
     keys = [k for k in _FIRST if k in record] + [k for k in record if k not in RESERVED and k not in _FIRST]
     fields = " ".join(f"{_clean(k)}={_value(record[k])}" for k in keys)
-    head = (f"#{record.get('seq', '?')} {time} {_clean(str(record.get('operator', '?')))} "
+    head = (f"#{_short(record.get('seq', '?'), 24)} {time} {_clean(str(record.get('operator', '?')))} "
             f"{_clean(str(record.get('event', '?')))} run={_clean(str(record.get('run') or '-'))}")
     return f"{head} {fields}" if fields else head

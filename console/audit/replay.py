@@ -5,8 +5,12 @@ start at any second, and an index of the byte offset of the first event of each 
 reads only from that point. ``play`` writes the output events to a stream with the original timing,
 scaled by ``speed``, with idle gaps capped (2 s by default, as ``asciinema play`` does with the
 header's ``idle_time_limit``). Checking a recording against the audit trail, and deciding whether it
-may be played, is the caller's job (``console.audit.verify.check_recording``); nothing here trusts or
-distrusts the file.
+may be played, is the caller's job (``console.audit.verify.check_recording``).
+
+A recording holds what a remote command printed, so it is never trusted with the reviewer's
+terminal: ``play`` sends it through the sanitiser's ``ReplayFilter`` (no OSC, DCS, APC, PM, title,
+clipboard, hyperlinks, queries or input modes; C1 controls shown as text), and ``text_lines`` renders
+it as escaped plain text, each line prefixed, for review and diff (``opsgate replay --text``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from opsgate.actions.display import ReplayFilter, escape_line, escape_text
 from opsgate.console.errors import EXIT_FAILED, OpsgateError
 
 IDLE_LIMIT = 2.0
@@ -117,13 +122,15 @@ class Cast:
 
 def play(events: Iterator[Event], out: BinaryIO, *, speed: float = 1.0, idle_limit: float = IDLE_LIMIT,
          sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.monotonic) -> float:
-    """Write the ``"o"`` events to ``out`` (UTF-8) with their timing; return the idle-capped time played.
+    """Write the ``"o"`` events to ``out`` (UTF-8, through a ``ReplayFilter``) with their timing; return the
+    idle-capped time played.
 
     Each gap between events is capped at ``idle_limit`` and then divided by ``speed``. Timing follows
     a schedule from the start, so slow writes do not add up into drift.
     """
     if speed <= 0:
         raise ValueError("speed must be positive")
+    screen = ReplayFilter()
     begin = clock()
     schedule = 0.0
     last = None
@@ -137,6 +144,38 @@ def play(events: Iterator[Event], out: BinaryIO, *, speed: float = 1.0, idle_lim
         if delay > 0.001:
             out.flush()
             sleep(delay)
-        out.write(event.text.encode("utf-8", "replace"))
+        out.write(screen.feed(event.text).encode("utf-8", "replace"))
+    out.write(screen.flush().encode("utf-8", "replace"))
     out.flush()
     return schedule * speed
+
+
+TEXT_LINE_MAX = 1 << 20  # a line without end is shown in pieces of this size
+
+
+def text_lines(events: Iterator[Event], label: str) -> Iterator[str]:
+    """A recording as escaped plain text, in blocks of whole lines (each ending with a newline).
+
+    Output lines read ``LABEL | text``, markers ``LABEL # marker``: no recorded text can start a line
+    of its own or pass for a header. Every control character is visible (``^[[31m``, ``^M``, ``\\x9b``);
+    the recording's ``\\r\\n`` is a newline. Works on whole events, never character by character.
+    """
+    prefix, carry = f"{label} | ", ""
+    for event in events:
+        if event.kind == "m":
+            if carry:
+                yield prefix + escape_text(carry) + "\n"
+                carry = ""
+            yield f"{label} # {escape_line(event.text)}\n"
+            continue
+        if event.kind != "o":
+            continue
+        data = carry + event.text
+        cut = data.rfind("\n") + 1
+        if cut == 0 and len(data) > TEXT_LINE_MAX:
+            cut, data = len(data) + 1, data + "\n"
+        carry = data[cut:]
+        if cut:
+            yield prefix + escape_text(data[:cut])[:-1].replace("\n", "\n" + prefix) + "\n"
+    if carry:
+        yield prefix + escape_text(carry) + "\n"

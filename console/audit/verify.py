@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from opsgate.actions.display import escape_line
 from opsgate.console.audit.recording import file_sha256
 from opsgate.console.audit.trail import ENCODER, GENESIS, REQUIRED, hashed_prefix, preview, record_hash
 from opsgate.console.events import ACTION_TARGET, AUDIT_RECOVERED
@@ -117,6 +118,9 @@ def _verify_chunk(data: bytes) -> _Chunk:
             if missing:
                 chunk.problem = (f"missing field(s): {', '.join(missing)}", found)
                 return chunk
+            if type(found) is not int:  # not a number (text can carry escapes into whoever shows it), bool, float
+                chunk.problem = (f"seq is not an integer: {shown_value(found)}", None)
+                return chunk
             if seq is None:
                 chunk.first_seq, chunk.first_prev = found, record["prev"]
             else:
@@ -128,8 +132,9 @@ def _verify_chunk(data: bytes) -> _Chunk:
             if event == ACTION_TARGET and "recording" in record:
                 chunk.recordings.append((found, chunk.lines, record["recording"], record.get("recording_sha256")))
             elif event == AUDIT_RECOVERED:
-                chunk.notes.append(f"seq {found}: audit.recovered: {record.get('length')} bytes of a truncated "
-                                   f"line cut at byte {record.get('offset')}: {record.get('preview')}")
+                chunk.notes.append(escape_line(f"seq {found}: audit.recovered: {record.get('length')} bytes of a "
+                                               f"truncated line cut at byte {record.get('offset')}: "
+                                               f"{record.get('preview')}"))
             seq, prev = found, stored
             chunk.count += 1
             chunk.bytes += len(line)
@@ -139,14 +144,19 @@ def _verify_chunk(data: bytes) -> _Chunk:
             chunk.last_seq, chunk.last_hash = seq, prev
 
 
+def shown_value(value: object, limit: int = 40) -> str:
+    """A record's value (``seq``, ``prev``: anything, once edited) inside a problem message: escaped, cut."""
+    return escape_line(value if isinstance(value, int) and type(value) is not bool else json.dumps(value), limit)
+
+
 def _link_problem(seq: int, prev: bytes, found: object, found_prev: object) -> str | None:
     """Why a record with ``found``/``found_prev`` cannot follow record ``seq`` whose hash is ``prev``."""
     wrong = []
     if found != seq + 1:
-        wrong.append(f"seq gap: expected {seq + 1}, found {found} (a record was removed or reordered?)")
+        wrong.append(f"seq gap: expected {seq + 1}, found {shown_value(found)} (a record was removed or reordered?)")
     if found_prev != prev.decode("ascii"):
-        wrong.append(f"broken link: prev {str(found_prev)[:16]}... is not the hash of the previous record "
-                     f"({prev.decode('ascii')[:16]}...)")
+        wrong.append(f"broken link: prev {escape_line(str(found_prev)[:16])}... is not the hash of the previous "
+                     f"record ({prev.decode('ascii')[:16]}...)")
     return "; ".join(wrong) or None
 
 
@@ -211,7 +221,7 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
     seq, prev, number, offset = 0, GENESIS.encode("ascii"), 0, 0
 
     def bad(what: str, found: object, line: int, at: int) -> None:
-        shown = f"seq {found}" if found is not None else f"expected seq {seq + 1}"
+        shown = f"seq {shown_value(found)}" if found is not None else f"expected seq {seq + 1}"
         report.ok = False
         report.problems.append(f"line {line} ({shown}, byte {at}): {what}")
         report.first_bad_seq = found if isinstance(found, int) else seq + 1
@@ -260,7 +270,7 @@ def _check_recordings(report: VerifyReport, state_dir: Path | None, recordings, 
         if problem:
             report.ok = False
             where = f"line {rec_line} (seq {rec_seq})" if with_line else f"seq {rec_seq}"
-            report.problems.append(f"{where}: recording {rel}: {problem}")
+            report.problems.append(f"{where}: recording {escape_line(rel)}: {problem}")
 
 
 def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, state_dir: Path | None = None,
@@ -298,7 +308,7 @@ def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, sta
     prev = (prev_hash or GENESIS).encode("ascii")
 
     def bad(what: str, found: object, at: int) -> None:
-        shown = f"seq {found}" if found is not None else f"expected seq {report.last_seq + 1}"
+        shown = f"seq {shown_value(found)}" if found is not None else f"expected seq {report.last_seq + 1}"
         report.ok = False
         report.problems.append(f"byte {at} ({shown}): {what}")
         report.first_bad_seq = found if isinstance(found, int) else report.last_seq + 1
@@ -392,5 +402,5 @@ def check_recording(state_dir: Path, rel: object, expected: object, *, record: d
                        else f"cannot play it: {problem}")
     if record and record.get("hash") != record_hash(record):
         status = RecordingStatus.RECORD_CHANGED
-        problem = f"its audit record (seq {record.get('seq')}) does not match its own hash"
+        problem = f"its audit record (seq {shown_value(record.get('seq'))}) does not match its own hash"
     return RecordingCheck(status, problem, cannot_play)

@@ -130,7 +130,7 @@ def test_timeout_stops_the_remote_process(conn):
     assert wait_gone(f"sleep ({a}|{b})", 2) == []
 
 
-def test_cancel_kills_the_remote_process_group_within_2s(conn):
+def test_cancel_kills_the_remote_process_group(conn):
     started = threading.Event()
     cancel = threading.Event()
     results: list[TargetResult] = []
@@ -145,27 +145,35 @@ def test_cancel_kills_the_remote_process_group_within_2s(conn):
     worker.start()
     try:
         assert started.wait(10)
-        assert sorted(p.split(None, 1)[1] for p in remote_processes(f"^sleep ({a}|{b})")) \
-            == sorted([f"sleep {a}", f"sleep {b}"])
+        deadline = time.monotonic() + 10  # "started" is printed before the two sleeps exist: wait for them
+        while len(remote_processes(f"^sleep ({a}|{b})")) < 2:
+            assert time.monotonic() < deadline, "the remote sleeps never started"
+            time.sleep(0.02)
     finally:
         cancelled_at = time.monotonic()
         cancel.set()
         worker.join(10)
     assert results and results[0].outcome == "cancelled"
-    assert wait_gone(f"sleep ({a}|{b})", 2 - (time.monotonic() - cancelled_at)) == []
-    assert time.monotonic() - cancelled_at < 2
+    # TERM, then KILL after STOP_GRACE (1 s): well before the sleeps would end on their own (minutes), with
+    # slack for a loaded 2-core machine; a cancel that waited for the command would take far longer.
+    assert wait_gone(f"sleep ({a}|{b})", 10) == []
+    assert time.monotonic() - cancelled_at < 10
 
 
-def test_connection_runs_commands_in_parallel_channels(conn):
+def test_connection_runs_commands_in_parallel_channels(conn, tmp_path):
+    # Each command waits until all four are running: they succeed only if the channels run at once
+    # (one at a time, the first would give up after 10 s). No wall-clock bound on a loaded machine.
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    command = (f"touch {barrier}/$$; n=0; while [ $(ls {barrier} | wc -l) -lt 4 ] && [ $n -lt 200 ]; do "
+               f"sleep 0.05; n=$((n+1)); done; [ $(ls {barrier} | wc -l) -ge 4 ]")
     results: list[TargetResult] = []
-    threads = [threading.Thread(target=lambda: results.append(run(conn, "sleep 0.5")[0])) for _ in range(4)]
-    start = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(run(conn, command)[0])) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert [r.outcome for r in results] == ["ok"] * 4
-    assert time.monotonic() - start < 1.8
 
 
 # --- host keys -------------------------------------------------------------------------
