@@ -303,6 +303,15 @@ def cmd_run(ctx: Context) -> int:
             print("dry run: nothing ran", file=info)
         return 0
     name, risk = (plan.runbook.id, plan.runbook.risk) if isinstance(plan, RunbookPlan) else (plan.action.id, plan.action.risk)
+    if isinstance(plan, RunbookPlan) and not sys.stdin.isatty():
+        # Unattended, a pause that --yes may not pass would stop the runbook half done: refuse before step 1.
+        blocking = [sp.step for sp in plan.steps if sp.plan is None and not (args.yes and sp.step.skippable)]
+        if blocking:
+            step = blocking[0]
+            raise UsageError(f"{name} cannot finish without a terminal: step {step.index} pauses for "
+                             f"{escape_line(step.pause)!r}{'' if step.skippable else ' (not skippable)'}; "
+                             "run it from a terminal" + ("" if args.yes or not step.skippable else
+                                                         ", or pass --yes for skippable pauses"))
     if risk != "low" and not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"{name} is {risk} risk: pass --yes to run it without a terminal")

@@ -124,10 +124,12 @@ def test_pause_passed_with_yes_only_when_skippable(lab):
     r = cli(config, state, "run", "paused", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
     assert steps(state) == {1: "ok", 2: "ok", 3: "ok"} and "after-pause" in r.stdout
+    # Without a terminal, a pause --yes may not pass would stop the runbook half done: refused before step 1.
+    before = len(records(state))
     r = cli(config, state, "run", "hard-pause", "--yes")
-    assert r.returncode == 130
-    assert steps(state) == {1: "cancelled", 2: "cancelled"}
-    assert "after-hard" not in r.stdout
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "hard-pause cannot finish without a terminal: step 1 pauses for 'Call the DBA' (not skippable)" in r.stderr
+    assert "after-hard" not in r.stdout and len(records(state)) == before  # nothing ran, nothing to audit
 
 
 def test_one_step_up_for_a_medium_runbook_of_three_steps(lab):
