@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from opsgate.actions.display import escape_line
+
 from opsgate.cli.context import Context, authenticator_from_env
 from opsgate.console.errors import EXIT_OK, UsageError
 
@@ -24,11 +26,12 @@ def cmd_approvals(ctx: Context) -> int:
         client.close()
     if not pending:
         print("no requests waiting for approval")
-    for p in pending:
+    for p in pending:  # the gate's words, but a requester's reason and plan: shown escaped
         left = max(0, int(p["expires"] - time.time()))
-        print(f"{p['id']}  {p['requester']} asks: {p['summary']}")
-        print(f"        why: {p['reason'] or '(no reason given)'}; needs {p['needed']} approval(s) with "
-              f"{p['factor']}; approved by: {', '.join(p['approved']) or 'nobody yet'}; expires in {left} s")
+        print(f"{escape_line(p['id'])}  {escape_line(p['requester'])} asks: {escape_line(p['summary'])}")
+        print(f"        why: {escape_line(p['reason']) or '(no reason given)'}; needs {int(p['needed'])} approval(s) "
+              f"with {escape_line(p['factor'])}; approved by: {escape_line(', '.join(p['approved'])) or 'nobody yet'}; "
+              f"expires in {left} s")
     return EXIT_OK
 
 
@@ -43,7 +46,8 @@ def _answer(ctx: Context, op: str) -> int:
     finally:
         client.close()
     verb = "approved" if op == "approve" else "denied"
-    print(f"{verb} request {result['id']} of {result['requester']}: {result['summary']}")
+    print(f"{verb} request {escape_line(result['id'])} of {escape_line(result['requester'])}: "
+          f"{escape_line(result['summary'])}")
     return EXIT_OK
 
 

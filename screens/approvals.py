@@ -18,6 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from opsgate.actions.display import escape_line
 from opsgate.console.gate.protocol import GateError
 
 
@@ -35,8 +36,9 @@ class Answered(Message):
 
 def pending_line(p: dict, now: float) -> Text:
     left = max(0, int(p["expires"] - now))
-    return Text.assemble((p["id"], "bold"), "  ", (p["requester"], "bold"), f" asks: {p['summary']}",
-                         ("\n      why: ", "dim"), p["reason"] or "(no reason given)",
+    clean = escape_line  # a requester's plan and reason: shown, never interpreted
+    return Text.assemble((clean(p["id"]), "bold"), "  ", (clean(p["requester"]), "bold"), f" asks: {clean(p['summary'])}",
+                         ("\n      why: ", "dim"), clean(p["reason"]) or "(no reason given)",
                          (f"  ·  {len(p['approved'])} of {p['needed']} approvals  ·  expires in {left} s", "dim"))
 
 
