@@ -42,10 +42,12 @@ class Row:
 
 
 @contextlib.contextmanager
-def sshd_server(addresses: tuple[str, ...] | None = None) -> Iterator[SshServer]:
+def sshd_server(addresses: tuple[str, ...] | None = None, options: dict[str, str] | None = None) -> Iterator[SshServer]:
     """A fresh sshd on loopback (tests/helpers/sshd.py) in a temp dir, stopped and removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="opsgate-bench-"))
-    kwargs = {} if addresses is None else {"addresses": addresses}
+    kwargs: dict = {} if addresses is None else {"addresses": addresses}
+    if options:
+        kwargs["options"] = options
     server = start_sshd(workdir, **kwargs)
     try:
         yield server

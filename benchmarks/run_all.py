@@ -29,6 +29,7 @@ BENCHMARKS = {  # name: extra arguments for the full run
     "audit": [],
     "replay": [],
     "gate": [],
+    "jump": [],
 }
 
 
