@@ -10,7 +10,7 @@ from opsgate.console.durations import format_clock
 from opsgate.console.errors import EXIT_OK, StepUpDenied, UsageError
 from opsgate.console.events import ENROLL_FIDO2, ENROLL_OTP
 from opsgate.console.catalog.policy import FACTOR_WORDS, RISKS, Requirement, satisfies, seconds_left
-from opsgate.console.stepup.verifier import Prompt, StepUp
+from opsgate.console.stepup.verifier import Prompt, StepUp, enroll_fido2_fields
 from opsgate.console.stepup.totp import DIGITS, new_secret, provisioning_uri
 
 if TYPE_CHECKING:
@@ -39,16 +39,30 @@ def cmd_enroll(ctx: "Context") -> int:
                          f"({ctx.config.settings.operator}); a gate enrolls each operator with their own login")
     # Every enrollment record names the OS user who made it as well as the operator it is for.
     stepup, audit = parts.stepup, parts.pipeline.stepup_audit(operator, os_user=getpass.getuser())
-    if stepup.store.operator(operator).factors():
-        print(f"{operator} already has a factor enrolled: step up with it first", file=sys.stderr)
+    creds = stepup.store.operator(operator)
+    if creds.factors():
+        have = ", ".join([f"security key {c.name!r}" + (" (locked)" if c.locked else "") for c in creds.fido2]
+                         + (["OTP"] if creds.totp_secret else []))
+        if ctx.args.factor == "fido2" and creds.fido2:
+            print(f"{operator} already has a factor enrolled ({have}): a backup security key is enrolled only "
+                  f"after a step-up with a factor you already have: step up with it first, then touch the NEW key",
+                  file=sys.stderr)
+        else:
+            print(f"{operator} already has a factor enrolled ({have}): step up with it first", file=sys.stderr)
         parts.pipeline.step_up_now(operator, None, prompter)
     if ctx.args.factor == "otp":
         return _enroll_otp(stepup, operator, prompter, audit)
     name = ctx.args.name or "security key"
+    if not name.isprintable():
+        raise UsageError("--name: a security key's name must be printable text")
     # Audited before it is saved: a factor the trail does not know must not exist (exit 4, nothing saved).
-    stepup.enroll_fido2(operator, name, prompter, before_save=lambda cred: audit(ENROLL_FIDO2, {
-        "operator": operator, "credential": name, "credential_id": cred.credential_id.hex()}))
-    print(f"Security key {name!r} enrolled for {operator} (relying party {ctx.config.settings.rp_id}).")
+    cred = stepup.enroll_fido2(operator, name, prompter,
+                               before_save=lambda cred: audit(ENROLL_FIDO2, enroll_fido2_fields(operator, cred)))
+    print(f"Security key {name!r} enrolled for {operator} (relying party {ctx.config.settings.rp_id}; "
+          f"AAGUID {cred.aaguid}; attestation {cred.attestation}).")
+    if len(creds.fido2) == 0 and not creds.totp_secret:
+        print(f"It is {operator}'s only factor: enroll a backup key (`opsgate enroll fido2 --name backup`) or OTP "
+              f"so that a lost key does not lock you out.")
     return EXIT_OK
 
 

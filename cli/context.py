@@ -79,19 +79,29 @@ class Context:
     @cached_property
     def parts(self) -> ConsoleParts:
         """The console for this command: grants persist in the state dir (``opsgate auth`` then ``run``)."""
-        return assemble(self.config, self.state_dir, persist_grants=True, authenticator=authenticator_from_env())
+        authenticator = authenticator_from_env()
+        parts = assemble(self.config, self.state_dir, persist_grants=True, authenticator=authenticator)
+        # The software key may be enrolled only when it is asked for by name (the warning has been printed);
+        # an explicit [console] authenticators list still has the last word.
+        parts.stepup.allow_software_key = authenticator is not None
+        return parts
 
 
 SOFTKEY_ENV = "OPSGATE_SOFTKEY"
 
 
 def authenticator_from_env() -> Callable | None:
-    """The software key named by $OPSGATE_SOFTKEY (tests/demo), else None: discover a USB key."""
-    path = os.environ.get(SOFTKEY_ENV)
-    if not path:
+    """The software key named by $OPSGATE_SOFTKEY (tests/demo), else None: discover a USB key.
+
+    Several paths separated by ``os.pathsep`` are several keys plugged in at once."""
+    value = os.environ.get(SOFTKEY_ENV)
+    if not value:
         return None
     from opsgate.console.demo.softkey import SoftKey
 
-    print(f"opsgate: WARNING: using the DEMO/TEST software key {path} (${SOFTKEY_ENV}); "
-          "it is not a security key", file=sys.stderr)
-    return lambda: SoftKey(path)
+    paths = [p for p in value.split(os.pathsep) if p]
+    print(f"opsgate: WARNING: using the DEMO/TEST software key{'s' if len(paths) > 1 else ''} {', '.join(paths)} "
+          f"(${SOFTKEY_ENV}); {'they are' if len(paths) > 1 else 'it is'} not a security key", file=sys.stderr)
+    if len(paths) == 1:
+        return lambda: SoftKey(paths[0])
+    return lambda: [SoftKey(p) for p in paths]

@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", help="a name for the security key")
     sp.add_argument("--token", help="gate mode: the one-use enrollment token an admin gave you (first factor)")
 
+    sp = command("keys", None, "list or remove your security keys")
+    ksub = sp.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
+    k = ksub.add_parser("list", parents=[common], help="your security keys: name, created, last used, counter, "
+                                                       "AAGUID, locked or not")
+    k.add_argument("--operator", help="operator name (default: console.operator)")
+    k.add_argument("--json", action="store_true", help="print JSON")
+    k.set_defaults(handler=_lazy("opsgate.cli.keys", "cmd_keys_list"))
+    k = ksub.add_parser("remove", parents=[common], help="remove a security key (after a step-up with another "
+                                                         "factor: another key, or your OTP for the last key)")
+    k.add_argument("name", metavar="NAME")
+    k.add_argument("--operator", help="operator name (default: console.operator)")
+    k.set_defaults(handler=_lazy("opsgate.cli.keys", "cmd_keys_remove"))
+
     command("approvals", _lazy("opsgate.cli.gate", "cmd_approvals"), "requests waiting at the gate for approval")
     sp = command("approve", _lazy("opsgate.cli.gate", "cmd_approve"), "approve a pending request with your own factor")
     sp.add_argument("request", metavar="ID")

@@ -8,7 +8,8 @@ the pipeline can name what they write. Who writes what:
 - step-up (``console/stepup/verifier.py``): ``stepup.success``, ``stepup.failure``,
   ``stepup.replay``, ``stepup.lockout``, ``stepup.clone_suspected``, and for the two-person rule
   ``approval.granted``, ``approval.denied``;
-- enrollment (``opsgate enroll``): ``enroll.otp``, ``enroll.fido2``;
+- enrollment (``opsgate enroll``): ``enroll.otp``, ``enroll.fido2`` (with the key's ``aaguid`` and whether
+  its ``attestation_verified``); ``opsgate keys remove``: ``keys.removed``;
 - the run pipeline (``console/run.py``): ``config.loaded``, ``action.denied``, ``action.dry_run``,
   ``action.start``, ``action.target`` (carries ``recording``, a path relative to the state dir,
   and ``recording_sha256``, both checked by verify), ``action.end``, ``action.cancelled``, and for
@@ -32,6 +33,7 @@ GATE_CERTIFICATE = "gate.certificate"  # the gate signed a certificate for one t
 
 ENROLL_OTP = "enroll.otp"
 ENROLL_FIDO2 = "enroll.fido2"
+KEYS_REMOVED = "keys.removed"  # a security key removed (after a step-up with another factor)
 
 CONFIG_LOADED = "config.loaded"
 
@@ -50,7 +52,7 @@ AUDIT_RECOVERED = "audit.recovered"
 
 EVENTS = (
     STEPUP_SUCCESS, STEPUP_FAILURE, STEPUP_REPLAY, STEPUP_LOCKOUT, STEPUP_CLONE_SUSPECTED,
-    APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_PENDING, GATE_CERTIFICATE, ENROLL_OTP, ENROLL_FIDO2, CONFIG_LOADED,
+    APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_PENDING, GATE_CERTIFICATE, ENROLL_OTP, ENROLL_FIDO2, KEYS_REMOVED, CONFIG_LOADED,
     ACTION_DENIED, ACTION_DRY_RUN, ACTION_START, ACTION_TARGET, ACTION_END, ACTION_CANCELLED,
     RUNBOOK_START, RUNBOOK_STEP, RUNBOOK_END, AUDIT_RECOVERED,
 )

@@ -140,7 +140,7 @@ def _gate(c: _Checker, raw: dict) -> Gate:
 def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
     t = c.table(raw, "console", {
         "operator": (str,), "state_dir": (str,), "known_hosts": (list,), "max_parallel": (int,),
-        "connect_timeout": (int, str), "rp_id": (str,),
+        "connect_timeout": (int, str), "rp_id": (str,), "authenticators": (list,), "attestation_roots": (list,),
     })
     known_hosts = []
     for i, item in enumerate(t.get("known_hosts", ["~/.ssh/known_hosts"])):
@@ -163,7 +163,32 @@ def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
         c.error("console.operator", f"invalid operator name {operator!r}")
     state_dir = Path(t["state_dir"]).expanduser() if "state_dir" in t else None
     return Settings(operator, state_dir, tuple(known_hosts), max_parallel, connect_timeout,
-                    t.get("rp_id", DEFAULT_RP_ID))
+                    t.get("rp_id", DEFAULT_RP_ID), *_authenticators(c, t))
+
+
+_AAGUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def _authenticators(c: _Checker, t: dict) -> tuple[tuple[str, ...] | None, tuple[Path, ...]]:
+    """``console.authenticators`` (AAGUIDs, as lowercase UUIDs) and ``console.attestation_roots`` (PEM paths)."""
+    allowed = None
+    if "authenticators" in t:
+        allowed = []
+        for i, item in enumerate(t["authenticators"]):
+            if not isinstance(item, str) or not _AAGUID.match(item):
+                c.error(f"console.authenticators[{i}]", f"expected an AAGUID (32 hex digits, as "
+                        f"\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"), got {item!r}")
+                continue
+            h = item.replace("-", "").lower()
+            allowed.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        allowed = tuple(allowed)
+    roots = []
+    for i, item in enumerate(t.get("attestation_roots", [])):
+        if not isinstance(item, str):
+            c.error(f"console.attestation_roots[{i}]", f"expected a path, got {_type_name(item)}")
+        else:
+            roots.append(Path(item).expanduser())
+    return allowed, tuple(roots)
 
 
 def _audit(c: _Checker, raw: dict) -> Forwarding | None:

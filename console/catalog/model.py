@@ -29,6 +29,10 @@ class Settings:
     max_parallel: int = 16
     connect_timeout: float = 10.0
     rp_id: str = DEFAULT_RP_ID
+    # Security keys enrollment accepts: their models (AAGUIDs; None = any model) and the attestation roots
+    # their certificate chain must reach (PEM files; empty = no chain asked for).
+    authenticators: tuple[str, ...] | None = None
+    attestation_roots: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ Its private keys sit in memory or in a plain 0600 JSON file: anyone who can read
 "touch" the key. Knobs let tests misbehave like a broken or cloned key: omit user presence, replay
 an old counter, sign wrongly, or wait for a touch that never comes (until cancelled).
 
+Attestation: packed self-attestation by default (the credential key signs; its AAGUID marks it as
+opsgate's software key, which enrollment refuses outside tests and the demo). With ``attestation_key``
+and ``attestation_certs`` (a DER chain, leaf first) it makes a packed basic attestation, or with
+``attestation="fido-u2f"`` a FIDO U2F one; ``attestation="none"`` gives none, ``bad_attestation`` signs
+the wrong bytes.
+
 The CTAP2 clientPin command is implemented too (PIN/UV auth protocols 1 and 2: getPINRetries,
 getKeyAgreement, setPIN, changePIN, getPinToken and getPinUvAuthTokenUsingPinWithPermissions), with
 a real key's rules: 8 retries, blocked at 0 (``PIN_BLOCKED``), and after 3 wrong PINs in a row no more
@@ -35,8 +41,9 @@ from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import AttestedCredentialData, AuthenticatorData
 
 from opsgate.console.files import write_private
+from opsgate.console.stepup.securitykey import SOFTWARE_KEY_AAGUID
 
-AAGUID = bytes.fromhex("6f707367617465000000000000000001")  # "opsgate" + 1: marks a software key
+AAGUID = bytes.fromhex(SOFTWARE_KEY_AAGUID.replace("-", ""))  # "opsgate" + 1: enrollment refuses it outside tests/demo
 _FLAG = AuthenticatorData.FLAG
 _ERR = CtapError.ERR
 _PIN = ClientPin.CMD
@@ -51,12 +58,18 @@ class SoftKey(CtapDevice):
 
     def __init__(self, path: str | Path | None = None, *, user_verification: bool = False,
                  wait_for_touch: Callable[[threading.Event | None], None] | None = None,
-                 pin: str | None = None, client_pin: bool = False, ctap21: bool = True, aaguid: bytes = AAGUID):
+                 pin: str | None = None, client_pin: bool = False, ctap21: bool = True, aaguid: bytes = AAGUID,
+                 attestation: str = "packed", attestation_key: ec.EllipticCurvePrivateKey | None = None,
+                 attestation_certs: list[bytes] | tuple[bytes, ...] = ()):
         self.path = Path(path) if path else None
         self.user_verification = user_verification  # advertise built-in UV (like a fingerprint key)
         self.client_pin = client_pin or pin is not None  # supports a PIN (set or not); else no clientPin at all
         self.ctap21 = ctap21  # CTAP 2.1 (PIN protocol 2, tokens with permissions) or 2.0 (protocol 1, getPinToken)
         self.aaguid = aaguid
+        self.attestation = attestation  # "packed" (self, or basic with a key and certificates), "fido-u2f", "none"
+        self.attestation_key = attestation_key
+        self.attestation_certs = list(attestation_certs)
+        self.bad_attestation = False  # sign the attestation over the wrong bytes
         # Called where a real key waits for the touch, with the client's cancel event (the demo's key
         # waits for a key press in the console); it returns when touched or cancelled.
         self.wait_for_touch = wait_for_touch
@@ -165,10 +178,30 @@ class SoftKey(CtapDevice):
         flags = _FLAG.UP | _FLAG.AT | (_FLAG.UV if options.get("uv") or uv else 0)
         auth_data = AuthenticatorData.create(
             rp_id_hash, flags, self.counter, AttestedCredentialData.create(self.aaguid, credential_id, public))
-        # Packed self-attestation: signed by the credential key itself.
-        sig = key.sign(bytes(auth_data) + client_data_hash, ec.ECDSA(hashes.SHA256()))
         self._save()
-        return {1: "packed", 2: bytes(auth_data), 3: {"alg": ES256.ALGORITHM, "sig": sig}}
+        return {1: self.attestation, 2: bytes(auth_data),
+                3: self._attest(key, auth_data, client_data_hash, credential_id, rp_id_hash)}
+
+    def _attest(self, key, auth_data, client_data_hash: bytes, credential_id: bytes, rp_id_hash: bytes) -> dict:
+        """The attestation statement: packed (self, or basic with x5c), fido-u2f or none."""
+        if self.attestation == "none":
+            return {}
+        signer = self.attestation_key or key
+        if self.attestation == "fido-u2f":
+            pn = key.public_key().public_numbers()
+            signed = (b"\0" + rp_id_hash + client_data_hash + credential_id + b"\x04" + int2bytes(pn.x, 32)
+                      + int2bytes(pn.y, 32))
+        else:
+            signed = bytes(auth_data) + client_data_hash  # packed: self-attestation unless a key is given
+        if self.bad_attestation:
+            signed = b"not what was asked" + signed
+        sig = signer.sign(signed, ec.ECDSA(hashes.SHA256()))
+        if self.attestation == "fido-u2f":
+            return {"sig": sig, "x5c": self.attestation_certs}
+        statement = {"alg": ES256.ALGORITHM, "sig": sig}
+        if self.attestation_key is not None:
+            statement["x5c"] = self.attestation_certs
+        return statement
 
     def _get_assertion(self, request: dict, event, on_keepalive) -> dict:
         rp_id, client_data_hash = request[1], request[2]

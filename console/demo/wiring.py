@@ -146,6 +146,7 @@ class Demo:
         self.parts = assemble(self.config, self.state_dir, persist_grants=False,
                               authenticator=lambda: self.security_key, clock=self.clock, touch_timeout=60.0)
         self.stepup = self.parts.stepup
+        self.stepup.allow_software_key = True  # the demo's key is the software key
         self._enroll()
         return self
 
@@ -176,6 +177,7 @@ class Demo:
         # The operator's factors live at the gate: enroll them there, with the demo's key at hand.
         self.stepup = StepUp(self.gate_dir, self.config.settings, persist_grants=False,
                              authenticator=lambda: self.security_key, clock=self.clock)
+        self.stepup.allow_software_key = True  # the demo's key is the software key
         self._enroll()
         return self
 

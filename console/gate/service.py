@@ -37,7 +37,7 @@ from opsgate.console.gate.protocol import VERSION, Channel, GateError, error_typ
 from opsgate.console.run import Executed, Pipeline, Plan, RunRequest, StepPlan, renderings
 from opsgate.console.stepup.credentials import read_private
 from opsgate.console.stepup.totp import DIGITS, new_secret, provisioning_uri
-from opsgate.console.stepup.verifier import Prompt, StepUp, StepUpRequest
+from opsgate.console.stepup.verifier import Prompt, StepUp, StepUpRequest, enroll_fido2_fields
 
 TOKENS_FILE = "enroll-tokens.json"
 TOKEN_LIFETIME = 24 * 3600
@@ -580,8 +580,8 @@ class GateService:
                     return {"factor": "otp"}
                 prompt.error = f"that code does not match the new secret (enter the current {DIGITS}-digit code)"
         name = str(args.get("name") or "security key")
-        self.stepup.enroll_fido2(operator, name, frontend, before_save=lambda cred: audit(ENROLL_FIDO2, {
-            "operator": operator, "credential": name, "credential_id": cred.credential_id.hex()}))
+        self.stepup.enroll_fido2(operator, name, frontend,
+                                 before_save=lambda cred: audit(ENROLL_FIDO2, enroll_fido2_fields(operator, cred)))
         return {"factor": "fido2", "name": name}
 
     def op_trail(self, peer: Peer, args: dict) -> dict:

@@ -35,6 +35,26 @@ class FidoCredential:
     name: str = "security key"
     created: float = 0.0
     locked: str | None = None  # why it may not be used (a clone signal); re-enroll it with another factor
+    aaguid: str = ""  # the authenticator model ("cb69481e-8ff7-..."); from credential_data when not given
+    last_used: float = 0.0  # the last accepted assertion (0: never)
+    attestation: str | None = None  # what enrollment found: "packed basic, verified", "none: not verified (...)"
+    attestation_verified: bool = False  # its attestation statement verified at enrollment
+
+    def __post_init__(self) -> None:
+        if not self.aaguid:
+            self.aaguid = aaguid_of(self.credential_data)
+
+
+def aaguid_of(credential_data: bytes) -> str:
+    """The AAGUID at the start of the attested credential data, as a UUID string ("" if there is none)."""
+    if len(credential_data) < 16:
+        return ""
+    return format_aaguid(credential_data[:16])
+
+
+def format_aaguid(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 @dataclass
@@ -50,6 +70,10 @@ class OperatorCredentials:
     def factors(self) -> list[str]:
         """Enrolled factors, weakest first."""
         return [f for f, ok in (("otp", self.totp_secret), ("fido2", self.fido2)) if ok]
+
+    def usable_factors(self) -> list[str]:
+        """Enrolled factors that can be used now (a security key locked after a clone signal cannot), weakest first."""
+        return [f for f in self.factors() if f != "fido2" or any(not c.locked for c in self.fido2)]
 
 
 def check_private_file(path: Path, fd: int, what: str) -> None:
@@ -139,12 +163,17 @@ class CredentialStore:
                 entry["totp_secret"] = op.totp_secret
             entry["fido2"] = [
                 {"credential_id": _b64e(c.credential_id), "credential_data": _b64e(c.credential_data),
-                 "sign_count": c.sign_count, "name": c.name, "created": float(c.created)}
+                 "sign_count": c.sign_count, "name": c.name, "created": float(c.created), "aaguid": c.aaguid}
                 for c in op.fido2
             ]
             for out, c in zip(entry["fido2"], op.fido2):
                 if c.locked:
                     out["locked"] = c.locked
+                if c.last_used:
+                    out["last_used"] = float(c.last_used)
+                if c.attestation:
+                    out["attestation"] = c.attestation
+                    out["attestation_verified"] = bool(c.attestation_verified)
             doc["operators"][name] = entry
         try:
             write_private(self.path, tomli_w.dumps(doc).encode("utf-8"))
@@ -162,13 +191,17 @@ def _parse(doc: dict) -> dict[str, OperatorCredentials]:
             raise ValueError(f"operators.{name}.totp_secret: not a base32 secret of at least 128 bits")
         creds = []
         for c in entry.get("fido2", []):
-            locked = c.get("locked")
-            if locked is not None and not isinstance(locked, str):
-                raise ValueError(f"operators.{name}.fido2.locked: expected a string")
-            creds.append(FidoCredential(_b64d(c["credential_id"]), _b64d(c["credential_data"]),
-                                        _int(c["sign_count"]), str(c.get("name", "security key")),
-                                        float(c.get("created", 0.0))))
-            creds[-1].locked = locked
+            # Files written before aaguid, last_used and attestation existed read as: the AAGUID from the
+            # credential data, never used, attestation unknown.
+            for key in ("locked", "aaguid", "attestation"):
+                if c.get(key) is not None and not isinstance(c[key], str):
+                    raise ValueError(f"operators.{name}.fido2.{key}: expected a string")
+            data = _b64d(c["credential_data"])
+            creds.append(FidoCredential(_b64d(c["credential_id"]), data, _int(c["sign_count"]),
+                                        str(c.get("name", "security key")), float(c.get("created", 0.0)),
+                                        c.get("locked"), c.get("aaguid") or aaguid_of(data),
+                                        float(c.get("last_used", 0.0)), c.get("attestation"),
+                                        c.get("attestation_verified", False) is True))
         out[name] = OperatorCredentials(secret, _int(entry.get("totp_last_step", -1)),
                                         _int(entry.get("totp_failures", 0)),
                                         float(entry.get("totp_locked_until", 0.0)), creds)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from opsgate.console.catalog.model import Settings
 from opsgate.console.stepup.credentials import CredentialStore, FidoCredential, OperatorCredentials
-from opsgate.console.errors import StepUpDenied
+from opsgate.console.errors import ConfigError, StepUpDenied
 from opsgate.console.events import (
     APPROVAL_DENIED,
     APPROVAL_GRANTED,
@@ -33,6 +33,7 @@ from opsgate.console.stepup.grants import GrantBook, GrantRecord
 from opsgate.console.catalog.policy import FACTOR_WORDS, Grant, Requirement, factor_rank, satisfies
 from opsgate.console.stepup.securitykey import (
     DEFAULT_TIMEOUT,
+    AttestationPolicy,
     CloneSuspected,
     KeyAccepted,
     KeyRejected,
@@ -173,15 +174,39 @@ def enroll_hint(factor: str) -> str:
     return "run `opsgate enroll fido2`" if factor == "fido2" else "run `opsgate enroll otp`"
 
 
+def enroll_fido2_fields(operator: str, cred: FidoCredential) -> dict:
+    """The ``enroll.fido2`` record's fields: which key, which model, and whether its attestation verified."""
+    return {"operator": operator, "credential": cred.name, "credential_id": cred.credential_id.hex(),
+            "aaguid": cred.aaguid, "attestation": cred.attestation, "attestation_verified": cred.attestation_verified}
+
+
+def load_attestation_roots(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
+    """``[console] attestation_roots``: every certificate in those PEM files, as DER."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    roots = []
+    for path in paths:
+        try:
+            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"console.attestation_roots: {path}: not a readable PEM certificate file ({e})") from None
+        roots += [c.public_bytes(Encoding.DER) for c in certs]
+    return tuple(roots)
+
+
 class StepUp:
     """Step-up, confirmation and approvals for one state dir."""
 
     enroll_user_verification = False  # a key registers only with its PIN (wiring: when a policy asks for UV)
+    # opsgate's software key may be enrolled: only the demo, the tests and $OPSGATE_SOFTKEY (which warns) set it.
+    allow_software_key = False
 
     def __init__(self, state_dir: Path, settings: Settings, *, persist_grants: bool = True,
                  authenticator: Callable[[], "CtapDevice"] | None = None,
                  clock: Callable[[], float] = time.time, touch_timeout: float = DEFAULT_TIMEOUT):
         self.store = CredentialStore(state_dir)
+        self.settings = settings
         self.clock = clock
         self.totp = TotpVerifier(self.store, clock)
         self.key = SecurityKey(settings.rp_id, authenticator, timeout=touch_timeout)
@@ -234,7 +259,7 @@ class StepUp:
         if factor is None:
             if not enrolled:
                 raise StepUpDenied(f"no factor enrolled for {operator}: {enroll_hint('otp')}")
-            factor = enrolled[-1]
+            factor = (creds.usable_factors() or enrolled)[-1]  # not a key locked after a clone signal
         elif factor not in enrolled:
             raise StepUpDenied(f"{operator} has no {FACTOR_WORDS[factor]} enrolled: {enroll_hint(factor)}")
         request = StepUpRequest("opsgate.auth", "opsgate auth", (), new_nonce())
@@ -270,12 +295,13 @@ class StepUp:
         existing = self.store.operator(operator).fido2
         if any(c.name == name for c in existing):
             raise StepUpDenied(f"{operator} already has a security key named {name!r}: pick another --name")
+        attestation = self.attestation_policy()
         cancel = threading.Event()
         prompt = Prompt(operator, "fido2", "enroll", f"register security key {name!r}")
         prompter.touch_started(prompt, cancel)
         try:
             cred = self.key.register(operator, name, existing, cancel=cancel, ask_pin=pin_asker(prompter, prompt),
-                                     user_verification=self.enroll_user_verification)
+                                     user_verification=self.enroll_user_verification, attestation=attestation)
         finally:
             prompter.touch_finished()
         if before_save is not None:
@@ -283,6 +309,45 @@ class StepUp:
         with self.store.transaction() as data:
             data.setdefault(operator, OperatorCredentials()).fido2.append(cred)
         return cred
+
+    def attestation_policy(self) -> AttestationPolicy:
+        """Which authenticators enrollment accepts: ``[console] authenticators`` and ``attestation_roots``."""
+        allowed = self.settings.authenticators
+        return AttestationPolicy(None if allowed is None else frozenset(allowed),
+                                 load_attestation_roots(self.settings.attestation_roots), self.allow_software_key)
+
+    def remove_key(self, operator: str, name: str, prompter: Prompter, audit: AuditHook,
+                   before_remove: Callable[[FidoCredential, str], None] | None = None) -> FidoCredential:
+        """Remove ``operator``'s security key ``name`` after a fresh step-up with another factor: another
+        (unlocked) key of theirs, or their OTP; for their last key, only their OTP. The last factor of all
+        is never removed (anyone at the terminal could then enroll their own).
+
+        ``before_remove(cred, factor)`` (the audit record) runs first: if it raises, nothing is removed."""
+        creds = self.store.operator(operator)
+        target = next((c for c in creds.fido2 if c.name == name), None)
+        if target is None:
+            names = ", ".join(repr(c.name) for c in creds.fido2) or "none"
+            raise StepUpDenied(f"{operator} has no security key named {name!r} (enrolled: {names})")
+        others = [c for c in creds.fido2 if c.credential_id != target.credential_id and not c.locked]
+        if others:
+            factor, keys = "fido2", others
+        elif creds.totp_secret:
+            factor, keys = "otp", None
+        else:
+            why = ("it is their only factor" if len(creds.fido2) == 1 else
+                   "their other security keys are locked after a clone signal and no OTP is enrolled")
+            raise StepUpDenied(f"cannot remove {operator}'s security key {name!r}: {why}; enroll another factor "
+                               f"first ({enroll_hint('otp')} or enroll a backup key), then remove it")
+        summary = f"remove security key {name!r} of {operator}"
+        request = StepUpRequest("opsgate.keys.remove", f"remove {target.credential_id.hex()}", (), new_nonce())
+        self._authenticate(operator, factor, Requirement(factor), request, prompter, audit, purpose="step-up",
+                           exact=True, summary=summary, keys=keys)
+        if before_remove is not None:
+            before_remove(target, factor)
+        with self.store.transaction() as data:
+            op = data.get(operator, OperatorCredentials())
+            op.fido2 = [c for c in op.fido2 if c.credential_id != target.credential_id]
+        return target
 
     # Factors --------------------------------------------------------------------------------
     def _pick_factor(self, operator: str, required: str, creds: OperatorCredentials) -> str:
@@ -294,7 +359,9 @@ class StepUp:
 
     def _authenticate(self, operator: str, factor: str, requirement: Requirement, request: StepUpRequest,
                       prompter: Prompter, audit: AuditHook, *, purpose: str, exact: bool = False,
-                      summary: str | None = None) -> tuple[Grant, bytes | None]:
+                      summary: str | None = None,
+                      keys: list[FidoCredential] | None = None) -> tuple[Grant, bytes | None]:
+        """``keys``: only these security keys may answer (default: every key of the operator's)."""
         creds = self.store.operator(operator)
         use = factor if exact else self._pick_factor(operator, factor, creds)
         prompt = Prompt(operator, use, purpose, summary or request.summary())
@@ -302,7 +369,8 @@ class StepUp:
             self._otp(prompt, prompter, audit)
             return Grant(operator, "otp", self.clock()), None
         digest = request.digest()
-        verified = self._fido2(operator, creds.fido2, digest, requirement.user_verification, prompt, prompter, audit)
+        verified = self._fido2(operator, creds.fido2 if keys is None else keys, digest, requirement.user_verification,
+                               prompt, prompter, audit)
         return Grant(operator, "fido2", self.clock(), verified), digest
 
     def _otp(self, prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:
@@ -384,6 +452,7 @@ class StepUp:
                         name = cred.name
                         if counter_ok(cred.sign_count, result.sign_count):
                             cred.sign_count = result.sign_count
+                            cred.last_used = self.clock()
                         else:
                             clone = CloneSuspected(cred.credential_id, cred.sign_count, result.sign_count)
         if clone is not None:

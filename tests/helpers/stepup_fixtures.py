@@ -88,5 +88,9 @@ def request(action="restart-service", command="sudo systemctl restart nginx", ta
 
 
 def make_stepup(state_dir: Path, clock=None, key=None, persist=True, **kw) -> StepUp:
-    return StepUp(state_dir, settings(), persist_grants=persist, authenticator=(lambda: key) if key else None,
-                  clock=clock or FakeClock(), **kw)
+    """A StepUp on ``state_dir``; with ``key`` (a SoftKey, or a list of them: several plugged in) it may enroll
+    the software key, as the demo and $OPSGATE_SOFTKEY allow it."""
+    stepup = StepUp(state_dir, settings(), persist_grants=persist, authenticator=(lambda: key) if key else None,
+                    clock=clock or FakeClock(), **kw)
+    stepup.allow_software_key = key is not None
+    return stepup
