@@ -87,12 +87,13 @@ def cmd_keys_remove(ctx: "Context") -> int:
 
     creds = parts.stepup.store.operator(operator)
     others = [c.name for c in creds.fido2 if c.name != name and not c.locked]
-    if others:
+    factor = ctx.args.factor
+    if others and factor != "otp":
         print(f"removing security key {_text(name)!r}: step up with another of your keys "
               f"({', '.join(repr(_text(n)) for n in others)}), not this one", file=sys.stderr, flush=True)
-    elif creds.totp_secret and any(c.name == name for c in creds.fido2):
-        print(f"removing security key {_text(name)!r}, your last one: step up with your OTP",
-              file=sys.stderr, flush=True)
-    removed = parts.stepup.remove_key(operator, name, TerminalPrompter(), audit, before_remove=record)
+    elif creds.totp_secret and any(c.name == name for c in creds.fido2) and factor != "fido2":
+        last = "" if others else ", your last one"
+        print(f"removing security key {_text(name)!r}{last}: step up with your OTP", file=sys.stderr, flush=True)
+    removed = parts.stepup.remove_key(operator, name, TerminalPrompter(), audit, before_remove=record, factor=factor)
     print(f"Security key {_text(removed.name)!r} removed for {operator}.")
     return EXIT_OK

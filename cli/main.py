@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = ksub.add_parser("remove", parents=[common], help="remove a security key (after a step-up with another "
                                                          "factor: another key, or your OTP for the last key)")
     k.add_argument("name", metavar="NAME")
+    k.add_argument("--factor", choices=["otp", "fido2"],
+                   help="step up with this factor (default: another of your keys if you have one, else OTP)")
     k.add_argument("--operator", help="operator name (default: console.operator)")
     k.set_defaults(handler=_lazy("opsgate.cli.keys", "cmd_keys_remove"))
 

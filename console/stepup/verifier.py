@@ -317,11 +317,13 @@ class StepUp:
                                  load_attestation_roots(self.settings.attestation_roots), self.allow_software_key)
 
     def remove_key(self, operator: str, name: str, prompter: Prompter, audit: AuditHook,
-                   before_remove: Callable[[FidoCredential, str], None] | None = None) -> FidoCredential:
+                   before_remove: Callable[[FidoCredential, str], None] | None = None,
+                   factor: str | None = None) -> FidoCredential:
         """Remove ``operator``'s security key ``name`` after a fresh step-up with another factor: another
         (unlocked) key of theirs, or their OTP; for their last key, only their OTP. The last factor of all
         is never removed (anyone at the terminal could then enroll their own).
 
+        ``factor``: step up with this one ("otp" or "fido2"; default: another key if there is one, else OTP).
         ``before_remove(cred, factor)`` (the audit record) runs first: if it raises, nothing is removed."""
         creds = self.store.operator(operator)
         target = next((c for c in creds.fido2 if c.name == name), None)
@@ -329,7 +331,12 @@ class StepUp:
             names = ", ".join(repr(c.name) for c in creds.fido2) or "none"
             raise StepUpDenied(f"{operator} has no security key named {name!r} (enrolled: {names})")
         others = [c for c in creds.fido2 if c.credential_id != target.credential_id and not c.locked]
-        if others:
+        if factor == "otp" and not creds.totp_secret:
+            raise StepUpDenied(f"{operator} has no OTP enrolled: step up with another security key instead")
+        if factor == "fido2" and not others:
+            raise StepUpDenied(f"{operator} has no other usable security key than {name!r}: step up with OTP, "
+                               f"the key being removed cannot approve its own removal")
+        if others and factor != "otp":
             factor, keys = "fido2", others
         elif creds.totp_secret:
             factor, keys = "otp", None

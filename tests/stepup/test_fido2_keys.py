@@ -234,6 +234,20 @@ def test_the_last_key_needs_the_otp_and_the_last_factor_stays(tmp_path):
     assert creds_of(stepup) == {}
 
 
+def test_a_key_may_be_removed_with_the_otp_even_when_another_key_exists(tmp_path):
+    clock = FakeClock()
+    stepup, plugged, a, b = two_keys(tmp_path, clock)
+    with pytest.raises(StepUpDenied, match="has no OTP enrolled"):
+        stepup.remove_key("alice", "a", ScriptedPrompter(), AuditLog(), factor="otp")
+    secret = enroll_totp(tmp_path, "alice")
+    plugged[:] = []  # no key at hand: the OTP is enough
+    prompter = ScriptedPrompter([code(secret, clock)])
+    stepup.remove_key("alice", "a", prompter, AuditLog(), factor="otp")
+    assert list(creds_of(stepup)) == ["b"] and [kind for kind, _ in prompter.prompts] == ["code"]
+    with pytest.raises(StepUpDenied, match="cannot approve its own removal"):
+        stepup.remove_key("alice", "b", ScriptedPrompter(), AuditLog(), factor="fido2")
+
+
 def test_a_removal_the_trail_cannot_record_does_not_happen(tmp_path):
     stepup, plugged, a, b = two_keys(tmp_path)
     plugged[:] = [b]
