@@ -15,9 +15,9 @@ from typing import Any
 from opsgate.console.catalog.model import (DEFAULT_POLICY, DEFAULT_RP_ID, FACILITIES, FORWARD_SCHEMES, PARAM_NAME,
                                            Action, Config, Forwarding, Gate, Param, Runbook, Settings, Step, Target,
                                            expand_targets, param_ref)
-from opsgate.console.catalog.params import check_value
+from opsgate.console.catalog.params import check_value, inert_params
 from opsgate.console.catalog.policy import FACTORS, RISKS, Requirement
-from opsgate.console.catalog.template import template_fields
+from opsgate.console.catalog.template import template_fields, unsafe_message, unsafe_placeholders
 from opsgate.console.durations import parse_duration
 from opsgate.console.errors import ConfigError
 
@@ -394,11 +394,15 @@ def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Ac
 
 
 def _check_command(c: _Checker, command: str, where: str, params: dict[str, Param]) -> None:
-    """A command template must be non-empty and use only declared params."""
+    """A command template must be non-empty, use only declared params, and only where the shell reads
+    plain words: a quoted value inside the template's own quotes (or a substitution, a comment...)
+    would not stay one literal word (template.py)."""
     if not command.strip():
         c.error(where, "must not be empty")
     for name in sorted(template_fields(command) - set(params)):
         c.error(where, f"uses {{{name}}} but no param {name!r} is declared")
+    for name, why in unsafe_placeholders(command, inert_params(params)):
+        c.error(where, unsafe_message(name, why))
 
 
 def _runbooks(c: _Checker, raw: dict, targets: dict[str, Target], actions: dict[str, Action]) -> dict[str, Runbook]:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from opsgate.console.catalog.model import Action, Param, Runbook
-from opsgate.console.errors import ParamError
+from opsgate.console.errors import ConfigError, ParamError
 from opsgate.console.catalog.template import render
 
 _INT = re.compile(r"^-?[0-9]{1,18}$")
@@ -87,6 +87,20 @@ class RenderedCommand:
     redacted: str
 
 
+def inert_params(params: Mapping[str, Param]) -> frozenset[str]:
+    """Params whose values are only digits (int params): safe anywhere in a command, even in quotes."""
+    return frozenset(n for n, p in params.items() if p.type == "int")
+
+
 def render_command(action: Action, values: Mapping[str, str | int]) -> RenderedCommand:
+    """The command with every value quoted, and the same with secret values redacted.
+
+    Raises ConfigError if a placeholder stands where a quoted value would not stay one word (the
+    loader refuses such a template; this holds for one built any other way too)."""
     secrets = frozenset(n for n, p in action.params.items() if p.secret)
-    return RenderedCommand(render(action.command, values), render(action.command, values, redact=secrets))
+    inert = inert_params(action.params)
+    try:
+        return RenderedCommand(render(action.command, values, inert=inert),
+                               render(action.command, values, redact=secrets, inert=inert))
+    except ValueError as e:
+        raise ConfigError(f"{action.id}: command: {e}") from None

@@ -166,3 +166,31 @@ def test_durations(value, seconds):
 def test_bad_durations(value):
     with pytest.raises(ValueError):
         parse_duration(value)
+
+
+def test_a_placeholder_inside_quotes_is_refused_with_its_key_path_and_the_fix():
+    """`echo "change note: {reason}"` with reason=$(touch M) ran touch on the target: the loader refuses it,
+    in an action and in a runbook's inline step alike, and accepts the value outside the quotes."""
+    text = BASE + """
+[actions.note]
+title = "Note"
+risk = "low"
+targets = ["web-1"]
+command = "echo \\"change note: {reason}\\""
+[actions.note.params.reason]
+pattern = ".*"
+
+[runbooks.lookup]
+title = "Lookup"
+params = { name = { pattern = ".*" } }
+steps = [{ command = "psql -Atc 'select id from users where name = {name}'", targets = ["db-1"], risk = "low" }]
+"""
+    assert problems(text) == [
+        "config.toml: actions.note.command: {reason} is inside double quotes: put it outside the quotes: the value "
+        "is quoted for you (echo \"note: \"{reason}, not echo \"note: {reason}\")",
+        "config.toml: runbooks.lookup.steps[0].command: {name} is inside single quotes: put it outside the quotes: "
+        "the value is quoted for you (grep 'ERROR '{name} app.log, not grep 'ERROR {name}' app.log)",
+    ]
+    fixed = text.replace('note: {reason}\\"', 'note: \\"{reason}').replace("name = {name}'", "name = '{name}")
+    cfg = parse_config(fixed.encode(), "config.toml")
+    assert cfg.actions["note"].command == 'echo "change note: "{reason}'

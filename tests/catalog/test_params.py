@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from opsgate.console.catalog.model import Action, Param
-from opsgate.console.errors import ParamError
+from opsgate.console.errors import ConfigError, ParamError
 from opsgate.console.catalog.params import check_value, parse_assignments, render_command, resolve_params
 from opsgate.console.catalog.template import render, template_fields
 
@@ -83,3 +83,67 @@ def test_any_accepted_value_is_exactly_one_token(value):
 def test_int_values_render_as_one_token(n):
     value = check_value(Param("n", type="int"), str(n))
     assert shlex.split(render("x {n}", {"n": value})) == ["x", str(n)]
+
+
+# -- where a placeholder may stand: only where the shell reads plain words (template.unsafe_placeholders) ----
+
+REFUSED = {
+    'echo "change note: {v}"': "inside double quotes",
+    "psql -c 'select * from t where name = {v}'": "inside single quotes",
+    "echo $'a{v}'": "inside $'...' quotes",
+    'echo $"a{v}"': "inside double quotes",
+    "echo $(echo {v})": "inside a $(...) command substitution",
+    "diff <(echo {v}) x": "inside a $(...) command substitution",
+    "echo `echo {v}`": "inside `...` backticks",
+    "echo ${x:-{v}}": "inside a ${...} parameter expansion",
+    "echo $(( {v} + 1 ))": "inside arithmetic",
+    "(( {v} > 1 ))": "inside arithmetic",
+    "[[ 1 -eq {v} ]]": "inside [[ ... ]]",
+    "a[{v}]=1": "inside [...]",
+    "echo {{a,{v}}}": "inside a {...} brace expansion",
+    "echo hi # {v}": "inside a # comment",
+    "cat <<EOF\n{v}\nEOF": "after a << here-document",
+    "echo \\{v}": "right after a backslash",
+    "echo $HOME{v}": "right after $NAME",
+    "ls ~{v}": "in a ~user prefix",
+    'echo "$(case x in a) echo ";; esac)" {v}': "after a case statement",
+    'echo "$(echo ")")" "{v}"': "inside double quotes",
+}
+ACCEPTED = ["echo {v}", "echo a{v}b --x={v}", "echo ${HOME}{v}", "ls ~/{v}", "cat <<< {v}", "{{ echo {v}; }}",
+            "echo \"it's\" {v}", 'echo "$(echo ")")" {v}', "echo $# {v}", "echo a#{v}", "echo $'x' {v}",
+            "echo \"note: \"{v}", "psql -c 'select '{v}", "echo $(date) {v} # done", "awk '{print $1}' {v}",
+            "[ {v} = x ]", "for (( i=0; i<3; i++ )); do echo {v}; done", "[[ -n x ]] && echo {v}"]
+
+
+@pytest.mark.parametrize("command", sorted(REFUSED))
+def test_a_placeholder_inside_quotes_or_a_substitution_is_refused(command):
+    from opsgate.console.catalog.template import unsafe_placeholders
+
+    (name, why), = unsafe_placeholders(command)
+    assert name == "v" and why.startswith(REFUSED[command]), why
+    with pytest.raises(ValueError, match=r"\{v\} is "):  # render refuses it too, whoever built the template
+        render(command, {"v": "x"})
+
+
+@pytest.mark.parametrize("command", ACCEPTED)
+def test_a_placeholder_where_the_shell_reads_words_is_accepted(command):
+    from opsgate.console.catalog.template import unsafe_placeholders
+
+    assert unsafe_placeholders(command) == []
+
+
+def test_an_int_param_may_stand_anywhere():
+    """Digits cannot end a quote: the demo's head -c $(( {megabytes} * 1048576 )) stays allowed."""
+    a = action('echo "n={n}" $(( {n} * 2 ))', n=Param("n", type="int"))
+    assert render_command(a, {"n": 3}).command == 'echo "n=3" $(( 3 * 2 ))'
+    s = action('echo "n={n}"', n=Param("n", pattern="[0-9]+"))
+    with pytest.raises(ConfigError, match=r"a: command: \{n\} is inside double quotes: put it outside the quotes"):
+        render_command(s, {"n": "3"})
+
+
+def test_values_that_a_bare_word_would_not_keep_literal_are_quoted():
+    """shlex.quote leaves "a=b" and "if" bare: a value in command position would be an assignment or a keyword."""
+    from opsgate.console.catalog.template import quote
+
+    assert [quote(v) for v in ("nginx", "web-1.example:80", "a=b", "if", "a,b", "", "it's", "-5")] == \
+        ["nginx", "web-1.example:80", "'a=b'", "'if'", "'a,b'", "''", "'it'\"'\"'s'", "-5"]

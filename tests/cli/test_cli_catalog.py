@@ -79,3 +79,32 @@ def test_state_dir_is_created_private(tmp_path):
     from opsgate.console.errors import UsageError
     with pytest.raises(UsageError, match="writable by group or others"):
         paths.state_dir(str(tmp_path / "open"), None)
+
+
+def test_check_refuses_a_placeholder_inside_quotes(tmp_path):
+    """The two templates of the security review: both ran `touch` on the target with a hostile value."""
+    bad = tmp_path / "quoted.toml"
+    bad.write_text("""
+[targets.db]
+host = "h"
+[actions.note]
+title = "Note"
+risk = "low"
+targets = ["db"]
+command = "echo \\"change note: {reason}\\""
+params = { reason = { pattern = ".*" } }
+[actions.lookup]
+title = "Lookup"
+risk = "low"
+targets = ["db"]
+command = "psql -Atc 'select id from users where name = {name}'"
+params = { name = { pattern = ".*" } }
+""")
+    r = opsgate("--config", str(bad), "check")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"{bad}: actions.note.command: {{reason}} is inside double quotes: put it outside the quotes: the value is "
+        f"quoted for you (echo \"note: \"{{reason}}, not echo \"note: {{reason}}\")",
+        f"{bad}: actions.lookup.command: {{name}} is inside single quotes: put it outside the quotes: the value is "
+        f"quoted for you (grep 'ERROR '{{name}} app.log, not grep 'ERROR {{name}}' app.log)",
+    ]

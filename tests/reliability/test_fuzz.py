@@ -10,7 +10,7 @@ from pathlib import Path
 import pyotp
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from opsgate.actions.ssh import Endpoint, connect
@@ -191,3 +191,94 @@ def test_garbage_lines_are_reported_by_verify_never_a_crash(garbage, position, n
             list(trail.records())
         except AuditFormatError:
             pass
+
+
+# -- templates with quotes: an accepted template keeps every value one literal word (real sshd) ---------------
+
+# Shell text around the placeholder: quotes, substitutions, comments, here-documents, escapes, globs, braces.
+FRAGMENTS = ['"', "'", "$(", "`", ")", "\\", "#", " # ", "<<EOF\n", "\nEOF\n", "<<< ", "${x:-", "}", "{", "$((",
+             "))", "~", "~/", "$HOME", "${HOME}", "$'", '$"', "$#", ",", "=", "--opt=", "a", "b", " ", "\n", ":",
+             "/", "*", "?", "[", "]", "{1..", "a,", "-", "$(echo ", "&& printf '<%s>\\n' ", "'x'", '"y"',
+             "; [[ 1 -eq ", " ]]", "; (( ", "; a[", "]=1", "; [ ", " = x ]"]
+BENIGN = "9opsgatebenign"  # a plain word: no quote, no expansion, never a variable name, keyword or command
+HOSTILE = ["$(touch {w})", "`touch {w}`", "x;touch {w};echo", "'; touch {w}; '", "\"; touch {w}; \"",
+           "a\ntouch {w}\nb", "EOF\ntouch {w}\nEOF", "$'\\x41'", "a b", "*", "~root", "if", "a=b", "x)", "}", "\\",
+           "'", "\"", "$HOME", "${HOME}", "--", "-n", "x%s%s", "\n", "a,b", "{1..3}", "9", "",
+           "x[$(touch {w})]"]
+
+
+@pytest.fixture(scope="module")
+def witness_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("quoting")
+
+
+def _run(connection, command: str) -> tuple[bytes, int | None]:
+    out = bytearray()
+    lock = threading.Lock()
+
+    def sink(chunk):
+        if chunk.stream == "stdout":
+            with lock:
+                out.extend(chunk.data)
+
+    result = connection.run(command, sink, timeout=20)
+    assert result.outcome in ("ok", "failed"), result
+    return bytes(out), result.exit_code
+
+
+def _template(pre: list[str], post: list[str]) -> str:
+    shell = lambda parts: "".join(parts).replace("{", "{{").replace("}", "}}")  # noqa: E731 (braces as text)
+    return "printf '<%s>\\n' " + shell(pre) + "{v}" + shell(post)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pre=st.lists(st.sampled_from(FRAGMENTS), max_size=4), post=st.lists(st.sampled_from(FRAGMENTS), max_size=4),
+       value=st.sampled_from(HOSTILE) | st.text(st.characters(blacklist_categories=("Cs",),
+                                                              blacklist_characters="\x00"), max_size=12).map(
+           # Where a template puts a command, a random word could name one (a builtin such as "[", a job such
+           # as "%1": quoting does not change that): the template's choice, not an injection. A leading digit
+           # makes every random value no command's, job's, variable's or keyword's name.
+           lambda t: "9" + t))
+def test_an_accepted_template_keeps_a_hostile_value_one_literal_word(connection, witness_dir, pre, post, value):
+    """For any template the loader accepts, a hostile value does exactly what a plain word does there: the
+    remote shell (bash, the login shell) prints the same words with the value in place of the plain word,
+    exits the same way, and runs nothing of the value (no witness file)."""
+    template = _template(pre, post)
+    doc = {"targets": {"t1": {"host": "127.0.0.1"}},
+           "actions": {"q": {"title": "q", "risk": "low", "targets": ["t1"], "command": template,
+                             "params": {"v": {"pattern": "(?s).*"}}}}}
+    try:
+        action = parse_config(tomli_w.dumps(doc).encode(), "quoting.toml").actions["q"]
+    except ConfigError as e:
+        assert "{v} is " in str(e), e  # refused for where {v} stands
+        event("refused")
+        return
+    event("accepted")
+    witness = witness_dir / "W"
+    witness.unlink(missing_ok=True)  # left by an earlier example (shrinking re-runs the failing ones)
+    value = value.replace("{w}", str(witness))
+    assume(BENIGN not in value)
+    cd = f"cd {witness_dir} || exit 99\n"
+    benign_out, benign_exit = _run(connection, cd + render_command(action, {"v": BENIGN}).command)
+    hostile_out, hostile_exit = _run(connection, cd + render_command(action, {"v": value}).command)
+    assert not witness.exists(), f"{template!r} ran part of {value!r}"
+    assert hostile_out == benign_out.replace(BENIGN.encode(), value.encode()), (template, value)
+    assert hostile_exit == benign_exit, (template, value)
+
+
+def test_the_review_templates_are_refused_and_their_fixes_keep_the_value_literal(connection, witness_dir):
+    """The security review's two templates (both ran touch on the target); fixed, the value is printed as is."""
+    witness = witness_dir / "M"
+    witness.unlink(missing_ok=True)
+    for template, value in [('echo "change note: {v}"', f"$(touch {witness})"),
+                            ("echo 'select * from t where name = {v}'", f"x;touch {witness};echo")]:
+        doc = {"targets": {"t1": {"host": "127.0.0.1"}},
+               "actions": {"q": {"title": "q", "risk": "low", "targets": ["t1"], "command": template,
+                                 "params": {"v": {"pattern": "(?s).*"}}}}}
+        with pytest.raises(ConfigError, match=r"\{v\} is inside (double|single) quotes: put it outside the quotes"):
+            parse_config(tomli_w.dumps(doc).encode(), "review.toml")
+        fixed = template.replace("{v}", "").replace('"', "").replace("'", "")  # echo change note: {v}
+        doc["actions"]["q"]["command"] = fixed.rstrip() + " {v}"
+        action = parse_config(tomli_w.dumps(doc).encode(), "review.toml").actions["q"]
+        out, code = _run(connection, render_command(action, {"v": value}).command)
+        assert code == 0 and out.decode().endswith(f" {value}\n") and not witness.exists()
