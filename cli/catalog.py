@@ -17,6 +17,8 @@ def cmd_check(ctx: Context) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for t in cfg.targets.values():
         if t.identity_file is not None and not t.identity_file.exists():
             print(f"warning: {cfg.path}: targets.{t.name}.identity_file: {t.identity_file} does not exist (a run "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,13 @@ class _Checker:
     def __init__(self, filename: str):
         self.filename = filename
         self.problems: list[str] = []
+        self.warnings: list[str] = []  # the config loads; `opsgate check` shows them
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(f"{self.filename}: {path}: {message}")
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{self.filename}: {path}: {message}")
 
     def table(self, raw: dict, path: str, allowed: dict[str, tuple[type, ...]], required=()) -> dict:
         """Keep the keys of ``raw`` that exist in ``allowed`` and have the right type."""
@@ -98,6 +103,7 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
     targets = _targets(c, top.get("targets", {}))
     actions = _actions(c, top.get("actions", {}), targets)
     runbooks = _runbooks(c, top.get("runbooks", {}), targets, actions)
+    actions, runbooks = share_secrets(c, actions, runbooks)
     forwarding = _audit(c, top.get("audit", {}))
     gate = _gate(c, top["gate"]) if "gate" in top else None
     if gate is None:
@@ -108,7 +114,59 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
     if c.problems:
         raise ConfigError("\n".join(c.problems), c.problems)
     return Config(path, hashlib.sha256(data).hexdigest(), settings, policy, targets, actions, runbooks, forwarding,
-                  gate)
+                  gate, tuple(c.warnings))
+
+
+def share_secrets(c: _Checker, actions: dict[str, Action],
+                  runbooks: dict[str, Runbook]) -> tuple[dict[str, Action], dict[str, Runbook]]:
+    """The one rule for ``secret`` across a runbook and its actions: a runbook param and the action param a
+    step binds it to (``params = { key = "{token}" }``) carry one value, so it is secret if either says so,
+    and so is every param bound to it in turn (one action param fed by two runbooks). The model keeps the
+    union, so everything that redacts (the trail, the terminal, step commands, errors) reads one flag.
+
+    A param made secret this way is a warning, not an error: with the union nothing leaks, but a param its
+    author left unmarked is now redacted (an action's own runs included), which they should see and
+    write down."""
+    parent: dict[tuple, tuple] = {}
+
+    def root(node: tuple) -> tuple:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    declared: dict[tuple, bool] = {}
+    for rb in runbooks.values():
+        for step in rb.steps:
+            action = actions.get(step.action) if step.kind == "action" else None
+            for name, value in (step.params.items() if action is not None else ()):
+                ref = param_ref(value)
+                if ref in rb.params and name in action.params:
+                    rb_node, action_node = ("runbooks", rb.id, ref), ("actions", action.id, name)
+                    declared[rb_node], declared[action_node] = rb.params[ref].secret, action.params[name].secret
+                    parent[root(rb_node)] = root(action_node)
+    marked: dict[tuple, list[tuple]] = {}  # component -> its params declared secret
+    for node, flag in declared.items():
+        if flag:
+            marked.setdefault(root(node), []).append(node)
+    promoted = {node for node, flag in declared.items() if not flag and root(node) in marked}
+    for kind, owner, name in sorted(promoted):
+        why = ", ".join(f"{'runbook' if k == 'runbooks' else 'action'} {o} param {n!r}"
+                        for k, o, n in marked[root((kind, owner, name))])
+        own_runs = ", the action's own runs included" if kind == "actions" else ""
+        c.warn(f"{kind}.{owner}.params.{name}",
+               f"not marked secret, but a runbook step binds it to a secret param ({why}): treated as secret "
+               f"(redacted in the trail, on the terminal and in every step command{own_runs}); mark it secret = true")
+
+    def shared(kind: str, owner: str, params: dict[str, Param]) -> dict[str, Param] | None:
+        if not any((kind, owner, n) in promoted for n in params):
+            return None
+        return {n: replace(p, secret=True) if (kind, owner, n) in promoted else p for n, p in params.items()}
+
+    actions = {aid: replace(a, params=new) if (new := shared("actions", aid, a.params)) else a
+               for aid, a in actions.items()}
+    runbooks = {rid: replace(r, params=new) if (new := shared("runbooks", rid, r.params)) else r
+                for rid, r in runbooks.items()}
+    return actions, runbooks
 
 
 def _gate(c: _Checker, raw: dict) -> Gate:

@@ -169,6 +169,7 @@ class Config:
     runbooks: dict[str, Runbook] = field(default_factory=dict, hash=False, compare=False)
     forwarding: Forwarding | None = None
     gate: Gate | None = None
+    warnings: tuple[str, ...] = ()  # what `opsgate check` points out in a config that loads (file: key path: why)
 
     def requirement_for(self, action: Action | Runbook | Step) -> Requirement:
         return self.policy[action.risk]

@@ -225,3 +225,58 @@ steps = [{{ action = "echo", params = {{ msg = "{{not a ref" }} }}, {{ action = 
 '''.encode())
     plan = Pipeline(cfg, tmp_path, stepup=None, audit=None).plan(RunRequest("rb", params={"word": "hi"}))
     assert [sp.plan.command.command for sp in plan.steps] == ["echo '{not a ref'", "echo hi"]
+
+
+DISAGREE = """
+[actions.measure]
+title = "Count a value's bytes"
+risk = "low"
+targets = ["t1"]
+command = "printf %s {value} | wc -c"
+params.value = { pattern = "[A-Za-z]{8,20}" }
+
+[runbooks.hide-in-runbook]
+title = "The runbook says secret, the action does not"
+params.token = { pattern = "[A-Za-z]{8,20}", secret = true }
+steps = [
+  { action = "measure", params = { value = "{token}" } },
+  { title = "count", command = "printf %s {token} | wc -c", targets = ["t1"], risk = "low" },
+]
+
+[runbooks.hide-in-action]
+title = "The action says secret, the runbook does not"
+params.key = { pattern = "[A-Za-z0-9]{8,64}" }
+steps = [
+  { action = "rotate-key", params = { key = "{key}" } },
+  { title = "count", command = "printf %s {key} | wc -c", targets = ["t1"], risk = "low" },
+]
+"""
+
+
+def test_a_secret_stays_out_of_the_trail_and_the_terminal_when_runbook_and_action_disagree(tmp_path, sshd):
+    """Either way round, secret-ness is the union: the value reaches the targets, never the hash chain,
+    the step commands or the terminal; `opsgate check` warns about each param it had to make secret."""
+    config, state = write_config(tmp_path, sshd, extra=DISAGREE), tmp_path / "state"
+    code = enroll_otp(config, state)
+    for runbook, name, value, stdin in [("hide-in-runbook", "token", "HunterTwoSecret", ""),
+                                        ("hide-in-action", "key", "TopSecretKey12345", next_code(code) + "\n")]:
+        r = cli(config, state, "run", runbook, "--param", f"{name}={value}", "--yes", stdin=stdin)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"| {len(value)}" in r.stdout  # the inline step counted the real value on the target
+        assert value not in r.stdout + r.stderr, runbook
+        trail = (state / "audit.jsonl").read_text()
+        assert value not in trail, runbook
+        dry = cli(config, state, "run", runbook, "--param", f"{name}={value}", "--dry-run", "--json")
+        assert dry.returncode == 0 and value not in dry.stdout + dry.stderr
+    assert "<redacted>" in [x for x in records(state) if x["event"] == "runbook.start"][0]["params"].values()
+    r = cli(config, state, "check")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {config}: actions.measure.params.value: not marked secret, but a runbook step binds it to a secret "
+        "param (runbook hide-in-runbook param 'token'): treated as secret (redacted in the trail, on the terminal "
+        "and in every step command, the action's own runs included); mark it secret = true",
+        f"warning: {config}: runbooks.hide-in-action.params.key: not marked secret, but a runbook step binds it to a "
+        "secret param (action rotate-key param 'key'): treated as secret (redacted in the trail, on the terminal "
+        "and in every step command); mark it secret = true",
+    ]
