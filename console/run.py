@@ -533,6 +533,10 @@ class Pipeline:
                 if needs_again:
                     step_outcome = self._step_up(sp.plan, req, sp.plan.stepup_request(), frontend,
                                                  self._action_fields(sp.plan), label=sp.plan.action.id)
+                elif req.confirm and not plan.requirement.confirm:
+                    # The plan's grant covers the factor; this step's tier also asks for its typed confirmation.
+                    self._step_up(sp.plan, Requirement(confirm=True), sp.plan.stepup_request(), frontend,
+                                  self._action_fields(sp.plan), label=sp.plan.action.id)
                 frontend.on_step(sp, "running")
                 capture: dict = defaultdict(bytearray)
                 link = {"runbook": plan.runbook.id, "runbook_run": plan.run_id, "step": step.index}

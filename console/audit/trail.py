@@ -25,6 +25,8 @@ Concurrency
     of the file (never the whole file), writes one line, fsyncs and only then returns, so two consoles
     appending at once never interleave or fork the chain. The file is opened per append: a descriptor
     shared across ``fork`` would share its lock too. A threading lock serialises threads of one process.
+    The file is opened with ``O_NOFOLLOW``: a symbolic link in its place (which would send the records,
+    or a reader, to some other file) is refused with an error that says so, when appending and reading.
 
 Failures
     A write that fails (ENOSPC, EROFS, EACCES, ...) raises ``AuditWriteError`` after truncating the
@@ -50,6 +52,7 @@ Secrets
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import json
@@ -203,9 +206,10 @@ class AuditTrail:
             raise ValueError(f"audit fields must be JSON text (no NaN, no lone surrogates): {e}") from None
         with self._mutex:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as e:
-                raise AuditWriteError(f"{self.path}: cannot open the audit trail for writing: {e.strerror or e}") from None
+                raise AuditWriteError(f"{self.path}: cannot open the audit trail for writing: "
+                                      f"{_open_error(self.path, e)}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 size = os.fstat(fd).st_size
@@ -254,7 +258,8 @@ class AuditTrail:
         # Keep the bytes in a side file first, so a crash during recovery cannot lose them.
         side = self.path.with_name(f"{self.path.name}.partial-{tail.end}")
         try:
-            with open(side, "wb") as f:
+            with os.fdopen(os.open(side, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                   0o600), "wb") as f:
                 f.write(cut)
                 f.flush()
                 os.fsync(f.fileno())
@@ -282,10 +287,19 @@ class AuditTrail:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def _open_read(self) -> int:
+        """The trail open for reading; a symlink in its place is refused (AuditFormatError), as for writing."""
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise AuditFormatError(f"{self.path}: {_open_error(self.path, e)}") from None
+            raise
+
     def head(self) -> str | None:
         """The hash of the last complete record, or None when the trail is empty or missing."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open_read()
         except FileNotFoundError:
             return None
         try:
@@ -298,7 +312,7 @@ class AuditTrail:
     def _lines(self) -> Iterator[tuple[int, int, bytes]]:
         """(line number, byte offset, line) for every line; a truncated last line raises."""
         try:
-            f = open(self.path, "rb", buffering=_BLOCK * 16)
+            f = os.fdopen(self._open_read(), "rb", buffering=_BLOCK * 16)
         except FileNotFoundError:
             return
         with f:
@@ -377,7 +391,7 @@ class AuditTrail:
     def tail(self, n: int) -> tuple[list[dict], int]:
         """The last ``n`` complete records and the byte offset after them (for ``read_new``)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open_read()
         except FileNotFoundError:
             return [], 0
         try:
@@ -391,6 +405,14 @@ class AuditTrail:
         finally:
             os.close(fd)
         return self._parse_block(data, start), end
+
+
+def _open_error(path: Path, e: OSError) -> str:
+    """Why the trail could not be opened, in words; a symlink in its place is named as such."""
+    if e.errno == errno.ELOOP and path.is_symlink():
+        return ("it is a symbolic link (to {}); opsgate never follows one for the audit trail, which must be a "
+                "plain file in the state dir: replace the link by the file it points to").format(os.readlink(path))
+    return str(e.strerror or e)
 
 
 def _fsync_dir(path: Path) -> None:

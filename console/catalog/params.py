@@ -19,11 +19,20 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ParamError(f"bad --param {item!r}: expected NAME=VALUE")
+            raise ParamError(f"bad --param {_name_only(item)}: expected NAME=VALUE")
         if key in out:
             raise ParamError(f"--param {key} given twice")
         out[key] = value
     return out
+
+
+def _name_only(item: str) -> str:
+    """A malformed ``--param`` for an error message: the name it starts with, never the rest (``key:VALUE``
+    is a typo of ``key=VALUE``, and the value may be a secret)."""
+    name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", item)
+    if name is None or name.end() == len(item):  # a lone word may be a value given without its name
+        return "(its text is not shown: it may be a secret)"
+    return f"{name.group(0)!r}... (the rest is not shown: it may be a secret)"
 
 
 def check_value(param: Param, raw: str) -> str | int:

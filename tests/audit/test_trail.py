@@ -181,6 +181,32 @@ def test_missing_directory_raises_audit_write_error(tmp_path):
         AuditTrail(tmp_path / "nope" / AUDIT_FILE).append("action.start", operator="alice")
 
 
+def test_a_symlinked_trail_is_refused_with_a_clear_error(tmp_path):
+    """A link in the trail's place would send the records (and every reader) to another file: appending and
+    reading refuse it (O_NOFOLLOW), name the link, and leave the file it points to untouched."""
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    real = AuditTrail(elsewhere)
+    fill(real, 2)
+    before = elsewhere.read_bytes()
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / AUDIT_FILE).symlink_to(elsewhere)
+    trail = AuditTrail(state / AUDIT_FILE)
+    message = rf"{AUDIT_FILE}: .*it is a symbolic link \(to {elsewhere}\); opsgate never follows one"
+    with pytest.raises(AuditWriteError, match=message):
+        trail.append("action.start", operator="alice")
+    assert elsewhere.read_bytes() == before
+    for read in (trail.head, lambda: list(trail.records()), lambda: trail.tail(5)):
+        with pytest.raises(AuditFormatError, match=message):
+            read()
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    (dangling / AUDIT_FILE).symlink_to(tmp_path / "not-yet")  # O_CREAT would have created the link's target
+    with pytest.raises(AuditWriteError, match="symbolic link"):
+        AuditTrail(dangling / AUDIT_FILE).append("action.start", operator="alice")
+    assert not (tmp_path / "not-yet").exists()
+
+
 # -- concurrency ----------------------------------------------------------------------------------
 
 WRITER = """

@@ -25,6 +25,15 @@ def test_parse_assignments():
         parse_assignments(["a=1", "a=2"])
 
 
+def test_a_malformed_assignment_is_reported_without_its_value():
+    for typo in ["token:hunter2-SECRET", "hunter2SECRET", "=hunter2-SECRET", "token hunter2-SECRET"]:
+        with pytest.raises(ParamError, match="expected NAME=VALUE") as e:
+            parse_assignments([typo])
+        assert "SECRET" not in str(e.value), typo
+    with pytest.raises(ParamError, match=r"^bad --param 'token'\.\.\. \(the rest is not shown"):
+        parse_assignments(["token:hunter2"])
+
+
 def test_check_value_rules():
     assert check_value(Param("n", type="int", min=1, max=10), "7") == 7
     for bad in ["0", "11", "7.0", "+7", " 7", "0x7", ""]:

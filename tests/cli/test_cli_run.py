@@ -161,6 +161,19 @@ def test_secret_param_never_reaches_trail_or_terminal(lab):
     assert "<redacted>" in records(state)[-3]["command"]
 
 
+def test_a_mistyped_param_does_not_echo_its_value(lab):
+    """`--param key:VALUE` (a typo of key=VALUE) or the value alone: refused, exit 2, the value never printed."""
+    config, state = lab
+    value = "TopSecretKey12345"
+    for typo, shown in ((f"key:{value}", "bad --param 'key'... (the rest is not shown: it may be a secret)"),
+                        (value, "bad --param (its text is not shown: it may be a secret)")):
+        r = opsgate(config, state, "run", "rotate-key", "--param", typo, "--yes")
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr == f"opsgate: {shown}: expected NAME=VALUE\n"
+        assert value not in r.stdout + r.stderr
+    assert value not in (state / AUDIT_FILE).read_text() if (state / AUDIT_FILE).exists() else True
+
+
 def test_json_output_is_one_document(lab):
     config, state = lab
     r = opsgate(config, state, "run", "hello", "--json")

@@ -280,3 +280,39 @@ def test_a_secret_stays_out_of_the_trail_and_the_terminal_when_runbook_and_actio
         "secret param (action rotate-key param 'key'): treated as secret (redacted in the trail, on the terminal "
         "and in every step command); mark it secret = true",
     ]
+
+
+CONFIRMING_STEP = """
+[policy.low]
+factor = "none"
+confirm = true
+[policy.medium]
+factor = "otp"
+max_age = "15m"
+"""
+
+CONFIRM_RUNBOOK = """
+[runbooks.confirm-low]
+title = "A low step whose tier asks for typed confirmation, under a medium runbook that does not"
+steps = [
+  { title = "low", command = "echo low-step-ran", targets = ["t1"], risk = "low" },
+  { title = "medium", command = "echo medium-step-ran", targets = ["t1"], risk = "medium" },
+]
+"""
+
+
+def test_a_step_covered_by_the_plans_grant_still_asks_its_own_tiers_confirmation(tmp_path, sshd):
+    """The runbook's tier (medium: OTP, no confirmation) covers the low step's factor, not the confirmation
+    the low tier asks for: the operator types it before that step; a wrong answer stops the runbook there."""
+    config = write_config(tmp_path, sshd, policy=CONFIRMING_STEP, extra=CONFIRM_RUNBOOK)
+    state = tmp_path / "state"
+    code = enroll_otp(config, state)
+    wrong = cli(config, state, "run", "confirm-low", "--yes", stdin=next_code(code) + "\nt2\n")
+    assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+    assert "Type t1 to confirm (the target's name)" in wrong.stdout + wrong.stderr
+    assert "low-step-ran" not in wrong.stdout and "medium-step-ran" not in wrong.stdout
+    denied = [x for x in records(state) if x["event"] == "action.denied"][-1]
+    assert denied["action"] == "confirm-low#1" and "confirmation did not match" in denied["reason"]
+    ok = cli(config, state, "run", "confirm-low", "--yes", stdin="t1\n")  # the grant is still fresh: no code
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "low-step-ran" in ok.stdout and "medium-step-ran" in ok.stdout
