@@ -116,11 +116,17 @@ class FanOut:
         self.on_start = on_start
         self.on_result = on_result
         self._pool = pool
-        self._cancel = threading.Event()
+        self._stops = {e.name: threading.Event() for e in self.endpoints}  # per target: stop() sets one, cancel() all
 
     def cancel(self) -> None:
         """Stop the run: running commands are stopped remotely, the rest never start."""
-        self._cancel.set()
+        for stop in self._stops.values():
+            stop.set()
+
+    def stop(self, target: str) -> None:
+        """Stop one target as ``cancel`` stops them all (its outcome is "cancelled"); the others go on.
+        Thread-safe; a target not yet started never starts."""
+        self._stops[target].set()
 
     def run(self) -> list[TargetResult]:
         """Run on every endpoint; block until all are done; results in endpoint order."""
@@ -154,7 +160,8 @@ class FanOut:
         def failed(outcome: str, error: str) -> TargetResult:
             return TargetResult(endpoint.name, outcome, None, time.monotonic() - start, 0, 0, error)
 
-        if self._cancel.is_set():
+        stop = self._stops[endpoint.name]
+        if stop.is_set():
             return failed("cancelled", f"{endpoint.name}: cancelled before it started")
         try:
             connection = pool.get(endpoint)
@@ -162,8 +169,8 @@ class FanOut:
             return failed(e.outcome, str(e))
         except PoolClosed:
             return failed("cancelled", f"{endpoint.name}: the run was closed before it started")
-        if self._cancel.is_set():  # connecting can take a while; don't start after a cancel
+        if stop.is_set():  # connecting can take a while; don't start after a cancel
             return failed("cancelled", f"{endpoint.name}: cancelled before it started")
         if self.on_start is not None:
             self.on_start(endpoint.name)
-        return connection.run(self.command, self.sink, timeout=self.timeout, cancel=self._cancel)
+        return connection.run(self.command, self.sink, timeout=self.timeout, cancel=stop)

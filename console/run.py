@@ -200,16 +200,34 @@ class LocalExecutor:
     def run(self, plan: Plan, frontend: Frontend, marker: str | None,
             on_result: Callable[[TargetResult, Executed], None], *, cancel: threading.Event,
             pool: ConnectionPool | None = None, capture: dict | None = None) -> list[TargetResult]:
+        """A command never runs on without its recording: a target whose recording cannot be created or
+        written (disk full) is stopped at once, or never started; its ``Executed`` carries the error."""
+        from opsgate.console.audit.recording import RecordingError
+
         recordings: dict[str, Recording] = {}
+        uncreated: dict[str, str] = {}  # target -> why its recording could not even be created
+        running: list[FanOut] = []
+
+        def lost(target: str) -> None:  # from the thread whose write failed, with the recording's lock held
+            for fanout in running:
+                fanout.stop(target)
+
         for target in plan.targets:
-            rec = Recording(recording_path(self.state_dir, plan.run_id, target.name), run=plan.run_id,
-                            action=plan.action.id, target=target.name, command=plan.command.redacted)
+            try:
+                rec = Recording(recording_path(self.state_dir, plan.run_id, target.name), run=plan.run_id,
+                                action=plan.action.id, target=target.name, command=plan.command.redacted,
+                                on_error=lambda _error, name=target.name: lost(name))
+            except RecordingError as e:
+                uncreated[target.name] = str(e)
+                continue
             if marker:
                 rec.marker(marker)
             recordings[target.name] = rec
 
         def sink(chunk: Chunk) -> None:
-            recordings[chunk.target].output(chunk.stream, chunk.data, chunk.t)
+            rec = recordings.get(chunk.target)
+            if rec is not None:
+                rec.output(chunk.stream, chunk.data, chunk.t)
             if capture is not None and chunk.stream == "stdout":  # for a runbook check on output
                 buf = capture[chunk.target]
                 if len(buf) < CHECK_CAPTURE:
@@ -217,10 +235,14 @@ class LocalExecutor:
             frontend.on_output(chunk)
 
         def started(target: str) -> None:
-            recordings[target].marker("start")
+            if target in recordings:
+                recordings[target].marker("start")
 
         def finished(result: TargetResult) -> None:
-            rec = recordings[result.target]
+            rec = recordings.get(result.target)
+            if rec is None:
+                on_result(result, Executed(None, None, uncreated[result.target]))
+                return
             rec.marker(f"end {result.outcome}" + ("" if result.exit_code is None else f" exit {result.exit_code}"))
             digest = rec.close()
             on_result(result, Executed(str(rec.path.relative_to(self.state_dir)), digest, rec.error))
@@ -230,6 +252,9 @@ class LocalExecutor:
         fanout = FanOut([self.endpoint(t) for t in plan.targets], plan.command.command,
                         max_parallel=self.settings.max_parallel, timeout=plan.action.timeout, sink=sink,
                         on_start=started, on_result=finished, pool=pool)
+        running.append(fanout)
+        for name in [*uncreated, *(n for n, rec in recordings.items() if rec.error)]:
+            fanout.stop(name)  # failed before the fan-out existed (the header could not be written)
         self._fanout = fanout
         try:
             if cancel.is_set():
@@ -455,10 +480,22 @@ class Pipeline:
 
     def _fan_out(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome, *, pool: ConnectionPool | None = None,
                  capture: dict | None = None) -> RunReport:
+        from dataclasses import replace
+
+        from opsgate.console.audit.recording import RECORDING_FAILED
+        from opsgate.console.errors import EXIT_AUDIT
+
         audit_failures: list[AuditWriteError] = []
         recordings: dict[str, Path] = {}
+        unrecorded: dict[str, TargetResult] = {}  # targets whose recording was lost: the evidence is incomplete
 
         def finished(result: TargetResult, executed: Executed) -> None:
+            if executed.recording_error:  # the executor stopped the command (or it had ended already)
+                how = "was stopped" if result.outcome == "cancelled" else f"had ended ({result.outcome})"
+                result = replace(result, outcome=RECORDING_FAILED,
+                                 error=f"{result.target}: the recording could not be written "
+                                       f"({executed.recording_error}); the command {how}")
+                unrecorded[result.target] = result
             if executed.recording:
                 recordings[result.target] = self.state_dir / executed.recording
             try:
@@ -476,9 +513,12 @@ class Pipeline:
         if outcome.fresh:
             marker = f"step-up {outcome.grant.factor}" if outcome.grant else "step-up"
         results = self.executor.run(plan, frontend, marker, finished, cancel=self._cancel, pool=pool, capture=capture)
+        results = [unrecorded.get(r.target, r) for r in results]
         cancelled = self._cancel.is_set() or any(r.outcome == "cancelled" for r in results)
         counts = Counter(r.outcome for r in results)
         exit_code = EXIT_CANCELLED if cancelled else (EXIT_OK if counts["ok"] == len(results) else EXIT_FAILED)
+        if unrecorded:
+            exit_code = EXIT_AUDIT  # what ran is not all on record: as when the trail cannot be written
         if cancelled:
             self._record(ACTION_CANCELLED, plan, action=plan.action.id, stage="running",
                          targets=[r.target for r in results if r.outcome == "cancelled"])

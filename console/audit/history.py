@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from opsgate.console.audit.recording import RECORDING_FAILED
 from opsgate.console.audit.trail import AuditTrail, pick_run, record_hash
 from opsgate.console.audit.verify import VerifyReport, check_recording, verify
 from opsgate.console.errors import EXIT_CANCELLED, EXIT_OK
@@ -36,7 +37,7 @@ from opsgate.console.events import (
     STEPUP_SUCCESS,
 )
 
-OUTCOMES = ("ok", "failed", "cancelled", "denied", "dry-run", "running")
+OUTCOMES = ("ok", "failed", "cancelled", "denied", "dry-run", "running", RECORDING_FAILED)
 _RISKS = ("low", "medium", "high", "critical")
 _STEP_RUN = re.compile(r"^(?P<base>.+)\.(?P<step>\d+)$")
 _OWN_EVENTS = (RUNBOOK_START, ACTION_START, ACTION_DRY_RUN, ACTION_DENIED, ACTION_END, RUNBOOK_END)
@@ -95,7 +96,7 @@ class RunSummary:
     command: str | None = None  # redacted as recorded
     params: dict = field(default_factory=dict)
     requirement: str | None = None
-    outcome: str = "running"
+    outcome: str = "running"  # one of OUTCOMES; recording-failed when a target's recording was lost
     exit_code: int | None = None
     factor: str | None = None  # the step-up factor the run's grant had ("none" without step-up)
     fresh: bool | None = None  # whether the operator stepped up for this very run
@@ -253,6 +254,8 @@ def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
             s.outcome = _outcome_of(s.exit_code)
     if s.operator == "?":
         s.operator = str(s.records[0].get("operator") or "?")
+    if any(ref.outcome == RECORDING_FAILED or ref.record.get("recording_error") for ref in s.recordings):
+        s.outcome = RECORDING_FAILED  # whatever else happened, part of what ran is not on record
     if s.kind == "runbook":
         s.steps = [steps[k] for k in sorted(steps)]
         if s.outcome == "running" and any(r.get("event") == ACTION_DENIED for r in s.records) \

@@ -18,9 +18,10 @@ the pipeline) and ``env`` {"TERM": "xterm-256color"}); then one event per line, 
   every 100 ms (a background thread flushes a quiet command's last output), so a crash keeps what
   was received up to the last batch. ``close`` fsyncs and returns the sha256 of the file's bytes,
   which the pipeline puts in the ``action.target`` audit record with the path relative to the state dir.
-- A write failure (disk full...) does not disturb the command: it is kept in ``error``, later events
-  are dropped, and ``close`` still returns the sha256 of what reached the file. The pipeline should
-  audit ``error`` with the target.
+- A write failure (disk full...) is kept in ``error`` and later events are dropped; ``close`` still
+  returns the sha256 of what reached the file. ``on_error`` (if given) hears of it at once, from
+  whichever thread wrote: the pipeline stops that target's command (a command must not run on without
+  its recording) and audits the target as ``recording-failed`` with ``error``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from opsgate.console.errors import EXIT_FAILED, OpsgateError
 from opsgate.console.paths import RECORDINGS_DIR
 
+RECORDING_FAILED = "recording-failed"  # a target's outcome when its recording could not be written
 FLUSH_BYTES = 64 * 1024
 FLUSH_INTERVAL = 0.1
 IDLE_TIME_LIMIT = 2.0
@@ -76,9 +79,10 @@ class Recording:
     """An asciicast v2 recording being written; thread-safe (stdout and stderr readers may share it)."""
 
     def __init__(self, path: Path, *, run: str, action: str, target: str, command: str,
-                 width: int = 120, height: int = 40):
+                 width: int = 120, height: int = 40, on_error: Callable[[str], None] | None = None):
         self.path = Path(path)
         self.error: str | None = None
+        self._on_error = on_error  # called once, with the lock held: it must only signal (set an event)
         self._lock = threading.Lock()
         self._buf: list[bytes] = []
         self._buf_len = 0
@@ -138,7 +142,7 @@ class Recording:
             try:
                 os.fsync(self._file.fileno())
             except OSError as e:
-                self.error = self.error or f"{self.path}: cannot sync the recording: {e.strerror or e}"
+                self._failed(f"{self.path}: cannot sync the recording: {e.strerror or e}")
             self._file.close()
             self._stop.set()
             self._digest = self._sha.hexdigest() if self.error is None else file_sha256(self.path)
@@ -192,9 +196,15 @@ class Recording:
             while view:
                 view = view[self._file.write(view):]
         except OSError as e:
-            self.error = f"{self.path}: cannot write the recording: {e.strerror or e}"
+            self._failed(f"{self.path}: cannot write the recording: {e.strerror or e}")
             return
         self._sha.update(data)
+
+    def _failed(self, error: str) -> None:
+        if self.error is None:
+            self.error = error
+            if self._on_error is not None:
+                self._on_error(error)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):

@@ -8,7 +8,9 @@ verified in worker processes and linked in file order (benchmarks/audit.py measu
 ``verify_from`` goes on from an earlier report's end, for a pane that follows the trail.
 
 Recordings: every ``action.target`` record names a recording (relative to the state dir) and its
-sha256. ``check_recording`` is the one decision on a recording: whether it verifies and, if not,
+sha256, or says it could not be written (``recording_error``: the run stopped that target, outcome
+``recording-failed``; what reached the file hashes right, but the recording is incomplete and does not
+verify). ``check_recording`` is the one decision on a recording: whether it verifies and, if not,
 why, and whether it can be played at all (``opsgate replay``, the TUI's replay and history screens
 and ``opsgate audit export`` all ask it).
 """
@@ -69,7 +71,8 @@ class _Chunk:
     lines: int = 0  # lines read, the bad one included
     bytes: int = 0  # bytes of the good records
     problem: tuple[str, object] | None = None  # (what, the seq found on the bad line or None)
-    recordings: list[tuple[object, int, object, object]] = field(default_factory=list)
+    # (seq, line, path, sha256, recording_error) of each action.target record: see _check_recordings
+    recordings: list[tuple[object, int, object, object, object]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -130,7 +133,8 @@ def _verify_chunk(data: bytes) -> _Chunk:
                     return chunk
             event = record["event"]
             if event == ACTION_TARGET and "recording" in record:
-                chunk.recordings.append((found, chunk.lines, record["recording"], record.get("recording_sha256")))
+                chunk.recordings.append((found, chunk.lines, record["recording"], record.get("recording_sha256"),
+                                         record.get("recording_error")))
             elif event == AUDIT_RECOVERED:
                 chunk.notes.append(escape_line(f"seq {found}: audit.recovered: {record.get('length')} bytes of a "
                                                f"truncated line cut at byte {record.get('offset')}: "
@@ -217,7 +221,7 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
     except OSError as e:
         return VerifyReport(ok=False, count=0, head=None, problems=[f"{path}: cannot read: {e.strerror or e}"])
     report = VerifyReport(ok=True, count=0, head=None)
-    recordings: list[tuple[object, int, object, object]] = []
+    recordings: list[tuple[object, int, object, object, object]] = []
     seq, prev, number, offset = 0, GENESIS.encode("ascii"), 0, 0
 
     def bad(what: str, found: object, line: int, at: int) -> None:
@@ -246,7 +250,7 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
                 seq, prev = chunk.last_seq, chunk.last_hash
             report.count += chunk.count
             report.notes += chunk.notes
-            recordings += [(s, number + n, rel, sha) for s, n, rel, sha in chunk.recordings]
+            recordings += [(s, number + n, rel, sha, lost) for s, n, rel, sha, lost in chunk.recordings]
             if chunk.problem:
                 bad(chunk.problem[0], chunk.problem[1], number + chunk.lines, offset + chunk.bytes)
                 offset += chunk.bytes  # the good records of this block stay verified
@@ -263,9 +267,10 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
 
 
 def _check_recordings(report: VerifyReport, state_dir: Path | None, recordings, *, with_line: bool) -> None:
-    """Check each (seq, line, path, sha256) named by an action.target record; add a problem per mismatch."""
-    for rec_seq, rec_line, rel, expected in recordings:
-        problem = check_recording(state_dir, rel, expected).problem
+    """Check each (seq, line, path, sha256, recording_error) named by an action.target record; add a problem
+    per mismatch, and per recording that could not be written (incomplete evidence)."""
+    for rec_seq, rec_line, rel, expected, lost in recordings:
+        problem = check_recording(state_dir, rel, expected, lost=lost).problem
         report.recordings_checked += 1
         if problem:
             report.ok = False
@@ -339,6 +344,7 @@ class RecordingStatus(Enum):
     MISSING = "missing"
     UNREADABLE = "unreadable"
     HASH_MISMATCH = "hash-mismatch"  # the file changed since the run
+    INCOMPLETE = "incomplete"  # the record says it could not be written (recording-failed): not all is on record
     RECORD_CHANGED = "record-changed"  # the action.target record does not match its own hash
 
 
@@ -388,14 +394,22 @@ def _check_file(state_dir: Path, rel: object, expected: object) -> tuple[Recordi
     return RecordingStatus.OK, None
 
 
-def check_recording(state_dir: Path, rel: object, expected: object, *, record: dict | None = None) -> RecordingCheck:
+def check_recording(state_dir: Path, rel: object, expected: object, *, record: dict | None = None,
+                    lost: object = None) -> RecordingCheck:
     """Check the recording ``rel`` (relative to ``state_dir``) against the sha256 ``expected``.
 
+    ``lost`` (or ``record``'s ``recording_error``) says the recording could not be written: a file that
+    matches is then INCOMPLETE, never OK (it may be played: it holds what was recorded before).
     With ``record`` (the ``action.target`` record naming it), that record must also still match
     its own hash; if it does not, that is the problem reported (the file's sha256 then proves
     nothing), though the file may still be played.
     """
     status, problem = _check_file(state_dir, rel, expected)
+    lost = lost or (record or {}).get("recording_error")
+    if lost and status is RecordingStatus.OK:
+        status = RecordingStatus.INCOMPLETE
+        problem = (f"incomplete: it could not be written during the run ({str(lost)[:200]}); the target's "
+                   f"outcome is recording-failed")
     cannot_play = None
     if status in _CANNOT_OPEN:
         cannot_play = ("the audit record names no recording" if not isinstance(rel, str)

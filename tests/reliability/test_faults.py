@@ -242,3 +242,92 @@ def test_sigkill_while_appending_loses_no_returned_record(tmp_path):
     assert records[-1]["operator"] == "after"
     if not before.ok:
         assert records[-2]["event"] == "audit.recovered"
+
+
+def mount_tiny_recordings(state: Path, size: str) -> None:
+    """STATE/recordings on a tmpfs of ``size`` (the trail stays on the normal disk): skipped, saying why,
+    when not root or when mount fails."""
+    if os.geteuid() != 0:
+        reason = "needs root to mount a tmpfs under the recordings"
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    (state / "recordings").mkdir(parents=True, mode=0o700)
+    os.chmod(state, 0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                              str(state / "recordings")], capture_output=True, text=True)
+    if mounted.returncode:
+        reason = f"cannot mount a tmpfs: {mounted.stderr.strip()}"
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+
+
+def test_a_recording_that_fills_the_disk_stops_the_command_and_the_run_exits_4(tmp_path, sshd):
+    """Disk full mid-run under the recordings: the target's command is stopped on the target (not left to
+    run unrecorded until its timeout), its outcome is recording-failed, the run exits 4, and `opsgate audit
+    verify`, the history and the export all flag the incomplete recording."""
+    from opsgate.console.audit.history import build_history, check_recordings, export_run
+    from tests.helpers.cli import run_opsgate
+
+    state = tmp_path / "state"
+    mount_tiny_recordings(state, "256k")
+    marker = f"opsgate-flood-{os.getpid()}"
+    config = tmp_path / "opsgate.toml"
+    config.write_text(config_text(sshd, [("a", sshd.addresses[0], sshd.port), ("b", sshd.addresses[1], sshd.port)],
+                                  {"flood": (f"echo started; yes {marker}", "30s")}))
+    try:
+        started = time.monotonic()
+        r = run_opsgate("run", "flood", config=config, state=state, timeout=60)
+        took = time.monotonic() - started
+        assert r.returncode == 4, r.stderr[-2000:]
+        assert took < 20, f"the flood ran on unrecorded for {took:.0f}s"
+        wait_until(lambda: not pids_running(marker), 10, "the remote flood to be stopped")
+        records = events(state)
+        per_target = {x["target"]: x for x in records if x["event"] == "action.target"}
+        assert {x["outcome"] for x in per_target.values()} == {"recording-failed"}, per_target
+        assert all("No space left on device" in x["recording_error"] for x in per_target.values())
+        assert "the command was stopped" in per_target["a"]["error"]
+        assert [x["exit_code"] for x in records if x["event"] == "action.end"] == [4]
+        assert "recording-failed" in r.stdout + r.stderr
+
+        check = run_opsgate("audit", "verify", state=state)
+        assert check.returncode == 1, check.stdout + check.stderr
+        fails = [line for line in check.stdout.splitlines() if line.startswith("FAIL: ")]
+        assert len(fails) == 2 and all("incomplete: it could not be written during the run" in f for f in fails)
+        assert verify(state / AUDIT_FILE, state_dir=state).first_bad_seq is None  # the chain itself holds
+
+        summary, = build_history(AuditTrail(state / AUDIT_FILE).records())
+        assert summary.outcome == "recording-failed" and summary.exit_code == 4
+        assert all(problem and problem.startswith("incomplete") for _, problem in check_recordings(summary, state))
+        doc, ok = export_run(state / AUDIT_FILE, state, summary.run)
+        assert not ok and doc["outcome"] == "recording-failed"
+        assert not any(r["verified"] for r in doc["recordings"])
+    finally:
+        kill_pids(pids_running(marker))
+        subprocess.run(["umount", str(state / "recordings")], check=False)
+
+
+def test_a_target_whose_recording_cannot_be_written_at_all_never_starts(tmp_path, sshd):
+    """The disk under the recordings is already full: the header cannot be written, so the command never
+    starts on that target (it would create a file on this very host), and the run says why, exit 4."""
+    state = tmp_path / "state"
+    mount_tiny_recordings(state, "64k")
+    witness = tmp_path / "ran"
+    try:
+        with open(state / "recordings" / "filler", "wb") as f:
+            try:
+                f.write(b"x" * (1 << 20))
+            except OSError:
+                pass
+        text = config_text(sshd, [("a", sshd.addresses[0], sshd.port)], {"touch": (f"touch {witness}", "30s")})
+        pipe = pipeline(load(text, tmp_path), state)
+        front = Recorder()
+        report = pipe.execute(pipe.plan(RunRequest("touch")), front)
+        assert report.exit_code == 4
+        assert not witness.exists(), "the command ran although its recording could not be written"
+        result, = report.results
+        assert result.outcome == "recording-failed" and "the command was stopped" in result.error
+        assert [r.outcome for r in front.done] == ["recording-failed"]
+        target, = [x for x in events(state) if x["event"] == "action.target"]
+        assert target["outcome"] == "recording-failed" and target["recording_error"]
+    finally:
+        subprocess.run(["umount", str(state / "recordings")], check=False)
