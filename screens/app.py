@@ -116,6 +116,14 @@ class OpsgateApp(App):
     def main_screen(self) -> ConsoleScreen:
         return next(s for s in self.screen_stack if isinstance(s, ConsoleScreen))
 
+    async def action_quit(self) -> None:
+        """ctrl+q: as q on the console, it asks first while a run is live."""
+        screen = next((s for s in self.screen_stack if isinstance(s, ConsoleScreen)), None)
+        if screen is not None and screen.running:
+            screen.action_quit()
+            return
+        self.exit()
+
     def action_toggle_theme(self) -> None:
         self.theme = "opsgate-light" if self.theme == "opsgate-dark" else "opsgate-dark"
 

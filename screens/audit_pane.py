@@ -193,7 +193,7 @@ class AuditPane(Vertical):
         self.last_seq = max([self.last_seq] + [r.get("seq", 0) for r in message.records
                                                if isinstance(r.get("seq"), int)])
         log = self.query_one("#audit-log", OptionList)
-        follow = log.highlighted is None or log.highlighted >= log.option_count - 1
+        follow = self.following
         log.add_options([self._line(r) for r in message.records])
         extra = log.option_count - SHOWN
         if extra > 0:
@@ -201,8 +201,24 @@ class AuditPane(Vertical):
             log.clear_options()
             log.add_options([self._line(r) for r in self.last_records])
         if follow:
-            log.highlighted = log.option_count - 1 if log.has_focus else None
-            log.scroll_end(animate=False)
+            self.follow_newest()
+
+    @property
+    def following(self) -> bool:
+        """Whether new records scroll into view: always, unless the operator is in the pane looking back (a
+        line above the last highlighted, or the view scrolled up)."""
+        log = self.query_one("#audit-log", OptionList)
+        if not log.has_focus:
+            return True
+        if log.highlighted is not None:
+            return log.highlighted >= log.option_count - 1
+        return log.is_vertical_scroll_end
+
+    def follow_newest(self) -> None:
+        """Show the newest record (highlighted when the pane has the focus)."""
+        log = self.query_one("#audit-log", OptionList)
+        log.highlighted = log.option_count - 1 if log.has_focus and log.option_count else None
+        log.scroll_end(animate=False)  # after the next layout: the new lines are counted by then
 
     def _line(self, record: dict) -> Option:
         width = self.query_one("#audit-log", OptionList).size.width - 2  # the scrollbar

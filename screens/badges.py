@@ -40,3 +40,34 @@ STATUS_MARKS = {
     "cancelled": "■",
     "denied": "✗",
 }
+
+
+def fit_parts(width: int, parts: list[tuple[int, Text]], *, sep: str = "  ·  ", narrow_sep: str = " · ") -> Text:
+    """One line of ``parts`` (rank, text) in their order, no wider than ``width``.
+
+    Rank 0 is never dropped; the highest rank goes first (the later of equals first), after the
+    separators have narrowed. What is left is cropped at the end, so rank 0 parts belong in front.
+    """
+    kept = list(parts)
+
+    def join(items: list[tuple[int, Text]], between: str) -> Text:
+        line = Text()
+        for i, (_, text) in enumerate(items):
+            if i:
+                line.append(between)
+            line.append_text(text)
+        return line
+
+    for between in (sep, narrow_sep):
+        line = join(kept, between)
+        if line.cell_len <= width:
+            return line
+    while True:
+        line = join(kept, narrow_sep)
+        droppable = [i for i, (rank, _) in enumerate(kept) if rank > 0]
+        if line.cell_len <= width or not droppable:
+            break
+        worst = max(droppable, key=lambda i: (kept[i][0], i))
+        del kept[worst]
+    line.truncate(max(width, 0), overflow="ellipsis")
+    return line

@@ -77,6 +77,9 @@ class ActionTable(DataTable):
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Run", show=False),
+        # Home and End go to the first and last action (a DataTable's own scroll the list sideways).
+        Binding("home", "first_row", "First action", show=False),
+        Binding("end", "last_row", "Last action", show=False),
     ]
 
     @dataclass
@@ -95,12 +98,18 @@ class ActionTable(DataTable):
         self._columns()
 
     def _columns(self) -> None:
+        """Columns that fit the pane (no sideways scrolling): wide, the id with its title under it; narrow,
+        the id alone and no cell padding (the risk badge carries its own spaces)."""
         self.clear(columns=True)
         entries = catalog_entries(self.config)
         width = max((len(a.id) + (2 if isinstance(a, Runbook) else 0) for a in entries), default=6)
         if self.show_titles:
             width = max([width] + [len(self._subtitle(a)) for a in entries])
-        self.add_column("Action", key="id", width=min(width, 26))
+            self.cell_padding = 1
+            self.add_column("Action", key="id", width=min(width, 25))
+        else:
+            self.cell_padding = 0
+            self.add_column(" Action", key="id", width=min(width, 22) + 1)
         self.add_column("Risk", key="risk", width=RISK_WIDTH)
         self.add_column("Step-up", key="stepup")
 
@@ -135,6 +144,8 @@ class ActionTable(DataTable):
             req = self.config.requirement_for(action)
             # Wide: the title under the id (two-line rows); narrow: the id alone.
             name = Text(overflow="ellipsis", no_wrap=True)
+            if not self.show_titles:
+                name.append(" ")  # no cell padding when narrow
             if isinstance(action, Runbook):
                 name.append("▤ ")  # the runbook marker, also when narrow (no title line)
             name.append(action.id, style="bold")
@@ -147,6 +158,16 @@ class ActionTable(DataTable):
             self.move_cursor(row=ids.index(keep), animate=False)
         elif ids:
             self.move_cursor(row=0, animate=False)
+
+    def action_first_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0, animate=False)
+            self.scroll_x = 0
+
+    def action_last_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
+            self.scroll_x = 0
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

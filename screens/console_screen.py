@@ -20,9 +20,9 @@ from opsgate.console.errors import OpsgateError
 from opsgate.console.catalog.policy import FACTOR_WORDS, RISKS, satisfies, seconds_left
 
 from opsgate.screens.audit_pane import AuditPane, AuditVerified
-from opsgate.screens.badges import risk_badge
+from opsgate.screens.badges import fit_parts, risk_badge
 from opsgate.screens.catalog import ActionFilter, ActionTable, catalog_entries, filter_actions
-from opsgate.screens.detail import ActionDetail
+from opsgate.screens.detail import ActionDetail, ConsoleInput
 from opsgate.screens.frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
 from opsgate.screens.output import OutputPanel, StepView, status_word
 
@@ -46,35 +46,47 @@ class StepUpFinished(Message):
     error: str | None
 
 
-def demo_banner(demo: "DemoHooks", now: float) -> Text:
-    """The demo's red banner: its operator's TOTP code now and next, and how the software key is touched."""
+def demo_banner(demo: "DemoHooks", now: float, width: int = 200) -> Text:
+    """The demo's banner, one line that fits ``width``: its operator's TOTP code now (and next), how the software
+    key is touched, and what the demo is not (the least needed parts go first on a narrow terminal)."""
     code, nxt, left = demo.codes(now)
-    return Text.assemble(
-        (" DEMO ", "bold #ffffff on #b3123a"),
-        f" TOTP code of {demo.operator}: ", (f"{code[:3]} {code[3:]}", "bold"), f" ({left:2d}s, next {nxt})",
-        *([" · gate in-process, same uid: no boundary"] if getattr(demo, "gate", False) else []),
-        " · software security key: t in the touch dialog · state deleted on exit",
-    )
+    parts = [
+        (0, Text.assemble((" DEMO ", "bold #ffffff on #b3123a"), " OTP ", (f"{code[:3]} {code[3:]}", "bold"),
+                          f" ({left:2d}s, next {nxt})")),
+        (1, Text("key: t in its dialog")),
+        *([(2, Text("in-process gate: no boundary"))] if getattr(demo, "gate", False) else []),
+        (3, Text("state deleted on exit")),
+    ]
+    return fit_parts(width, parts, sep=" · ")
+
+
+GLOBAL_KEYS = frozenset({"x", "q", "question_mark", "h", "v", "o"})  # bound on the screen with priority
+GLOBAL_ACTIONS = frozenset({"cancel_run", "quit", "help", "history", "verify_audit", "toggle_audit"})
 
 
 class ConsoleScreen(Screen):
     """Everything the operator works with. The app owns config, pipeline, step-up and the trail."""
 
+    # The footer shows these in this order (what the operator needs at 3 a.m. first). The global ones are
+    # priority bindings: they work wherever the focus is. In a field (the filter, a parameter) a printable
+    # key is a character while no run is live (Textual leaves it to the field); while a run is live, x, q,
+    # ?, h, v and o are the console's keys there too (ConsoleInput.check_consume_key asks key_is_global).
     BINDINGS = [
+        Binding("x", "cancel_run", "Cancel run", priority=True),
+        Binding("question_mark", "help", "Help", priority=True),
+        Binding("q", "quit", "Quit", priority=True),
+        Binding("h", "history", "History", priority=True),
+        Binding("v", "verify_audit", "Verify", priority=True),
+        Binding("r", "run", "Run"),
+        Binding("o", "toggle_audit", "Audit", priority=True),
         # priority: handled as the key arrives, so the rest of "/fail⏎" typed in one burst lands in the filter
         Binding("slash", "focus_filter", "Filter", priority=True),
-        Binding("r", "run", "Run"),
-        Binding("x", "cancel_run", "Cancel run"),
-        Binding("f", "cycle_risk", "Risk filter"),
-        Binding("g", "cycle_tag", "Tag filter"),
+        Binding("escape", "leave_field", "Back to list"),
         Binding("s", "step_up", "Step up"),
+        Binding("f", "cycle_risk", "Risk"),
+        Binding("g", "cycle_tag", "Tag"),
         Binding("d", "dry_run", "Dry run", show=False),
-        Binding("v", "verify_audit", "Verify audit"),
-        Binding("h", "history", "History"),
         Binding("a", "approvals", "Approvals", show=False),
-        Binding("o", "toggle_bottom", "Output/audit", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
     ]
 
     def __init__(self, app: "OpsgateApp"):
@@ -85,13 +97,29 @@ class ConsoleScreen(Screen):
         self.tag: str | None = None
         self.query_text = ""
         self.plan: "Plan | RunbookPlan | None" = None
-        self.running = False
+        self._run_live = False
         self.last_report: "RunReport | None" = None
         self._run_worker = None
         self._frontend: TuiFrontend | None = None
         self.pause: PauseAsked | None = None  # the runbook pause waiting for the operator
         self.waiting_approvals = 0  # gate mode: requests of others waiting at the gate
         self._ticks = 0
+        self._chain_state: bool | None = None  # the last chain state seen: a toast when it turns broken
+        self._chain_problem: str | None = None
+
+    @property
+    def running(self) -> bool:
+        """A run is live (from its start through step-up, its steps and pauses, until it finishes)."""
+        return self._run_live
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        self._run_live = value
+        self.refresh_bindings()  # the footer: x Cancel while a run is live, r Run otherwise
+
+    def key_is_global(self, key: str) -> bool:
+        """Whether ``key`` typed in a field is the console's key rather than a character: only while a run is live."""
+        return self._run_live and key in GLOBAL_KEYS
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -101,7 +129,7 @@ class ConsoleScreen(Screen):
             yield Static(id="demo-banner")
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield Input(placeholder="/ filter: words, risk:high, tag:db", id="filter")
+                yield ConsoleInput(placeholder="/ filter: words, risk:high, tag:db", id="filter")
                 yield Static(id="filter-state")
                 yield ActionTable(self.config, id="actions")
             yield ActionDetail(self.config, plan_runbook=self._plan_runbook, id="detail")
@@ -112,9 +140,10 @@ class ConsoleScreen(Screen):
         with Horizontal(id="bottom"):
             yield OutputPanel(id="output", clock=self.ctx.monotonic)
             yield AuditPane(self.ctx.audit, self.ctx.state_dir, id="audit")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.add_class("no-run")
         self.query_one("#left").border_title = "Actions"
         self.query_one("#detail").border_title = "Detail"
         self.query_one("#output").border_title = "Output"
@@ -132,6 +161,10 @@ class ConsoleScreen(Screen):
 
     def on_resize(self) -> None:
         self.query_one(ActionTable).set_narrow(self.size.width < 100)
+        # The palette's hint would cover the footer's keys on a narrow terminal (ctrl+p still opens it).
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
+        self._update_topbar()
+        self._update_banner()
 
     # -- the top bar, the banner and the grant line, every second ---------------------------------------
 
@@ -142,32 +175,43 @@ class ConsoleScreen(Screen):
         self._update_topbar()
         self._update_grant_line()
         self.query_one(OutputPanel).tick()
+        self._update_banner()
+
+    def _update_banner(self) -> None:
         if self.ctx.demo is not None:
-            self.query_one("#demo-banner", Static).update(demo_banner(self.ctx.demo, self.ctx.clock()))
+            self.query_one("#demo-banner", Static).update(
+                demo_banner(self.ctx.demo, self.ctx.clock(), self.size.width or 200))
+
+    def chain_text(self) -> Text:
+        """The audit chain's state for the top bar: it is never dropped, and a broken chain is loud."""
+        audit = self.query_one(AuditPane)
+        if audit.verified is False:
+            return Text(" ✗ CHAIN BROKEN ", style="bold #ffffff on #b3123a")
+        if audit.verified is None:
+            return Text("audit …", style="dim")
+        return Text("audit ✓", style="bold")
 
     def _update_topbar(self) -> None:
-        audit = self.query_one(AuditPane)
-        chain = {None: ("audit …", "dim"), True: ("audit ✓", "bold"), False: ("audit ✗ BROKEN", "bold reverse")}
-        label, style = chain[audit.verified]
+        """One line that fits the width: the chain's state first (never cut), then the grant, what waits for
+        you, forwarding, the operator and the catalog, the last dropped first on a narrow terminal."""
         grant = self.ctx.stepup.grant_for(self.ctx.operator) if self.ctx.stepup else None
         grant_text = "no grant"
         if grant is not None:
             age = self.ctx.clock() - grant.auth_time
             grant_text = f"grant {FACTOR_WORDS[grant.factor]} {format_clock(age)} ago"
-        runbooks = f", {len(self.config.runbooks)} runbooks" if self.config.runbooks else ""
         if self.ctx.config.gate is not None:  # the grants are the gate's
             grant_text = "gate mode"
-        bar = Text.assemble((" opsgate ", "bold reverse"), "  operator ", (self.ctx.operator, "bold"),
-                            f"  ·  {len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets",
-                            f"  ·  {grant_text}  ·  ", (label, style))
+        runbooks = f", {len(self.config.runbooks)} runbooks" if self.config.runbooks else ""
+        parts = [(0, Text(" opsgate ", style="bold reverse")), (0, self.chain_text())]
         if self.waiting_approvals:
-            bar.append("  ·  ")
-            bar.append(f"⚑ {self.waiting_approvals} waiting: a", style="bold reverse")
+            parts.append((1, Text(f"⚑ {self.waiting_approvals} waiting: a", style="bold reverse")))
+        parts.append((2, Text(grant_text)))
         forwarding = self.forward_status_text()
         if forwarding is not None:
-            bar.append("  ·  ")
-            bar.append_text(forwarding)
-        self.query_one("#topbar", Static).update(bar)
+            parts.append((3, forwarding))
+        parts.append((4, Text.assemble("operator ", (self.ctx.operator, "bold"))))
+        parts.append((5, Text(f"{len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets")))
+        self.query_one("#topbar", Static).update(fit_parts(self.size.width or 200, parts))
 
     def forward_status_text(self) -> Text | None:
         """"fwd ✓", "fwd backlog 12" (records not yet at the collector), or None without [audit.forward]."""
@@ -212,6 +256,21 @@ class ConsoleScreen(Screen):
 
     def on_audit_verified(self, message: AuditVerified) -> None:
         self._update_topbar()  # the chain badge in the top bar follows the pane's at once
+        self._chain_changed(message.ok, message.problem)
+
+    def on_audit_unreadable(self, message) -> None:
+        self._update_topbar()
+        self._chain_changed(False, f"the trail cannot be read: {message.error}")
+
+    def _chain_changed(self, ok: bool, problem: str | None) -> None:
+        """A toast (and the bell) when the chain turns broken, whatever the terminal's width."""
+        was, self._chain_state = self._chain_state, ok
+        if ok or was is False:
+            return
+        self._chain_problem = problem
+        self.say(f"{problem or 'the chain does not verify'}\nv verifies again; opsgate audit verify has the details.",
+                 title="Audit trail: CHAIN BROKEN", severity="error", timeout=60)
+        self.app.bell()
 
     # -- filtering ---------------------------------------------------------------------------------
 
@@ -250,23 +309,33 @@ class ConsoleScreen(Screen):
         self._apply_filter()
         self.set_focus(self.query_one(ActionTable))
 
-    def on_key(self, event) -> None:
-        # Escape in the filter: back to the list (the text stays; clear it with ctrl+u).
-        if event.key == "escape" and self.focused is self.query_one("#filter", Input):
-            event.stop()
-            self.query_one(ActionTable).focus()
-
     def on_data_table_row_highlighted(self, event) -> None:
         self.call_after_refresh(self._show_selected)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "focus_filter" and isinstance(self.focused, Input):
+        in_field = isinstance(self.focused, Input)
+        if action == "focus_filter" and in_field:
             return False  # "/" typed into a field (the filter, a parameter) is a character, not the binding
+        if action in GLOBAL_ACTIONS and in_field and not self._run_live:
+            return False  # a character in the field (Textual already leaves printable keys to a focused Input)
+        if action == "cancel_run":
+            return self._run_live  # shown (and first in the footer) only while a run is live
+        if action == "run":
+            return not self._run_live
+        if action == "leave_field":
+            return self.focused is not None and self.focused is not self.query_one(ActionTable)
+        if action == "approvals":
+            return self.ctx.config.gate is not None
         return True
 
     def action_focus_filter(self) -> None:
         # set_focus now, not focus() (deferred): "/fail" typed in one burst lands in the filter.
         self.set_focus(self.query_one("#filter", Input))
+
+    def action_leave_field(self) -> None:
+        """Escape: back to the action list from a field, the target list, the output or a button (the filter
+        and the values typed stay; ctrl+u clears a field)."""
+        self.set_focus(self.query_one(ActionTable))
 
     def set_risk(self, risk: str | None) -> None:
         self.risk = risk
@@ -344,8 +413,37 @@ class ConsoleScreen(Screen):
         except OpsgateError as e:
             self.say(str(e), title="Not ready to run", severity="error")
             return
+        if self._risk_of(plan) == "low":
+            self._start(plan)
+            return
+        # Medium risk and above: the whole plan and one key, as the CLI's "Run? [y/N]" (step-up comes after).
+        from opsgate.screens.confirm import RunConfirmModal
+        from opsgate.screens.frontend import plan_summary
+
+        def answered(yes: bool | None) -> None:
+            if yes and not self.running:
+                self._start(plan)
+            elif not yes:
+                self.say("Not run.", title=self._name_of(plan))
+
+        self.app.push_screen(RunConfirmModal(plan_summary(plan)), callback=answered)
+
+    @staticmethod
+    def _risk_of(plan) -> str:
+        return plan.runbook.risk if hasattr(plan, "runbook") else plan.action.risk
+
+    @staticmethod
+    def _name_of(plan) -> str:
+        return plan.runbook.id if hasattr(plan, "runbook") else plan.action.id
+
+    def _start(self, plan: "Plan | RunbookPlan") -> None:
         self.running = True
         self.plan = plan
+        self.remove_class("no-run")
+        # Out of the field the run was started from: x, q, h, ? are the console's keys now, not characters.
+        if isinstance(self.focused, Input) or self.focused is None:
+            self.set_focus(self.query_one(ActionTable))
+        self._follow_focus = self.focused
         self.run_worker(self._prepare_and_execute(plan), exclusive=True, group="prepare")
 
     async def _prepare_and_execute(self, plan: "Plan | RunbookPlan") -> None:
@@ -366,6 +464,8 @@ class ConsoleScreen(Screen):
             await output.start_run(headline, list(plan.target_names))
             for name in plan.target_names:
                 output.set_status(name, waiting, outcome="pending")
+        if self.focused is None or self.focused is getattr(self, "_follow_focus", None):
+            output.focus_run()  # the operator watches the output; Escape goes back to the list
         demo = self.ctx.demo
         frontend = TuiFrontend(
             self.app, self, plan, output.buffer, clock=self.ctx.clock,
@@ -604,10 +704,12 @@ class ConsoleScreen(Screen):
 
     # -- misc --------------------------------------------------------------------------------------
 
-    def say(self, message: str, *, title: str = "", severity: str = "information") -> None:
+    def say(self, message: str, *, title: str = "", severity: str = "information",
+            timeout: float | None = None) -> None:
         """A notification; never markup, every control character shown as text (errors quote config
         patterns and remote text)."""
-        self.notify(escape_text(message), title=escape_line(title), severity=severity, markup=False)
+        self.notify(escape_text(message), title=escape_line(title), severity=severity, markup=False,
+                    **({"timeout": timeout} if timeout is not None else {}))
 
     def action_approvals(self) -> None:
         if self.ctx.config.gate is None:
@@ -646,15 +748,45 @@ class ConsoleScreen(Screen):
         self.app.push_screen(HelpScreen())
 
     def action_quit(self) -> None:
-        if self.running:
-            self.ctx.pipeline.cancel()
-        self.app.exit()
+        """Quit; while a run is live, ask first (quitting cancels it)."""
+        if not self.running:
+            self.app.exit()
+            return
+        from opsgate.screens.confirm import QuitModal
 
-    def action_toggle_bottom(self) -> None:
-        """On a narrow terminal, swap the output and the audit pane."""
-        self.query_one("#bottom").toggle_class("show-audit")
-        # Hidden, the pane could not follow new records: show the newest now.
-        self.call_after_refresh(lambda: self.query_one("#audit-log").scroll_end(animate=False))
+        if isinstance(self.app.screen, QuitModal):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                if self.running:
+                    self.ctx.pipeline.cancel()
+                self.app.exit()
+
+        self.app.push_screen(QuitModal(self.query_one(OutputPanel).headline or "a run"), callback=answered)
+
+    def action_toggle_audit(self) -> None:
+        """o: on a narrow terminal, the audit pane over the output (o again hides it); on a wide one, into and
+        out of the audit pane."""
+        pane = self.query_one(AuditPane)
+        log = self.query_one("#audit-log")
+        if self.size.width >= 100:
+            if log.has_focus:
+                self.query_one(ActionTable).focus()
+            else:
+                log.focus()
+            return
+        bottom = self.query_one("#bottom")
+        bottom.toggle_class("show-audit")
+        self.refresh_bindings()
+        if bottom.has_class("show-audit"):
+            # Hidden, the pane could not follow new records: show the newest now.
+            self.call_after_refresh(pane.follow_newest)
+        elif log.has_focus:
+            self.query_one(ActionTable).focus()
+
+    def action_toggle_bottom(self) -> None:  # the old name (palette, muscle memory)
+        self.action_toggle_audit()
 
     def badge_for(self, risk: str) -> Text:
         return risk_badge(risk)

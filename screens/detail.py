@@ -12,9 +12,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.suggester import SuggestFromList
 from textual.validation import ValidationResult, Validator
-from textual.widgets import Input, Label, SelectionList, Static
+from textual.widgets import Input, Label, Select, SelectionList, Static
+from textual.widgets._select import SelectCurrent
 from textual.widgets.selection_list import Selection
 
 from opsgate.console.catalog.model import Action, Config, Param, Runbook
@@ -43,6 +43,22 @@ class ParamValidator(Validator):
         except ValueError as e:
             return self.failure(str(e))
         return self.success()
+
+
+class ConsoleInput(Input):
+    """A field of the console screen (the filter, a parameter, the reason).
+
+    Textual gives a focused Input every printable key, so the screen's single-letter bindings never see
+    them: typing "x" in a field is an "x". While a run is live, the console's global keys (x cancel,
+    q quit, ? help, h history, v verify, o audit) are keys here too: the screen's ``key_is_global`` says
+    which, and this field then lets the screen's priority binding have it.
+    """
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        is_global = getattr(self.screen, "key_is_global", None)
+        if is_global is not None and is_global(key):
+            return False
+        return super().check_consume_key(key, character)
 
 
 @dataclass
@@ -174,7 +190,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
     async def show_action(self, action: Action | Runbook | None) -> None:
         """Fill the pane for ``action`` (None: nothing matches the filter). One at a time."""
         async with self._showing:
-            if action is not None and action is self.action and self.query("#params Input, #params Static"):
+            if action is not None and action is self.action and self.query("#params Input, #params Select, #params Static"):
                 return
             await self._show_action(action)
 
@@ -237,19 +253,24 @@ class ActionDetail(VerticalScroll, can_focus=False):
         self._last_selected = set(targets.selected)
         widgets = []
         for name, param in action.params.items():
-            suggester = None
+            value = draft.params.get(name, "")
             if param.choices is not None and not param.secret:
-                suggester = SuggestFromList([str(c) for c in param.choices], case_sensitive=True)
-            field = Input(value=draft.params.get(name, ""), placeholder=param.describe(), password=param.secret,
-                          validators=[ParamValidator(param)], validate_on=["changed", "submitted"],
-                          suggester=suggester, id=f"param-{name}", classes="param-input")
+                # A list to pick from (type to jump to a choice), the default already picked.
+                choices = [str(c) for c in param.choices]
+                field = Select([(c, c) for c in choices], prompt="choose (enter)", allow_blank=param.default is None,
+                               value=value if value in choices else Select.NULL, id=f"param-{name}",
+                               classes="param-input param-select")
+            else:
+                field = ConsoleInput(value=value, placeholder=param.describe(), password=param.secret,
+                                     validators=[ParamValidator(param)], validate_on=["changed", "submitted"],
+                                     id=f"param-{name}", classes="param-input")
             field.border_title = name + ("" if param.required else " (optional)")
             widgets.append(field)
             widgets.append(Static(Text(param.description or "", style="dim"), id=f"param-note-{name}",
                                   classes="param-note"))
         if draft.needs_reason:
-            field = Input(value=draft.reason, placeholder="why: shown to approvers, kept in the trail",
-                          id="reason", classes="param-input")
+            field = ConsoleInput(value=draft.reason, placeholder="why: shown to approvers, kept in the trail",
+                                 id="reason", classes="param-input")
             field.border_title = "reason"
             widgets.append(field)
         if not widgets:
@@ -257,9 +278,12 @@ class ActionDetail(VerticalScroll, can_focus=False):
         await params_box.mount_all(widgets)
         if not all(w.is_attached for w in widgets):
             return  # the app is closing
-        for name in action.params:
+        for field in params_box.query(Select):
+            # The name on the box, as on a typed field (a Select draws its border on its current value).
+            field.query_one(SelectCurrent).border_title = field.border_title
+        for name, param in action.params.items():
             value = draft.params.get(name, "")
-            self._show_validation(name, self.query_one(f"#param-{name}", Input).validate(value), typed=value != "")
+            self._show_validation(name, ParamValidator(param).validate(value), typed=value != "")
         self._update_preview()
 
     def focus_first_problem(self) -> bool:
@@ -369,6 +393,20 @@ class ActionDetail(VerticalScroll, can_focus=False):
             return  # a late event from the previous action's form
         self.draft.params[name] = event.value
         self._show_validation(name, event.validation_result)
+        self._update_preview()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if not (event.select.id or "").startswith("param-") or self.draft is None:
+            return
+        event.stop()
+        name = event.select.id.removeprefix("param-")
+        if not event.select.is_attached or name not in self.draft.action.params:
+            return  # a late event from the previous action's form
+        value = "" if event.value is Select.NULL else str(event.value)
+        if self.draft.params.get(name) == value:
+            return
+        self.draft.params[name] = value
+        self._show_validation(name, ParamValidator(self.draft.action.params[name]).validate(value))
         self._update_preview()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

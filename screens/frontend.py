@@ -133,7 +133,8 @@ class TuiFrontend:
         locked = prompt.locked_until
         if locked is None and self.locked_until is not None:
             locked = self.locked_until(prompt.operator)
-        hint = self.otp_hint(prompt.operator) if self.otp_hint else None
+        otp_hint = self.otp_hint
+        hint = (lambda: otp_hint(prompt.operator)) if otp_hint else None  # asked again every second
         summary = self._summary_for(prompt)
         return self._ask(lambda: OtpModal(summary, operator=prompt.operator, purpose=prompt.purpose,
                                           attempts_left=prompt.attempts_left, error=prompt.error,

@@ -112,6 +112,42 @@ class OutputBuffer:
             return out
 
 
+class FollowLog(Log):
+    """A Log that keeps following the newest line through a resize.
+
+    Textual's Log scrolls to the end on a write only when the view was at the end just before it; a resize
+    (the terminal, or the panes around it) changes where the end is without moving the view, so a log
+    that was following stopped. This one also follows when the view is still where the last follow put
+    it: the operator did not scroll away, only the size changed. Scrolling up stops following; End (or
+    scrolling back to the bottom) follows again.
+    """
+
+    _followed_y: float | None = None
+
+    @property
+    def following(self) -> bool:
+        return self.auto_scroll and (self.is_vertical_scroll_end or self.scroll_y == self._followed_y)
+
+    def write_lines(self, lines, scroll_end: bool | None = None):
+        follow = self.following if scroll_end is None else scroll_end
+        super().write_lines(lines, scroll_end=False)
+        if follow and not self.is_vertical_scrollbar_grabbed:
+            self._follow()
+        return self
+
+    def _follow(self) -> None:
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._followed_y = self.scroll_y
+
+    def on_resize(self) -> None:
+        if self.scroll_y == self._followed_y or self.is_vertical_scroll_end:
+            self.call_after_refresh(self._follow_if_still)
+
+    def _follow_if_still(self) -> None:
+        if self.scroll_y == self._followed_y or self.is_vertical_scroll_end:
+            self._follow()
+
+
 STATUS_WORDS = {
     "ok": "ok",
     "failed": "exit {code}",
@@ -189,6 +225,16 @@ class OutputPanel(Vertical):
     def step_statuses(self) -> dict[int, str]:
         return {i: v.status for i, v in self.steps.items()}
 
+    def focus_run(self) -> None:
+        """Focus the run: a runbook's step list, or the first target's output (arrows scroll it)."""
+        if self.steps:
+            self.query_one("#steps", OptionList).focus()
+            return
+        for log in self.query(FollowLog):
+            if log.is_attached:
+                log.focus()
+                return
+
     def log_for(self, key: str) -> Log:
         """The log of a target (an action run) or of ``step_key(step, target)`` (a runbook run)."""
         tabs_id, pane_id = self._panes[key]
@@ -208,7 +254,7 @@ class OutputPanel(Vertical):
             pane_id = f"{prefix}-{i}"
             self._panes[key] = (tabs.id, pane_id)
             self.statuses[key] = "pending"
-            log = Log(max_lines=MAX_LINES, auto_scroll=True, id=f"{pane_id}-log", classes="output-log")
+            log = FollowLog(max_lines=MAX_LINES, auto_scroll=True, id=f"{pane_id}-log", classes="output-log")
             await tabs.add_pane(TabPane(self._tab_label(target), log, id=pane_id))
             log.can_focus = True
         if keys:

@@ -37,13 +37,17 @@ class RunSummary:
     kind: str = "action"  # "action" | "runbook"
 
     def renderable(self) -> Text:
+        """The whole plan, with counts: "4 targets", "6 steps" (the modal scrolls when it does not fit)."""
+        targets = Text.assemble(("Targets  ", "bold"), *([f"{len(self.targets)}: "] if len(self.targets) > 1 else []),
+                                ", ".join(self.targets) or "-", "\n")
         if self.kind == "runbook":
             # Every step on its own line, indented under the label, so the whole plan reads at a glance.
             steps = self.command.splitlines() or [""]
             text = Text.assemble(
                 ("Runbook  ", "bold"), self.action_id, "  ", risk_badge(self.risk, pad=False), f"  {self.title}\n",
-                ("Targets  ", "bold"), ", ".join(self.targets), "\n",
-                ("Steps    ", "bold"), f"{len(steps)}, approved together; each is audited as it runs\n")
+                targets,
+                ("Steps    ", "bold"), (f"{len(steps)} step{'s' if len(steps) != 1 else ''}", "bold"),
+                ", approved together; each is audited as it runs\n")
             for line in steps:
                 number, _, rest = line.partition(". ")
                 text.append(f"  {number:>2}. ", style="bold")
@@ -53,10 +57,17 @@ class RunSummary:
             return text
         return Text.assemble(
             ("Action   ", "bold"), self.action_id, "  ", risk_badge(self.risk, pad=False), f"  {self.title}\n",
-            ("Targets  ", "bold"), ", ".join(self.targets), "\n",
+            targets,
             ("Command  ", "bold"), ("$ ", "dim"), self.command, "\n",
             ("Needs    ", "bold"), self.requirement,
         )
+
+
+def compact_buttons(screen) -> None:
+    """One-line buttons on a short terminal (under 32 rows), so a modal with a long plan still fits."""
+    short = screen.app.size.height < 32
+    for button in screen.query(Button):
+        button.compact = short
 
 
 class StepUpModal(ModalScreen):
@@ -73,10 +84,17 @@ class StepUpModal(ModalScreen):
         self.clock = clock
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="modal-body"):
+        # The whole body scrolls when it does not fit (a long plan on a small terminal): nothing is cut.
+        with VerticalScroll(classes="modal-body"):
             yield from self.compose_head()
             yield from self.body()
         yield Footer()
+
+    def on_mount(self) -> None:  # Textual calls this as well as a subclass's own on_mount
+        compact_buttons(self)
+
+    def on_resize(self) -> None:
+        compact_buttons(self)
 
     def body(self) -> ComposeResult:
         yield from ()
@@ -86,8 +104,7 @@ class StepUpModal(ModalScreen):
         if self.who:
             yield Label(self.who, classes="modal-who")
         if self.summary is not None:
-            # Scrolls when a long plan (a runbook's steps) does not fit a small terminal.
-            with VerticalScroll(classes="modal-summary-box"):
+            with Vertical(classes="modal-summary-box"):
                 yield Static(self.summary.renderable(), classes="modal-summary")
 
     def action_cancel(self) -> None:
@@ -103,29 +120,33 @@ class OtpModal(StepUpModal):
 
     def __init__(self, summary: RunSummary | None, *, operator: str, purpose: str = "step-up",
                  attempts_left: int | None = None, error: str | None = None, locked_until: float | None = None,
-                 clock=time.time, hint: str | None = None):
+                 clock=time.time, hint: "str | Callable[[], str | None] | None" = None):
         heading = "Approval: one-time code" if purpose == "approval" else "Step-up: one-time code"
         super().__init__(summary, heading=heading, who=f"Code from {operator}'s authenticator app", clock=clock)
         self.operator = operator
         self.attempts_left = attempts_left
         self.error = error
         self.locked_until = locked_until
-        self.hint = hint
+        self.hint = hint  # the demo's "the code now is ...": a callable is asked again every second
 
     def body(self) -> ComposeResult:
         yield Input(placeholder="6-digit code", max_length=6, restrict=r"[0-9]*", id="code",
                     classes="code-input")
         yield Static(id="otp-status", classes="modal-status")
-        if self.hint:
-            yield Static(Text(self.hint), classes="demo-hint")
+        if self._hint_text():
+            yield Static(Text(self._hint_text()), id="otp-hint", classes="demo-hint")
         with Horizontal(classes="modal-buttons"):
             yield Button("Verify", variant="primary", id="verify")
             yield Button("Cancel", id="cancel")
 
+    def _hint_text(self) -> str:
+        hint = self.hint() if callable(self.hint) else self.hint
+        return hint or ""
+
     def on_mount(self) -> None:
         self._refresh()
-        if self.locked_until is not None:
-            self.set_interval(1.0, self._refresh, name="lockout")
+        if self.locked_until is not None or callable(self.hint):
+            self.set_interval(1.0, self._refresh, name="lockout-and-hint")
         self.query_one("#code", Input).focus()
 
     def _refresh(self) -> None:
@@ -139,6 +160,9 @@ class OtpModal(StepUpModal):
             status.append(f"{self.attempts_left} attempt{'s' if self.attempts_left != 1 else ''} left "
                           "before a lockout")
         self.query_one("#otp-status", Static).update(status)
+        if callable(self.hint):
+            for hint in self.query("#otp-hint").results(Static):
+                hint.update(Text(self._hint_text()))
         self.query_one("#code", Input).disabled = locked
         self.query_one("#verify", Button).disabled = locked
         self.set_class(bool(self.error), "has-error")

@@ -62,3 +62,25 @@ def trail_events(demo: Demo) -> list[str]:
 
 def trail_records(demo: Demo) -> list[dict]:
     return list(AuditTrail(demo.state_dir / AUDIT_FILE).records())
+
+
+async def confirm_run(pilot, key: str = "y"):
+    """Answer the one-key "Run ...?" question a medium-or-higher run asks first (``y`` runs, ``escape`` not)."""
+    from opsgate.screens.confirm import RunConfirmModal
+
+    modal = await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunConfirmModal) and pilot.app.screen,
+                           what="the run confirmation")
+    await pilot.press(key)
+    await wait_for(pilot, lambda: pilot.app.screen is not modal, what="the run confirmation to close")
+    return modal
+
+
+async def choose(pilot, screen, name: str, value: str) -> None:
+    """Pick ``value`` in the parameter ``name``'s list (a param with choices), as typing it in the open list does."""
+    from textual.widgets import Select
+
+    field = screen.query_one(f"#param-{name}", Select)
+    field.focus()
+    field.value = value
+    await wait_for(pilot, lambda: screen.query_one("#detail").draft.params.get(name) == value,
+                   what=f"{name}={value} in the form")

@@ -21,7 +21,8 @@ from opsgate.screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
 
 from tests.helpers import ROOT
 from tests.helpers.cli import clean_env, popen_opsgate
-from tests.helpers.tui_fixtures import SIZE, app_for, current_code, start_demo, trail_events, trail_records, wait_for, wrong_code
+from tests.helpers.tui_fixtures import (SIZE, app_for, choose, confirm_run, current_code, start_demo, trail_events,
+                                        trail_records, wait_for, wrong_code)
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ async def test_medium_action_wrong_code_then_right_code(demo):
     app = app_for(demo)
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "restart-service")
-        await type_param(pilot, "service", "nginx")
-        await pilot.press("enter")  # in the param field: run
+        await choose(pilot, console(app), "service", "nginx")
+        await pilot.press("r")  # r runs from the list of choices (enter opens it)
+        await confirm_run(pilot)
         modal = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen, what="the OTP modal")
         summary = str(modal.summary.renderable())
         assert "restart-service" in summary and "web-1, web-2" in summary
@@ -109,11 +111,13 @@ async def test_grant_shown_in_detail_after_step_up(demo):
     app = app_for(demo)
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "maintenance-mode")
-        await type_param(pilot, "mode", "on")
+        await choose(pilot, console(app), "mode", "on")
         await type_param(pilot, "token", "s3cretTOKEN42")
         preview = str(console(app).query_one("#preview").render())
         assert "<redacted>" in preview and "s3cretTOKEN42" not in preview
         await pilot.press("enter")
+        modal = await confirm_run(pilot)
+        assert "s3cretTOKEN42" not in str(modal.summary.renderable())
         await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the OTP modal")
         await pilot.press(*current_code(demo), "enter")
         await finished(pilot)
@@ -132,6 +136,7 @@ async def test_escape_in_modal_denies_and_runs_nothing(demo):
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "rotate-cert")
         await pilot.press("r")
+        await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the OTP modal")
         await pilot.press("escape")
         screen = console(app)
@@ -152,6 +157,7 @@ async def test_critical_action_security_key_and_typed_confirmation(demo):
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "db-failover")
         await pilot.press("r")
+        await confirm_run(pilot)
         # the typed confirmation first: nothing is asked of the key for a run not confirmed
         confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal) and app.screen,
                                  what="the confirmation modal")
@@ -178,6 +184,7 @@ async def test_touch_cancel_denies(demo):
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "db-failover")
         await pilot.press("r")
+        await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
         await pilot.press(*"db-primary", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
@@ -410,6 +417,8 @@ async def failover_until_pause(pilot, demo) -> OutputPanel:
     assert "./bin/pg repoint db-replica" in steps_text and "pause" in steps_text
     assert not screen.query_one("#targets-box").display  # a runbook's steps name their own targets
     await pilot.press("r")
+    modal = await confirm_run(pilot)
+    assert "6 steps" in str(modal.summary.renderable())  # the whole plan, counted
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
     await pilot.press(*"database-failover", "enter")  # the runbook's name, not a list of hosts
     touch = await wait_for(pilot, lambda: isinstance(app.screen, TouchModal) and app.screen, what="the touch modal")

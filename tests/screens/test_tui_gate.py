@@ -11,7 +11,7 @@ from opsgate.screens.catalog import ActionTable
 from opsgate.screens.console_screen import ConsoleScreen
 from opsgate.screens.history import HistoryScreen, RunDetailScreen
 from opsgate.screens.stepup_modals import ConfirmModal, TouchModal
-from tests.helpers.tui_fixtures import SIZE, start_demo, wait_for
+from tests.helpers.tui_fixtures import SIZE, choose, confirm_run, start_demo, wait_for
 
 
 @pytest.fixture
@@ -63,6 +63,7 @@ async def test_a_critical_runbook_step_through_the_gate_relays_the_touch_to_the_
         screen.select_action("db-failover")
         await pilot.pause()
         await pilot.press("r")
+        await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
         await pilot.press(*"db-primary", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
@@ -90,8 +91,9 @@ async def test_the_approvals_panel_lists_a_waiting_request_and_the_gate_refuses_
             screen = next(s for s in app.screen_stack if isinstance(s, ConsoleScreen))
             screen.select_action("restart-service")
             await wait_for(pilot, lambda: screen.query("#param-service"), what="the param form")
-            screen.query_one("#param-service").focus()
-            await pilot.press(*"nginx", "enter")  # in the param field: run
+            await choose(pilot, screen, "service", "nginx")
+            await pilot.press("r")
+            await confirm_run(pilot)
             otp = await wait_for(pilot, lambda: isinstance(app.screen, OtpModal) and app.screen, what="the OTP modal")
             await wait_for(pilot, lambda: app.focused is not None and app.focused.screen is otp, what="the code field")
             await pilot.press(*current_code(demo), "enter")

@@ -9,7 +9,7 @@ from textual.widgets import Input
 
 from opsgate.console.catalog.loader import parse_config
 from opsgate.screens.stepup_modals import ConfirmModal, TouchModal
-from tests.helpers.tui_fixtures import SIZE, app_for, start_demo, trail_records, wait_for
+from tests.helpers.tui_fixtures import SIZE, app_for, confirm_run, start_demo, trail_records, wait_for
 
 PIN = "Quokka-42"
 
@@ -44,6 +44,7 @@ async def run_failover(pilot) -> TouchModal:
     screen.select_action("db-failover")
     await pilot.pause(0.1)
     await pilot.press("r")
+    await confirm_run(pilot)
     # the typed confirmation comes first (nothing is asked of the key for a run not confirmed)
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), what="the confirmation")
     await pilot.press(*"db-primary", "enter")

@@ -14,7 +14,7 @@ from opsgate.screens.audit_pane import AuditPane
 from opsgate.screens.output import OutputPanel
 from opsgate.screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
 
-from tests.helpers.tui_fixtures import FIXED_SECRET, FIXED_TIME, SIZE, app_for, start_demo, wait_for
+from tests.helpers.tui_fixtures import FIXED_SECRET, FIXED_TIME, SIZE, app_for, choose, confirm_run, start_demo, wait_for
 
 
 
@@ -61,11 +61,10 @@ def test_otp_modal(snap_compare, frozen):
         screen = app.main_screen
         screen.select_action("restart-service")
         await wait_for(pilot, lambda: screen.query("#param-service"))
-        field = screen.query_one("#param-service")
-        field.focus()
-        await pilot.press(*"nginx")
+        await choose(pilot, screen, "service", "nginx")
         await wait_for(pilot, lambda: "restart nginx" in str(screen.query_one("#preview").render()))
-        await pilot.press("enter")
+        await pilot.press("r")
+        await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, OtpModal), what="the OTP modal")
         await settle(pilot)
 
@@ -79,6 +78,7 @@ def test_fido2_modal(snap_compare, frozen):
         app.main_screen.select_action("db-failover")
         await pilot.pause()
         await pilot.press("r")
+        await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
         await pilot.press(*"db-primary", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
@@ -118,6 +118,7 @@ def test_finished_runbook(snap_compare, frozen):
         screen.select_action("database-failover")
         await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
         await pilot.press("r")
+        await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
         await pilot.press(*"database-failover", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
