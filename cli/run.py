@@ -15,6 +15,7 @@ from opsgate.actions.outcome import Chunk, TargetResult
 from opsgate.cli.context import Context
 from opsgate.console.errors import EXIT_CANCELLED, UsageError
 from opsgate.console.catalog.params import parse_assignments
+from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.run import Pipeline, Plan, RunbookPlan, RunReport, RunRequest, StepPlan
 
 JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keeps every byte
@@ -113,7 +114,11 @@ class CliFrontend:
         if not sys.stdin.isatty():
             self._print(f"== pause needs the operator: {pause} (not a terminal: stopping)")
             return False
-        answer = ask(own_line(f"PAUSE: {pause}. Continue? [y/N] ", self.tty), self.out)
+        try:
+            answer = ask(own_line(f"PAUSE: {pause}. Continue? [y/N] ", self.tty), self.out)
+        except EOFError:  # Ctrl-D: no (the runbook stops here)
+            self._print("")
+            return False
         return answer.strip().lower() in ("y", "yes")
 
     # Output
@@ -276,6 +281,62 @@ def print_plan(plan: Plan | RunbookPlan, out=sys.stdout) -> None:
     out.write(f"requirement: {plan.requirement.describe()}\n")
 
 
+def trail_problem(trail: "os.PathLike[str]", state_dir: "os.PathLike[str]") -> str | None:
+    """Why the local audit trail does not verify, or None: checked incrementally, so each run costs only the
+    records written since the last check (the first check reads the whole chain, without the recordings).
+
+    Where the check got to (byte offset, seq, head hash) is kept in the state dir (``TRAIL_CHECKPOINT``);
+    it moves only over records that verify, so a broken trail warns at every run until it is repaired.
+    An edit before the checkpoint is for ``opsgate audit verify`` to find: this is a tripwire, not a proof.
+    """
+    from pathlib import Path
+
+    from opsgate.console.audit.verify import verify, verify_from
+    from opsgate.console.files import write_private
+    from opsgate.console.paths import TRAIL_CHECKPOINT
+
+    trail, checkpoint = Path(trail), Path(state_dir) / TRAIL_CHECKPOINT
+    try:
+        mark = json.loads(checkpoint.read_text())
+        offset, seq, head = int(mark["offset"]), int(mark["seq"]), mark["head"]
+        if head is not None and not isinstance(head, str):
+            raise ValueError("head")
+    except FileNotFoundError:
+        mark = None
+    except (OSError, ValueError, KeyError, TypeError):
+        mark = None  # unreadable: start again from the top
+    if mark is None:
+        if not trail.exists():
+            return None  # nothing written yet: nothing to break
+        report = verify(trail, state_dir=state_dir, check_recordings=False)
+        if not report.ok and report.first_bad_offset == report.end_offset:
+            # From the first record that does not verify on, as the incremental check reads: a last line
+            # still being written by another opsgate is left for later there, a bad record is bad again.
+            report = verify_from(trail, report.end_offset, report.last_seq, report.head, state_dir=state_dir,
+                                 check_recordings=False)
+    else:
+        report = verify_from(trail, offset, seq, head, state_dir=state_dir)
+    if not report.ok:
+        return report.problems[0] if report.problems else "it does not verify"
+    try:
+        write_private(checkpoint, json.dumps({"offset": report.end_offset, "seq": report.last_seq,
+                                              "head": report.head}).encode())
+    except OSError:
+        pass  # the next run checks from the older mark
+    return None
+
+
+def warn_if_trail_broken(ctx: Context) -> None:
+    """On stderr, before anything runs: the local trail does not verify (not in gate mode: the trail is the gate's)."""
+    if ctx.config.gate is not None:
+        return
+    trail = ctx.state_dir / AUDIT_FILE
+    problem = trail_problem(trail, ctx.state_dir)
+    if problem is not None:
+        print(f"opsgate: WARNING: the audit trail {escape_line(trail)} does not verify: {escape_line(problem)}; "
+              "`opsgate audit verify` has the details", file=sys.stderr)
+
+
 def cmd_run(ctx: Context) -> int:
     args = ctx.args
     from opsgate.cli.prompt import TerminalPrompter
@@ -284,6 +345,7 @@ def cmd_run(ctx: Context) -> int:
     if raw and args.json:
         raise UsageError("--raw writes the target's output as it came and --json a document: pick one")
     pipeline = ctx.parts.pipeline
+    warn_if_trail_broken(ctx)
     request = RunRequest(args.action, tuple(args.target), parse_assignments(args.param), ctx.operator, args.reason)
     plan = pipeline.plan(request)
     if raw:
@@ -316,7 +378,12 @@ def cmd_run(ctx: Context) -> int:
         if not sys.stdin.isatty():
             raise UsageError(f"{name} is {risk} risk: pass --yes to run it without a terminal")
         print_plan(plan, out=info)
-        if ask("Run? [y/N] ", info).strip().lower() not in ("y", "yes"):
+        try:
+            answer = ask("Run? [y/N] ", info)
+        except EOFError:  # Ctrl-D: no
+            answer = ""
+            print(file=info)
+        if answer.strip().lower() not in ("y", "yes"):
             print("not run", file=info)
             return EXIT_CANCELLED
     frontend = CliFrontend(TerminalPrompter(), stream_output=not args.json, yes=args.yes, out=info,

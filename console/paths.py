@@ -22,6 +22,7 @@ GRANTS_LOCK = ".grants.lock"
 FORWARD_CURSOR = "forward.cursor"  # how far the syslog collector has the trail
 FORWARD_LOCK = "forward.lock"
 GATE_TRAIL_COPY = "gate-audit.jsonl"  # gate mode: a copy of the gate's trail, for verify and the history
+TRAIL_CHECKPOINT = "audit.verified"  # how far `opsgate run` has verified the trail (its incremental check)
 
 
 def find_config(flag: str | None) -> Path:

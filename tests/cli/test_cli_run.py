@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,105 @@ def test_critical_action_with_security_key_and_typed_confirmation(lab, tmp_path)
     assert again.returncode == 0
     starts = [r for r in records(state) if r["event"] == "action.start"]
     assert starts[-1]["grant"]["fresh"] is True and starts[-1]["fido2_digest"] != start["fido2_digest"]
+
+
+def test_run_warns_on_stderr_when_the_local_trail_does_not_verify(lab):
+    """An incremental check before each run: from where the last one got to (audit.verified) to the end."""
+    from opsgate.console.paths import TRAIL_CHECKPOINT
+
+    config, state = lab
+    dry = ("run", "hello", "--param", "name=x", "--dry-run")
+    first = opsgate(config, state, *dry)
+    assert first.returncode == 0 and "WARNING" not in first.stderr
+    second = opsgate(config, state, *dry)  # checks the first run's records, keeps where it got to
+    assert second.returncode == 0 and "WARNING" not in second.stderr
+    mark = json.loads((state / TRAIL_CHECKPOINT).read_text())
+    assert mark["seq"] == 2 and 0 < mark["offset"] < (state / AUDIT_FILE).stat().st_size
+    trail = state / AUDIT_FILE
+
+    def edit(seq: int) -> None:  # change a record, keep its hash (the last one stays: appends check it)
+        lines = trail.read_text().splitlines(keepends=True)
+        lines[seq - 1] = lines[seq - 1].replace('"operator":"', '"operator":"mallory-', 1)
+        trail.write_text("".join(lines))
+
+    edit(3)  # after the mark
+    third = opsgate(config, state, *dry)
+    assert third.returncode == 0, third.stderr  # a warning, not a refusal
+    assert "opsgate: WARNING: the audit trail" in third.stderr and "does not verify" in third.stderr
+    assert "hash mismatch" in third.stderr and "seq 3" in third.stderr
+    assert "opsgate audit verify" in third.stderr
+    again = opsgate(config, state, *dry)  # the mark does not move past a broken record: it warns again
+    assert "does not verify" in again.stderr and json.loads((state / TRAIL_CHECKPOINT).read_text()) == mark
+    edit(2)  # before the mark: the incremental check cannot see it ...
+    (state / TRAIL_CHECKPOINT).unlink()  # ... the first check without a mark reads the whole chain
+    full = opsgate(config, state, *dry)
+    assert "does not verify" in full.stderr and "seq 2" in full.stderr
+
+
+def test_the_trail_check_waits_for_a_line_being_written(tmp_path):
+    from opsgate.cli.run import trail_problem
+    from opsgate.console.audit.trail import AuditTrail
+
+    trail = AuditTrail(tmp_path / AUDIT_FILE)
+    assert trail_problem(trail.path, tmp_path) is None  # no trail yet
+    trail.append("note", operator="alice", text="one")
+    with open(trail.path, "ab") as f:
+        f.write(b'{"event":"note","half":')  # another opsgate is appending this line now
+    assert trail_problem(trail.path, tmp_path) is None  # first check (no mark): not a problem yet
+    assert trail_problem(trail.path, tmp_path) is None  # incremental: still waiting for its newline
+
+
+def test_ctrl_d_at_run_prompt_is_no_without_a_traceback(lab):
+    import pty
+    import select
+
+    config, state = lab
+    master, slave = pty.openpty()
+    proc = popen_opsgate("run", "restart", "--param", "service=nginx", config=config, state=state,
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"Run? [y/N]" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 65536)
+        os.write(master, b"\x04")  # Ctrl-D: end of input
+        while proc.poll() is None or select.select([master], [], [], 0)[0]:
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert "not run" in text and "Traceback" not in text and "EOFError" not in text
+    assert "action.start" not in events(state)
+
+
+def test_the_trail_check_is_skipped_in_gate_mode(tmp_path, capsys):
+    """In gate mode the trail that counts is the gate's: `opsgate run` does not check a local one."""
+    from types import SimpleNamespace
+
+    from opsgate.cli.run import warn_if_trail_broken
+    from opsgate.console.audit.trail import AuditTrail
+
+    trail = AuditTrail(tmp_path / AUDIT_FILE)
+    trail.append("note", operator="alice", text="one")
+    trail.append("note", operator="alice", text="two")
+    trail.path.write_text(trail.path.read_text().replace('"text":"one"', '"text":"0ne"'))
+    warn_if_trail_broken(SimpleNamespace(config=SimpleNamespace(gate=object()), state_dir=tmp_path))
+    assert capsys.readouterr().err == ""
+    warn_if_trail_broken(SimpleNamespace(config=SimpleNamespace(gate=None), state_dir=tmp_path))
+    assert "does not verify" in capsys.readouterr().err
