@@ -40,14 +40,15 @@ class ConsoleParts:
         return Forwarder(self.audit.path, self.state_dir, self.config.forwarding).start()
 
 
-def assemble(config: Config, state_dir: Path, *, persist_grants: bool, authenticator: Callable | None = None,
+def assemble(config: Config, state_dir: Path, *, persist_grants: bool | str, authenticator: Callable | None = None,
              clock: Callable[[], float] = time.time, touch_timeout: float = DEFAULT_TIMEOUT,
              stepup: StepUp | None = None, audit: AuditTrail | None = None,
              pipeline: Pipeline | None = None) -> ConsoleParts:
     """Build the console for ``config`` with its state in ``state_dir``; a part passed in is used as is.
 
-    ``persist_grants``: grants kept in the state dir (``opsgate auth`` then ``run``), or in memory only
-    (a TUI session's step-up ends with the session). ``authenticator`` makes a FIDO2 device (the demo's
+    ``persist_grants``: grants kept in the state dir (``opsgate auth`` then ``run``), in memory only (False),
+    or ``"read"`` (the TUI): the state dir's grants are used, the session's own step-ups are kept in memory
+    and end with it. ``authenticator`` makes a FIDO2 device (the demo's
     and the tests' software key); None means a USB security key.
     """
     state_dir = Path(state_dir)
@@ -55,8 +56,12 @@ def assemble(config: Config, state_dir: Path, *, persist_grants: bool, authentic
         stepup, audit = stepup or pipeline.stepup, audit or pipeline.audit
     audit = audit or AuditTrail(state_dir / AUDIT_FILE)
     if stepup is None:
-        stepup = StepUp(state_dir, config.settings, persist_grants=persist_grants,
+        stepup = StepUp(state_dir, config.settings, persist_grants=persist_grants is True,
                         authenticator=authenticator, clock=clock, touch_timeout=touch_timeout)
+        if persist_grants == "read":
+            from opsgate.console.stepup.grants import GrantBook
+
+            stepup.grants = GrantBook(state_dir, write=False)
         # A policy that asks the key to verify the user: a key registers only with its PIN (none set: refused).
         stepup.enroll_user_verification = any(r.user_verification for r in config.policy.values())
     if pipeline is None and config.gate is not None:  # gate mode: step-up, approvals and the trail at the gate

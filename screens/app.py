@@ -135,12 +135,13 @@ def make_app(config: Config, state_dir: Path, *, operator: str | None = None, st
     """The console for ``config`` with its state in ``state_dir``; tests pass their own parts.
 
     ``authenticator`` is a FIDO2 device factory (a SoftKey in tests and the demo; else USB HID).
-    Grants are kept in memory only: a TUI session's step-up ends with the session.
+    A grant made with ``opsgate auth`` is used (read from the state dir, never written there); a TUI
+    session's own step-up is kept in memory and ends with the session.
     """
     from opsgate.console.wiring import assemble
 
     operator = operator or config.settings.operator
-    parts = assemble(config, state_dir, persist_grants=False, authenticator=authenticator, clock=clock,
+    parts = assemble(config, state_dir, persist_grants="read", authenticator=authenticator, clock=clock,
                      stepup=stepup, audit=audit, pipeline=pipeline)
     state_dir, stepup, audit, pipeline = parts.state_dir, parts.stepup, parts.audit, parts.pipeline
     touch_timeout = getattr(getattr(stepup, "key", None), "timeout", None)

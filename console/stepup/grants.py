@@ -27,27 +27,34 @@ class GrantRecord:
 
 
 class GrantBook:
-    """Current grant per operator; persisted 0600 in ``state_dir`` when given."""
+    """Current grant per operator; persisted 0600 in ``state_dir`` when given.
 
-    def __init__(self, state_dir: Path | None):
+    ``write=False`` (the TUI): the state dir's grants (``opsgate auth``) are read, never written; the
+    session's own grants, and a stored grant it has spent, are kept in memory only.
+    """
+
+    def __init__(self, state_dir: Path | None, *, write: bool = True):
         self._memory: dict[str, GrantRecord] = {}
         self.path = Path(state_dir) / GRANTS_FILE if state_dir else None
         self._lock_path = Path(state_dir) / GRANTS_LOCK if state_dir else None
+        self.write = write
 
     def get(self, operator: str) -> GrantRecord | None:
-        """The operator's grant record: the newer of memory and the state dir."""
+        """The operator's grant record: the newer of memory and the state dir (read-only: memory when as new,
+        since it is the stored grant as this session spent it)."""
         record = self._memory.get(operator)
         if self.path:
             with file_lock(self._lock_path, exclusive=False):
                 stored = self._read().get(operator)
-            if stored and (record is None or stored.grant.auth_time >= record.grant.auth_time):
+            if stored and (record is None or stored.grant.auth_time > record.grant.auth_time
+                           or (self.write and stored.grant.auth_time == record.grant.auth_time)):
                 record = stored
         return record
 
     def put(self, record: GrantRecord) -> None:
         """Keep ``record`` as its operator's current grant."""
         self._memory[record.grant.operator] = record
-        if self.path:
+        if self.path and self.write:
             with file_lock(self._lock_path, exclusive=True):
                 data = self._read()
                 data[record.grant.operator] = record

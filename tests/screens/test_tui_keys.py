@@ -299,3 +299,39 @@ async def test_a_broken_chain_shows_at_80_columns_and_toasts(demo):
         screen.waiting_approvals = 3
         screen._update_topbar()
         assert "✗ CHAIN BROKEN" in str(topbar.render())
+
+
+# -- 5. a grant made with `opsgate auth` --------------------------------------------------------------------------
+
+
+async def test_a_grant_from_opsgate_auth_is_used_by_the_tui_and_never_written(demo, tmp_path):
+    from opsgate.console.paths import GRANTS_FILE
+    from tests.helpers.cli import run_opsgate
+
+    config = tmp_path / "demo.toml"
+    config.write_text(demo.config_text())
+    auth = run_opsgate("auth", "--factor", "otp", config=config, state=demo.state_dir,
+                       stdin=current_code(demo) + "\n")
+    assert auth.returncode == 0, auth.stderr
+    grants = (demo.state_dir / GRANTS_FILE).read_bytes()
+    app = app_for(demo, stepup=None)  # the TUI's own step-up, from the state dir, as `opsgate` starts it
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await select(pilot, "restart-service")
+        detail = screen.query_one(ActionDetail)
+        await wait_for(pilot, lambda: "current grant (OTP)" in detail.grant_text, what="the grant in the detail")
+        assert "grant OTP" in str(screen.query_one("#topbar").render())
+        await choose(pilot, screen, "service", "nginx")
+        await pilot.press("r")
+        await confirm_run(pilot)
+        await wait_for(pilot, lambda: not screen.running and screen.last_report is not None, what="the run")
+        assert screen.last_report.exit_code == 0
+        assert screen._frontend.asked == []  # no code asked: the kept grant covered it
+    assert (demo.state_dir / GRANTS_FILE).read_bytes() == grants  # read, never written
+    starts = [r for r in trail_records_of(demo) if r["event"] == "action.start"]
+    assert starts[-1]["grant"]["factor"] == "otp" and starts[-1]["grant"]["fresh"] is False
+
+
+def trail_records_of(demo) -> list[dict]:
+    from tests.helpers.tui_fixtures import trail_records
+
+    return trail_records(demo)
