@@ -28,11 +28,13 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 import paramiko
 import paramiko.agent
+from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
@@ -58,7 +60,11 @@ class _EscapeRemoteText(logging.Filter):
 
 logging.getLogger("paramiko.transport").addFilter(_EscapeRemoteText())
 
-READ_SIZE = 64 * 1024  # bytes per recv: large reads keep 50 MB outputs cheap
+READ_SIZE = 1024 * 1024  # at most this much per recv (one Chunk to the sink): large reads keep big outputs cheap
+# Preferred first when the server offers them: AES-GCM needs no separate MAC (paramiko computes an HMAC per
+# packet in Python otherwise), then the encrypt-then-MAC variants; the rest keep paramiko's order.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the remote process group
 DRAIN_AFTER_STOP = 5.0  # seconds to wait for the channel to close once the group is killed
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -212,6 +218,123 @@ class _ProxyCommand(paramiko.ProxyCommand):
         text = self.stderr.decode(errors="replace")
         lines = " / ".join(line.strip() for line in text.splitlines()[:3] if line.strip())
         return f"ProxyCommand {self.command!r} exited with status {code}" + (f": {lines}" if lines else "")
+
+
+class _StreamBuffer(BufferedPipe):
+    """A channel's incoming stream (stdout, stderr, or a jump host tunnel's bytes) as paramiko feeds it, kept
+    as the bytes objects that arrived (one per SSH packet) rather than in one array.
+
+    paramiko's BufferedPipe appends every packet to an array and, on each read, copies out the part read and
+    moves everything behind it to the front: with a 2 MiB window that is up to 2 MiB moved per read (per
+    16-byte read for a tunnel carrying another SSH connection). Here a read hands back a packet's bytes as
+    they are when it takes a whole one, and joins packets (one copy) up to ``nbytes``; a partial read of a
+    packet copies only what it returns. Same interface and semantics as BufferedPipe (Channel calls
+    ``feed``, ``read``, ``read_ready``, ``empty``, ``close``, ``set_event`` and ``len``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of the first chunk already read
+        self._size = 0  # bytes buffered
+
+    def set_event(self, event) -> None:
+        with self._lock:
+            self._event = event
+            if self._closed or self._size:
+                event.set()
+            else:
+                event.clear()
+
+    def feed(self, data) -> None:
+        with self._lock:
+            if self._event is not None:
+                self._event.set()
+            if data:
+                self._chunks.append(bytes(data))
+                self._size += len(data)
+            self._cv.notify_all()
+
+    def read_ready(self) -> bool:
+        with self._lock:
+            return self._size > 0
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            if not self._size:
+                if self._closed:
+                    return b""
+                if timeout == 0.0:
+                    raise PipeTimeout()
+                while not self._size and not self._closed:  # woken up, but another reader took it: wait again
+                    then = time.time()
+                    self._cv.wait(timeout)
+                    if timeout is not None:
+                        timeout -= time.time() - then
+                        if timeout <= 0.0:
+                            raise PipeTimeout()
+                if not self._size:
+                    return b""
+            out = self._take(nbytes)
+            if not self._size and self._event is not None and not self._closed:
+                self._event.clear()
+            return out
+
+    def _take(self, nbytes: int) -> bytes:
+        parts = []
+        chunks, need = self._chunks, nbytes
+        while need and chunks:
+            head, offset = chunks[0], self._offset
+            left = len(head) - offset
+            if left <= need:
+                parts.append(head[offset:] if offset else head)
+                chunks.popleft()
+                self._offset = 0
+                need -= left
+            else:
+                parts.append(head[offset:offset + need])
+                self._offset = offset + need
+                need = 0
+        self._size -= nbytes - need
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def empty(self) -> bytes:
+        with self._lock:
+            out = self._take(self._size) if self._size else b""
+            if self._event is not None and not self._closed:
+                self._event.clear()
+            return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._size
+
+
+def _stream_buffers(channel: paramiko.Channel) -> paramiko.Channel:
+    """``channel``, its two incoming streams now read through _StreamBuffers.
+
+    Bytes may arrive while this runs (a tunnel's target sends its banner at once): under the old buffer's
+    lock, what it holds moves to the new one, and a feed already on its way to the old buffer (paramiko's
+    thread looked it up before the swap) is passed on to the new one, in order. A paramiko whose
+    BufferedPipe is not the one this was written against keeps its own buffers."""
+    for name in ("in_buffer", "in_stderr_buffer"):
+        old, new = getattr(channel, name), _StreamBuffer()
+        if type(old) is not BufferedPipe or not hasattr(old, "_buffer_frombytes") or not hasattr(old, "_buffer"):
+            return channel
+        with old._lock:
+            if len(old._buffer):
+                new.feed(old._buffer.tobytes())
+                del old._buffer[:]
+            if old._closed:
+                new.close()
+            old._buffer_frombytes = new.feed
+            setattr(channel, name, new)
+    return channel
+
+
+def _preferred(offered: tuple[str, ...], first: tuple[str, ...]) -> tuple[str, ...]:
+    """``offered`` (what this paramiko supports, in its order) with those of ``first`` it has moved to the front."""
+    return tuple(a for a in first if a in offered) + tuple(a for a in offered if a not in first)
 
 
 def _check_host_key(name: str, hop: Hop, server_key: paramiko.PKey, known: KnownHosts,
@@ -519,6 +642,8 @@ def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
         plain = tuple(t for t in options.key_types if not t.endswith(CERT_SUFFIX))
         certificates = tuple(t + CERT_SUFFIX for t in plain if t + CERT_SUFFIX in transport._key_info)
         options.key_types = preferred_key_types(trusted, plain, certificates if authorities else ())
+        options.ciphers = _preferred(options.ciphers, PREFERRED_CIPHERS)
+        options.digests = _preferred(options.digests, PREFERRED_MACS)
         transport.banner_timeout = endpoint.connect_timeout
         transport.handshake_timeout = endpoint.connect_timeout
         _handshake(transport, name, hop, endpoint.connect_timeout)
@@ -565,7 +690,8 @@ class _Tunnel:
 def _forward(via: paramiko.Transport, name: str, jump: Hop, hop: Hop, timeout: float) -> _Tunnel:
     """A direct-tcpip channel from the jump host `jump` to `hop` (what ssh -W asks for)."""
     try:
-        return _Tunnel(via.open_channel("direct-tcpip", (hop.host, hop.port), ("127.0.0.1", 0), timeout=timeout))
+        channel = via.open_channel("direct-tcpip", (hop.host, hop.port), ("127.0.0.1", 0), timeout=timeout)
+        return _Tunnel(_stream_buffers(channel))
     except paramiko.ChannelException as e:
         raise Unreachable(f"{name}: jump host {jump.alias} ({jump.host}:{jump.port}) could not open a "
                           f"connection to {hop.host}:{hop.port}: {e.text} (code {e.code})") from e
@@ -850,7 +976,7 @@ class Connection:
         """
         start = time.monotonic()
         try:
-            channel = self._transport.open_session(timeout=30)
+            channel = _stream_buffers(self._transport.open_session(timeout=30))
             channel.exec_command(wrap_command(command))
             if not self.forced:  # a forced command gets EOF on its own stdin anyway (</dev/null)
                 channel.shutdown_write()
