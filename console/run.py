@@ -23,7 +23,8 @@ from opsgate.actions.outcome import Chunk, Endpoint, TargetResult
 
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.catalog.model import Action, Config, Runbook, Settings, Step, Target, param_ref
-from opsgate.console.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied, UsageError
+from opsgate.console.errors import (EXIT_AUDIT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied,
+                                    UsageError)
 from opsgate.console.events import (
     ACTION_CANCELLED,
     ACTION_DENIED,
@@ -483,7 +484,6 @@ class Pipeline:
         from dataclasses import replace
 
         from opsgate.console.audit.recording import RECORDING_FAILED
-        from opsgate.console.errors import EXIT_AUDIT
 
         audit_failures: list[AuditWriteError] = []
         recordings: dict[str, Path] = {}
@@ -586,6 +586,8 @@ class Pipeline:
                 self._step_done(plan, sp, status, frontend, detail, statuses)
                 if status == "cancelled":
                     exit_code = EXIT_CANCELLED
+                elif report.exit_code == EXIT_AUDIT:  # a recording was lost: stop, and say so as exit 4
+                    exit_code = EXIT_AUDIT
                 elif status == "failed" and step.on_failure == "stop":
                     exit_code = EXIT_FAILED
         if exit_code == EXIT_OK and any(v == "failed" for v in statuses.values()):
