@@ -62,8 +62,14 @@ def cmd_verify(ctx) -> int:
     else:
         for problem in report.problems:
             print(f"FAIL: {escape_line(problem)}")
-        print(f"{report.count} records verified before the first problem; head of those "
-              f"{escape_line(report.head or 'none')}")
+        head = escape_line(report.head or "none")
+        if report.first_bad_seq is not None:  # the chain itself breaks at that record
+            print(f"chain BROKEN at record {escape_line(report.first_bad_seq, 24)}: {report.count} records "
+                  f"verified before it; head of those {head}")
+        elif report.count or report.head:  # every record verifies: the problems are recordings
+            n = len(report.problems)
+            print(f"chain OK: {report.count} records, head {head}; {n} recording"
+                  f"{'s do' if n != 1 else ' does'} not verify (above)")
         status = EXIT_FAILED
     if getattr(ctx.args, "against", None):
         # Compared even when the local chain is broken: the collector's copy is the evidence then.
@@ -205,14 +211,20 @@ def cmd_export(ctx) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _trail_says(run: str, action: object, record: dict, check) -> str:
-    """What the audit trail records of one target's run, and whether its recording verifies: opsgate's
-    own words, from the trail, never from the recording."""
+def _ended(record: dict) -> str:
+    """How the trail says a target's run ended: "exit 0", "timeout", "cancelled, exit 130" (never "exit None")."""
     code = record.get("exit_code", record.get("exit"))
     outcome = escape_line(record.get("outcome") or "?", 40)
     ended = f"exit {escape_line(code, 20)}" if code is not None else outcome
-    if outcome not in ("?", "ok", "failed"):
+    if outcome not in ("?", "ok", "failed") and code is not None:
         ended = f"{outcome}, {ended}"
+    return ended
+
+
+def _trail_says(run: str, action: object, record: dict, check) -> str:
+    """What the audit trail records of one target's run, and whether its recording verifies: opsgate's
+    own words, from the trail, never from the recording."""
+    ended = _ended(record)
     verdict = ("the recording verifies against it" if check.verified
                else f"the recording DOES NOT VERIFY ({escape_line(check.problem, 160)}): not evidence")
     return (f"{escape_line(run)} {escape_line(action, 80)}@{escape_line(record.get('target', '?'), 80)}: "
@@ -272,9 +284,8 @@ def _replay_terminal(state: Path, run: str, action: object, playable: list, *, s
     for r, check in playable:
         out.write(TERMINAL_RESET.encode())
         if several:
-            exit_code = r.get("exit_code", r.get("exit", "?"))
             out.write(f"=== {escape_line(run)} {escape_line(action, 80)}@{escape_line(r.get('target', '?'), 80)} "
-                      f"(exit {escape_line(exit_code, 20)}) ===\r\n".encode())
+                      f"({_ended(r)}) ===\r\n".encode())
         else:
             out.write(f"--- {_trail_says(run, action, r, check)}\r\n".encode())
         play(Cast(state / r["recording"]).events(), out, speed=speed)

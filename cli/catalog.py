@@ -96,4 +96,6 @@ def cmd_list(ctx: Context) -> int:
         print(f"{r['id']:<{width}}  {r['risk'].upper():<8}  {r['title']}{kind}")
         print(f"{'':<{width}}  {'':<8}  targets: {', '.join(r['targets'])}")
         print(f"{'':<{width}}  {'':<8}  step-up: {r['requirement']}")
+        for i, (name, described) in enumerate(r["params"].items()):
+            print(f"{'':<{width}}  {'':<8}  {'params: ' if i == 0 else '':<9}{name}: {described}")
     return 0

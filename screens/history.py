@@ -63,9 +63,16 @@ def approvals_text(s: RunSummary) -> str:
 
 COLUMNS = (("time (UTC)", 19), ("operator", 8), ("action / runbook", 28), ("risk", 12), ("targets", 14),
            ("outcome", 11), ("factor", 10), ("approvals", 12), ("run", 24))
+# Under 100 columns: what a reviewer scans first (when, what, how it ended) fits 80; the rest scrolls.
+COLUMNS_NARROW = (("time (UTC)", 11), ("action / runbook", 24), ("outcome", 11), ("risk", 12), ("operator", 8),
+                  ("targets", 14), ("factor", 10), ("approvals", 12), ("run", 24))
+NARROW_BELOW = 100
 
 
-def short_time(text: str) -> str:
+def short_time(text: str, narrow: bool = False) -> str:
+    """"2026-11-28 06:30:00", or narrow "11-28 06:30"."""
+    if narrow:
+        return text[5:10] + " " + text[11:16] if len(text) >= 16 else text
     return text[:10] + " " + text[11:19] if len(text) >= 19 else text
 
 
@@ -112,12 +119,12 @@ class HistoryScreen(Screen[None]):
     """
 
     BINDINGS = [
-        Binding("slash", "focus_filter", "Filter"),
-        Binding("f", "cycle_risk", "Risk filter"),
-        Binding("o", "cycle_outcome", "Outcome filter"),
-        Binding("p", "mine", "My runs"),
-        Binding("r", "reload", "Reload"),
         Binding("escape,q", "close", "Back"),
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("f", "cycle_risk", "Risk"),
+        Binding("o", "cycle_outcome", "Outcome"),
+        Binding("p", "mine", "Mine"),
+        Binding("r", "reload", "Reload"),
     ]
 
     def __init__(self, audit_path: Path, state_dir: Path, *, operator: str = "",
@@ -133,6 +140,7 @@ class HistoryScreen(Screen[None]):
         self.report: VerifyReport | None = None
         self.loaded = False
         self.error: str | None = None
+        self.narrow: bool | None = None  # the column set in use (None: none yet)
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble((" opsgate ", "bold reverse"), " run history  ",
@@ -144,14 +152,33 @@ class HistoryScreen(Screen[None]):
         yield Static(id="history-state")
         table = DataTable(id="history-table", cursor_type="row", zebra_stripes=True, cell_padding=0)
         yield table
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for label, width in COLUMNS:  # one cell of gap on the right of each (cell_padding 0): fits 120 columns
-            table.add_column(label, width=width + 1)
-        table.focus()
+        self._columns()
+        self.query_one(DataTable).focus()
         self._load()
+
+    def on_resize(self) -> None:
+        self._columns()
+        self.query_one(Footer).show_command_palette = self.size.width >= NARROW_BELOW
+
+    @property
+    def columns(self) -> tuple[tuple[str, int], ...]:
+        return COLUMNS_NARROW if self.narrow else COLUMNS
+
+    def _columns(self) -> None:
+        """The column set for the width: the outcome is on screen at 80 columns too."""
+        narrow = (self.size.width or self.app.size.width) < NARROW_BELOW
+        if narrow == self.narrow:
+            return
+        self.narrow = narrow
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for label, width in self.columns:  # one cell of gap on the right of each (cell_padding 0): fits 120 columns
+            table.add_column(label, width=width + 1)
+        if self.loaded:
+            self._apply()
 
     # -- loading ---------------------------------------------------------------------------------------
 
@@ -195,13 +222,16 @@ class HistoryScreen(Screen[None]):
         self.shown = filter_history(self.summaries, flt)
         table = self.query_one(DataTable)
         table.clear()
+        w = dict(self.columns)
         for s in self.shown:
             name = s.name if s.kind == "action" else f"▤ {s.name} ({len(s.steps)} steps)"
-            w = dict(COLUMNS)
-            table.add_row(_clip(short_time(s.started), 40), _clip(s.operator, w["operator"]),
-                          _clip(name, w["action / runbook"]), risk_badge(s.risk) if s.risk else Text("-"),
-                          _clip(", ".join(map(str, s.targets)) or "-", w["targets"]), outcome_text(s.outcome),
-                          Text(factor_text(s)), _clip(approvals_text(s), w["approvals"]), _clip(s.run, 64), key=s.run)
+            cells = {"time (UTC)": _clip(short_time(s.started, bool(self.narrow)), 40),
+                     "operator": _clip(s.operator, w["operator"]), "action / runbook": _clip(name, w["action / runbook"]),
+                     "risk": risk_badge(s.risk) if s.risk else Text("-"),
+                     "targets": _clip(", ".join(map(str, s.targets)) or "-", w["targets"]),
+                     "outcome": outcome_text(s.outcome), "factor": Text(factor_text(s)),
+                     "approvals": _clip(approvals_text(s), w["approvals"]), "run": _clip(s.run, 64)}
+            table.add_row(*(cells[label] for label, _ in self.columns), key=s.run)
         state = Text.assemble(f"{len(self.shown)} of {len(self.summaries)} runs", (" · ", "dim"), flt.describe(),
                               ("   enter open · f risk · o outcome · p mine", "dim"))
         if self.error:
@@ -327,7 +357,7 @@ class RunDetailScreen(Screen[None]):
         t = Text()
 
         def line(label: str, *value) -> None:
-            t.append(f"{label:<12}", style="bold")
+            t.append(f"{label:<11} ", style="bold")  # a space after the longest ("FIDO2 digest") too
             t.append_text(Text.assemble(*value))
             t.append("\n")
 

@@ -194,6 +194,15 @@ def build_history(records: Iterable[dict]) -> list[RunSummary]:
     return sorted(summaries.values(), key=lambda s: (s.started, s.first_seq), reverse=True)
 
 
+def _planned_steps(steps: dict[int, "StepSummary"], r: dict) -> None:
+    """The steps a record's ``steps`` list plans (``runbook.start``, a runbook's ``action.dry_run``)."""
+    for st in r.get("steps") or []:
+        if isinstance(st, dict) and isinstance(st.get("step"), int):
+            steps[st["step"]] = StepSummary(st["step"], str(st.get("title") or ""), str(st.get("kind") or ""),
+                                            st.get("run"), targets=list(st.get("targets") or []),
+                                            command=st.get("command"))
+
+
 def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
     s.started = str(s.records[0].get("time", ""))
     s.ended = str(s.records[-1].get("time", ""))
@@ -208,14 +217,11 @@ def _summarise(s: RunSummary, parents: dict[str, str]) -> None:
             s.kind, s.name = "runbook", str(r.get("runbook", s.name))
             s.risk, s.targets, s.params = r.get("risk"), list(r.get("targets") or []), dict(r.get("params") or {})
             _grant(s, r)
-            for st in r.get("steps") or []:
-                if isinstance(st, dict) and isinstance(st.get("step"), int):
-                    steps[st["step"]] = StepSummary(st["step"], str(st.get("title") or ""), str(st.get("kind") or ""),
-                                                    st.get("run"), targets=list(st.get("targets") or []),
-                                                    command=st.get("command"))
+            _planned_steps(steps, r)
         elif event in (ACTION_START, ACTION_DRY_RUN, ACTION_DENIED) and step is None and s.kind == "action":
-            if r.get("runbook"):  # a denied runbook (no runbook.start)
+            if r.get("runbook"):  # a denied or dry-run runbook (no runbook.start)
                 s.kind, s.name = "runbook", str(r["runbook"])
+                _planned_steps(steps, r)  # a dry run's record lists the plan's steps
             else:
                 s.name = str(r.get("action", s.name))
             s.risk = r.get("risk", s.risk)

@@ -75,12 +75,17 @@ def test_verify_names_the_tampered_record(state):
     result = opsgate(state, "audit", "verify")
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL: line 2 (seq 2") and "hash mismatch" in result.stdout
+    assert "chain BROKEN at record 2: 1 records verified before it" in result.stdout
 
 
 def test_verify_reports_an_edited_recording(state):
     tamper(recording_path(state, RUN, "web2"), b"web2", b"webX")
     result = opsgate(state, "audit", "verify")
     assert result.returncode == 1 and "web2.cast" in result.stdout and "changed" in result.stdout
+    # The chain is whole: the summary says so, not "N records verified before the first problem".
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("chain OK: 5 records, head ") and last.endswith("1 recording does not verify (above)")
+    assert "before" not in result.stdout
 
 
 def test_verify_reports_a_deleted_recording(state):
@@ -151,6 +156,25 @@ def test_replay_plays_every_target_with_a_header(state):
     assert "restarting nginx on web1 ✓\r\n" in out and "restarting nginx on web2 ✓\r\n" in out
     assert "\x1b[31mwarning: reload took 3s" in out
     assert out.index("web1 ✓") < out.index("web2 ✓")
+
+
+def test_replay_header_of_a_target_without_an_exit_code_says_how_it_ended(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    trail = AuditTrail(state / AUDIT_FILE)
+    for target, outcome, code in (("web1", "ok", 0), ("web2", "timeout", None)):
+        rec = Recording(recording_path(state, RUN, target), run=RUN, action="restart-nginx", target=target,
+                        command="systemctl restart nginx")
+        rec.output("stdout", f"on {target}\n".encode(), time.monotonic())
+        digest = rec.close()
+        trail.append("action.target", operator="alice", run=RUN, action="restart-nginx", target=target,
+                     outcome=outcome, exit_code=code, recording=str(rec.path.relative_to(state)),
+                     recording_sha256=digest)
+    result = opsgate(state, "replay", RUN, "--speed", "1000")
+    assert result.returncode == 0, result.stderr
+    assert f"=== {RUN} restart-nginx@web2 (timeout) ===" in result.stdout
+    assert "exit None" not in result.stdout and "timeout, timeout" not in result.stdout
+    assert "the audit trail records timeout (seq 2)" in result.stdout
 
 
 def test_replay_one_target_caps_the_idle_gap(state):

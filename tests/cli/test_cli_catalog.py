@@ -65,6 +65,12 @@ def test_list_json_and_text():
     assert rows["database-failover"]["targets"] == ["db-replica", "db-primary", "lb-1"]
     text = opsgate("list", "--config", "config.example.toml").stdout
     assert "promote-replica" in text and "CRITICAL" in text and "step-up: OTP within 5 min" in text
+    # the params, as --json has them: each name with what it accepts, one a line
+    lines = text.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("restart-service ")))
+    assert lines[at + 3].split() == ["params:", "service:", "one", "of", "nginx,", "haproxy,", "app"]
+    tail = lines.index(next(line for line in lines if line.startswith("tail-logs ")))
+    assert lines[tail + 4].strip().startswith("lines: integer")
 
 
 def test_state_dir_is_created_private(tmp_path):

@@ -230,6 +230,31 @@ def test_replay_snapshot(snap_compare, state):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+def test_history_snapshot_80x24(snap_compare, state):
+    """At 80 columns: when, what and how it ended are on screen; the other columns scroll."""
+    app = HistoryApp(state)
+
+    async def run_before(pilot):
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen)
+        await wait_for(pilot, lambda: screen.loaded and screen.report is not None)
+        screen.query_one(DataTable).move_cursor(row=3)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_replay_snapshot_80x24(snap_compare, state):
+    app = ReplayApp(state, ref_for(state, TAIL), autoplay=False, title="tail-log @ web-1  ·  run " + TAIL)
+
+    async def run_before(pilot):
+        screen = await opened(pilot)
+        await pilot.press("m")  # the next marker: "end ok exit 0"
+        await wait_for(pilot, lambda: screen.position == pytest.approx(1.6))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
 def test_idle_gaps_are_capped_at_two_seconds(tmp_path):
     path = tmp_path / "idle.cast"
     rec = Recording(path, run="r", action="a", target="t", command="c", width=20, height=3)

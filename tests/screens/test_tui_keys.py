@@ -228,7 +228,20 @@ async def test_the_demo_otp_hint_in_the_modal_follows_the_clock(tmp_path):
 # -- 4. live output keeps following through a resize ------------------------------------------------------------
 
 
+ENDLESS_FLOOD = """
+[actions.endless-flood]
+title = "Flood until cancelled"
+risk = "low"
+targets = ["web-1"]
+command = "while :; do seq 1 3000; sleep 0.05; done"
+timeout = "5m"
+"""
+
+
 async def test_output_keeps_following_through_resizes_during_a_flood(demo, monkeypatch):
+    """Tens of thousands of lines a second (more than a flush shows) until cancelled; resized three times."""
+    from opsgate.console.catalog.loader import parse_config
+
     writes = [0]
     real = FollowLog.write_lines
 
@@ -237,29 +250,27 @@ async def test_output_keeps_following_through_resizes_during_a_flood(demo, monke
         return real(self, lines, scroll_end)
 
     monkeypatch.setattr(FollowLog, "write_lines", counted)
-    app = app_for(demo)
+    app = app_for(demo, config=parse_config((demo.config_text() + ENDLESS_FLOOD).encode(), "demo.toml"))
     async with app.run_test(size=SIZE) as pilot:
-        screen = await select(pilot, "flood-output")
-        field = screen.query_one("#param-megabytes", Input)
-        field.value = "200"  # long enough to resize twice while it streams
-        await wait_for(pilot, lambda: screen.query_one(ActionDetail).draft.params["megabytes"] == "200")
-        # Not pilot.press: it waits until every queue is idle, which under a flood is the end of the run.
+        screen = await select(pilot, "endless-flood")
+        # Not pilot.press: it waits until every queue is idle, which under a flood may take long.
         screen.query_one(ActionTable).focus()
         app.post_message(events.Key("r", "r"))
         await streaming(pilot, screen)
         log = log_of(screen, "web-1")
         await wait_for(pilot, lambda: log.line_count > 200 and log.is_vertical_scroll_end, what="a full pane")
         for size in ((80, 24), (100, 30), SIZE):
-            assert screen.running, "the flood ended before the resize"
+            assert screen.running
             before = log.size
             await pilot.resize_terminal(*size)
             await wait_for(pilot, lambda: log.size != before, what="the new layout")
             seen = writes[0]
-            await wait_for(pilot, lambda: writes[0] > seen + 2, what="lines written after the resize")
-            await wait_for(pilot, lambda: log.is_vertical_scroll_end, timeout=5,
+            await wait_for(pilot, lambda: writes[0] > seen + 2, what=f"lines written after the resize to {size}")
+            await wait_for(pilot, lambda: log.is_vertical_scroll_end,
                            what=f"the view at the newest line after resizing to {size}")
         app.post_message(events.Key("x", "x"))
-        await wait_for(pilot, lambda: not screen.running, timeout=60, what="the end of the run")
+        await wait_for(pilot, lambda: not screen.running, timeout=60, what="the cancel")
+        assert screen.last_report.cancelled
         # Scrolling up stops following; End follows again.
         log.focus()
         await pilot.press("pageup")

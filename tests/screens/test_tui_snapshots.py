@@ -137,3 +137,43 @@ def test_finished_runbook(snap_compare, frozen):
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# -- 80x24 and 120x40: the main screen at 80x24, the step-up modal with a runbook's whole plan at both sizes ------
+
+SMALL = (80, 24)
+
+
+def test_main_screen_80x24(snap_compare, frozen):
+    demo, app = frozen
+
+    async def run_before(pilot):
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=run_before)
+
+
+async def _runbook_touch_modal(pilot, app) -> None:
+    screen = app.main_screen
+    screen.select_action("database-failover")
+    await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
+    await pilot.press("r")
+    await confirm_run(pilot)
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+    await pilot.press(*"database-failover", "enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
+    await settle(pilot)
+
+
+@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "120x40"])
+def test_runbook_plan_in_the_step_up_modal(snap_compare, frozen, size):
+    """The whole plan, counted ("6 steps"): every step on screen at 80x24 too."""
+    demo, app = frozen
+
+    async def run_before(pilot):
+        await _runbook_touch_modal(pilot, app)
+        shown = str(app.screen.query_one(".modal-summary").render())
+        assert "6 steps" in shown and "6. db-primary, db-replica: ./bin/pg status" in shown
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+    demo.touch()  # let the worker thread go on (the app has exited: the run is cancelled)
