@@ -10,6 +10,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
+from opsgate.actions.hostkeys import KnownHostsCache
 from opsgate.actions.ssh import Chunk, Connection, Endpoint, JumpHosts, SSHError, TargetResult
 from opsgate.actions.ssh import connect as ssh_connect
 
@@ -29,12 +30,13 @@ class _Slot:
 
 
 class ConnectionPool:
-    """One SSH connection per target for the length of a run (several steps reuse it), and one per jump
-    host, shared by every target behind it (`jumps`)."""
+    """One SSH connection per target for the length of a run (several steps reuse it), one per jump
+    host, shared by every target behind it (`jumps`), and the known_hosts files read once for them all."""
 
     def __init__(self, connect: Callable[[Endpoint], Connection] | None = None):
         self.jumps = JumpHosts()
-        self._connect = connect or functools.partial(ssh_connect, jumps=self.jumps)
+        self.known_hosts = KnownHostsCache()
+        self._connect = connect or functools.partial(ssh_connect, jumps=self.jumps, known_hosts=self.known_hosts)
         self._lock = threading.Lock()
         self._slots: dict[Endpoint, _Slot] = {}
         self._closed = False

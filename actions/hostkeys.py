@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,34 +57,59 @@ def _wildcard(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-def _matches_hashed(pattern: str, name: str) -> bool:
-    # |1|base64(salt)|base64(hmac-sha1(salt, name))
+def _hashed(pattern: str) -> tuple[bytes, bytes] | None:
+    """(salt, hmac-sha1 of the name) of a hashed pattern ``|1|base64(salt)|base64(hmac)``; None if it is not one."""
     try:
         _, magic, salt_b64, hash_b64 = pattern.split("|")
         salt = base64.b64decode(salt_b64)
         want = base64.b64decode(hash_b64)
     except (ValueError, binascii.Error):
-        return False
-    if magic != "1":
-        return False
-    got = hmac.new(salt, name.encode(), hashlib.sha1).digest()
-    return hmac.compare_digest(got, want)
+        return None
+    return (salt, want) if magic == "1" else None
 
 
-def _pattern_list_matches(patterns: tuple[str, ...], name: str) -> bool:
-    """OpenSSH semantics: any positive match, and no negated (!) match."""
-    matched = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pat = pattern[1:] if negate else pattern
-        if pat.startswith("|"):
-            hit = _matches_hashed(pat, name)
-        else:
-            hit = _wildcard(pat).fullmatch(name.lower()) is not None
-        if hit and negate:
-            return False
-        matched = matched or hit
-    return matched
+class _Patterns:
+    """One line's host patterns, compiled once. OpenSSH semantics: the line matches a name when one of its
+    positive patterns does and none of its negated (``!``) ones; plain and wildcard patterns ignore case,
+    a hashed one (``|1|salt|hmac``) is the HMAC-SHA1 of the name as written."""
+
+    def __init__(self, patterns: tuple[str, ...]):
+        self.literals: set[str] = set()  # positive patterns without wildcards, lowercase
+        self.hashed: list[tuple[bytes, bytes]] = []  # positive hashed patterns: (salt, hmac)
+        self.wildcards: list[re.Pattern[str]] = []  # positive patterns with * or ?
+        self.negated: list[tuple[str, object]] = []  # ("hashed", (salt, hmac)) or ("wildcard", regex)
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            body = pattern[1:] if negate else pattern
+            if body.startswith("|"):
+                hashed = _hashed(body)
+                if hashed is None:
+                    continue  # matches nothing
+                if negate:
+                    self.negated.append(("hashed", hashed))
+                else:
+                    self.hashed.append(hashed)
+            elif negate:
+                self.negated.append(("wildcard", _wildcard(body)))
+            elif "*" in body or "?" in body:
+                self.wildcards.append(_wildcard(body))
+            else:
+                self.literals.add(body.lower())
+
+    def matches(self, name: str) -> bool:
+        lower = name.lower()
+        for kind, matcher in self.negated:
+            if _hit(kind, matcher, name, lower):
+                return False
+        return (lower in self.literals or any(_hit("hashed", h, name, lower) for h in self.hashed)
+                or any(w.fullmatch(lower) for w in self.wildcards))
+
+
+def _hit(kind: str, matcher, name: str, lower: str) -> bool:
+    if kind == "hashed":
+        salt, want = matcher
+        return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), want)
+    return matcher.fullmatch(lower) is not None
 
 
 def _parse_line(line: str, source: str) -> KnownKey | None:
@@ -102,11 +128,34 @@ def _parse_line(line: str, source: str) -> KnownKey | None:
 
 
 class KnownHosts:
-    """The keys of a set of known_hosts files, looked up the way OpenSSH does."""
+    """The keys of a set of known_hosts files, looked up the way OpenSSH does.
+
+    The lines' patterns are compiled once, when the files are loaded, into an index: plain names in a dict,
+    hashed names by salt (one HMAC per distinct salt and name looked up, then a dict), and a list of the
+    lines that need more than that (wildcards, negations). A name's answer is kept: a fan-out asks for each
+    target (and each shared jump host) once per connection, and several targets may share an address.
+    """
 
     def __init__(self, entries: list[KnownKey], files: tuple[str, ...]):
         self.entries = entries
         self.files = files
+        self._revoked = [e.key for e in entries if e.marker == "@revoked"]  # @revoked applies whatever the pattern
+        self._plain: dict[str, list[int]] = {}  # lowercase name -> lines (indexes into entries)
+        self._salted: dict[bytes, tuple[object, dict[bytes, list[int]]]] = {}  # salt -> (hmac, {digest: lines})
+        self._scan: list[tuple[int, _Patterns]] = []  # lines with wildcards or negations: matched one by one
+        for i, entry in enumerate(entries):
+            if entry.marker == "@revoked":
+                continue
+            patterns = _Patterns(entry.patterns)
+            if patterns.negated or patterns.wildcards:
+                self._scan.append((i, patterns))
+                continue
+            for literal in patterns.literals:
+                self._plain.setdefault(literal, []).append(i)
+            for salt, want in patterns.hashed:
+                _, table = self._salted.setdefault(salt, (hmac.new(salt, digestmod=hashlib.sha1), {}))
+                table.setdefault(want, []).append(i)
+        self._answers: dict[str, list[KnownKey]] = {}
 
     @classmethod
     def load(cls, paths: tuple[str, ...] | list[str]) -> "KnownHosts":
@@ -127,22 +176,48 @@ class KnownHosts:
                 continue
         return cls(entries, files)
 
+    def _matching(self, name: str) -> list[KnownKey]:
+        """The lines (not @revoked) whose patterns match ``name``, in file order."""
+        found = self._answers.get(name)
+        if found is None:
+            hits = set(self._plain.get(name.lower(), ()))
+            if self._salted:
+                raw = name.encode()
+                for prototype, table in self._salted.values():
+                    mac = prototype.copy()
+                    mac.update(raw)
+                    hits.update(table.get(mac.digest(), ()))
+            hits.update(i for i, patterns in self._scan if patterns.matches(name))
+            found = self._answers[name] = [self.entries[i] for i in sorted(hits)]
+        return found
+
     def lookup(self, host: str, port: int, *, alias: str | None = None) -> tuple[list[paramiko.PKey], list[paramiko.PKey]]:
         """Return (trusted keys, revoked keys) for host:port (or for `alias`, a HostKeyAlias, as is)."""
         name = alias or host_token(host, port)
-        trusted: list[paramiko.PKey] = []
-        revoked: list[paramiko.PKey] = []
-        for entry in self.entries:
-            if entry.marker == "@revoked":
-                revoked.append(entry.key)  # @revoked applies whatever the host pattern
-            elif entry.marker is None and _pattern_list_matches(entry.patterns, name):
-                trusted.append(entry.key)
-        return trusted, revoked
+        return [e.key for e in self._matching(name) if e.marker is None], list(self._revoked)
 
     def authorities(self, host: str, port: int, *, alias: str | None = None) -> list[KnownKey]:
         """The @cert-authority lines whose patterns match host:port (or `alias`): CAs trusted to sign its key."""
-        name = alias or host_token(host, port)
-        return [e for e in self.entries if e.marker == "@cert-authority" and _pattern_list_matches(e.patterns, name)]
+        return [e for e in self._matching(alias or host_token(host, port)) if e.marker == "@cert-authority"]
+
+
+class KnownHostsCache:
+    """known_hosts files loaded once for a run: the targets of a fan-out (or of a runbook's steps) share them
+    instead of each reading and parsing every line again. Thread-safe; keyed by the list of files."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, ...], KnownHosts] = {}
+
+    def load(self, paths: tuple[str, ...] | list[str]) -> KnownHosts:
+        """``KnownHosts.load(paths)`` the first time; the same object after that. OSError is not kept: the next
+        target tries again (and reports it under its own name)."""
+        key = tuple(paths)
+        with self._lock:
+            known = self._loaded.get(key)
+            if known is None:
+                known = self._loaded[key] = KnownHosts.load(key)
+            return known
 
 
 def preferred_key_types(known: list[paramiko.PKey], supported: tuple[str, ...],

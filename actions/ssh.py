@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ss
 from opsgate.actions.display import escape_line
 from opsgate.actions.outcome import OUTCOMES, Chunk, Endpoint, TargetResult  # noqa: F401 (re-exported)
 from opsgate.actions.errors import AuthFailed, SSHConfigError, SSHError, Unreachable  # noqa: F401 (re-exported)
-from opsgate.actions.hostkeys import (CERT_SUFFIX, KnownHosts, KnownKey, certificate_ca, check_host_certificate,
-                                      fingerprint, host_token, preferred_key_types)
+from opsgate.actions.hostkeys import (CERT_SUFFIX, KnownHosts, KnownHostsCache, KnownKey, certificate_ca,
+                                      check_host_certificate, fingerprint, host_token, preferred_key_types)
 from opsgate.actions.sshconfig import Hop, Route, resolve_route
 
 # paramiko logs transport failures that we report as typed errors; keep them off a TUI's stderr
@@ -811,28 +811,32 @@ def _open_hop(endpoint: Endpoint, route: Route, i: int, name: str, known: KnownH
         raise
 
 
-def connect(endpoint: Endpoint, *, jumps: JumpHosts | None = None) -> "Connection":
+def connect(endpoint: Endpoint, *, jumps: JumpHosts | None = None,
+            known_hosts: KnownHostsCache | None = None) -> "Connection":
     """Open an authenticated SSH connection, through its jump hosts or ProxyCommand if ssh_config (or
     `endpoint.jump`) says so; raises an SSHError subclass on failure (SSHConfigError before connecting).
 
     With `jumps`, the jump host connections come from (and stay in) it, shared with other targets;
-    without, they belong to the returned Connection and close with it."""
-    return _connect(endpoint, jumps, authenticate=True)
+    without, they belong to the returned Connection and close with it. With `known_hosts`, the known_hosts
+    files are read once for all the targets that share it; without, for this connection."""
+    return _connect(endpoint, jumps, authenticate=True, known_hosts=known_hosts)
 
 
-def probe(endpoint: Endpoint, *, authenticate: bool = True, jumps: JumpHosts | None = None) -> tuple[str | None,
-                                                                                                   list[HopReport]]:
+def probe(endpoint: Endpoint, *, authenticate: bool = True, jumps: JumpHosts | None = None,
+          known_hosts: KnownHostsCache | None = None) -> tuple[str | None, list[HopReport]]:
     """Reach `endpoint` as a run would (jump hosts, ProxyCommand, host keys, and unless `authenticate` is
     False, the target's login), run nothing, close; return (the ProxyCommand, how each hop was secured).
     Raises SSHError like connect()."""
-    with _connect(endpoint, jumps, authenticate=authenticate) as connection:
+    with _connect(endpoint, jumps, authenticate=authenticate, known_hosts=known_hosts) as connection:
         return connection.proxy_command, connection.reports
 
 
-def _connect(endpoint: Endpoint, jumps: JumpHosts | None, *, authenticate: bool) -> "Connection":
+def _connect(endpoint: Endpoint, jumps: JumpHosts | None, *, authenticate: bool,
+             known_hosts: KnownHostsCache | None = None) -> "Connection":
     route: Route = resolve_route(endpoint)
     try:
-        known = KnownHosts.load(endpoint.known_hosts)
+        known = known_hosts.load(endpoint.known_hosts) if known_hosts is not None else KnownHosts.load(
+            endpoint.known_hosts)
     except OSError as e:
         error = SSHError(f"{endpoint.name}: cannot read known_hosts {e.filename}: {e.strerror}")
         error.outcome = "hostkey"
