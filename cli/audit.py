@@ -22,7 +22,7 @@ from opsgate.console.audit.format import format_record
 from opsgate.console.audit.replay import Cast, ReplayError, play, text_lines
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import check_recording, verify
-from opsgate.console.errors import EXIT_FAILED, EXIT_OK, UsageError
+from opsgate.console.errors import EXIT_FAILED, EXIT_OK, ConfigError, UsageError
 from opsgate.console.events import ACTION_TARGET
 
 FOLLOW_POLL = 0.25
@@ -74,6 +74,76 @@ def cmd_verify(ctx) -> int:
     if getattr(ctx.args, "against", None):
         # Compared even when the local chain is broken: the collector's copy is the evidence then.
         status = max(status, _verify_against(path, Path(ctx.args.against)))
+    return max(status, _verify_evidence(ctx, path, report))
+
+
+def _config_pin(ctx) -> str | None:
+    """``--pinned-policy``, else the reviewer's ``[console] pinned_policy`` (None without either, or without a config)."""
+    from opsgate.console.audit.anchor import AnchorError, parse_head
+
+    flag = getattr(ctx.args, "pinned_policy", None)
+    if flag:
+        try:
+            return parse_head(flag, "--pinned-policy")
+        except AnchorError as e:
+            raise UsageError(str(e)) from None
+    try:
+        return ctx.config.settings.pinned_policy
+    except ConfigError:
+        return None
+
+
+def _verify_evidence(ctx, path: Path, report) -> int:
+    """After the chain: the anchored heads (``--head``, ``--anchor``), the recordings no record names (warnings,
+    exit code unchanged) and the runs made under another config than the pinned one (console/audit/anchor.py)."""
+    from opsgate.console.audit.anchor import AnchorError, check_policy, orphaned_recordings, parse_head, read_anchor, scan
+
+    args = ctx.args
+    wanted: list[tuple[str, str]] = []
+    try:
+        if getattr(args, "head", None):
+            wanted.append(("--head", parse_head(args.head)))
+        if getattr(args, "anchor", None):
+            wanted.append((f"--anchor {args.anchor}", read_anchor(Path(args.anchor))))
+    except AnchorError as e:
+        raise UsageError(str(e)) from None
+    pinned = _config_pin(ctx)
+    facts = scan(path, tuple(h for _, h in wanted))
+    status = EXIT_OK
+    for label, head in wanted:
+        seq = facts.heads.get(head)
+        if seq is not None and seq <= report.last_seq:
+            print(f"OK: anchored head ({escape_line(label)}) is record {seq}; {report.last_seq - seq} records after it")
+            continue
+        status = EXIT_FAILED
+        why = (f"record {seq} holds it, but the chain does not verify up to there" if seq is not None else
+               "the trail does not hold it: records were cut off its end, or it was rewritten")
+        print(f"FAIL: anchored head {head} ({escape_line(label)}) is missing: {why}; the trail's verified "
+              f"head is {escape_line(report.head or 'none')} (seq {report.last_seq})")
+    orphans = orphaned_recordings(ctx.state_dir, facts.named)
+    for rel in orphans:
+        print(f"warning: recording {escape_line(rel)} is named by no audit record (records cut off the end, "
+              f"or a crash before its action.target record)", file=sys.stderr)
+    if orphans:
+        print(f"warning: {len(orphans)} recording{'s' if len(orphans) != 1 else ''} named by no audit record",
+              file=sys.stderr)
+    policy = check_policy(facts, pinned)
+    if policy.pinned is not None:
+        source = "[console] pinned_policy" if policy.explicit else "the trail's first config.loaded"
+        for run in policy.mismatched:
+            text = (f"seq {run.seq}: run {escape_line(run.run)} ({run.event}) ran under config sha256 "
+                    f"{escape_line(run.config_sha256, 80)}, not the pinned policy {policy.pinned} ({source})")
+            if policy.explicit:
+                print(f"FAIL: {text}")
+            else:
+                print(f"warning: {text}", file=sys.stderr)
+        if policy.mismatched:
+            status = max(status, EXIT_FAILED if policy.explicit else EXIT_OK)
+        print(f"note: policy: {policy.checked} runs checked against config sha256 {policy.pinned[:16]}... "
+              f"({source}): {len(policy.mismatched)} under another"
+              + (f"; {policy.undigested} runs carry no config digest (older records)" if policy.undigested else "")
+              + ("" if policy.explicit or not policy.mismatched else
+                 "; set [console] pinned_policy (or --pinned-policy) to make this fail"), file=sys.stderr)
     return status
 
 
@@ -203,7 +273,7 @@ def cmd_export(ctx) -> int:
 
     from opsgate.console.audit.history import export_run
 
-    doc, ok = export_run(ctx.trail_path, ctx.state_dir, ctx.args.run)
+    doc, ok = export_run(ctx.trail_path, ctx.state_dir, ctx.args.run, pinned_policy=_config_pin(ctx))
     print(escape_json(json.dumps(doc, indent=2, ensure_ascii=False)))  # json escapes C0; C1 and the like too
     if not ok:
         print(f"opsgate: run {escape_line(doc['run'])}: the evidence does not verify (see chain and recordings)",

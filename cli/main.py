@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     asub = sp.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
     a = asub.add_parser("verify", parents=[common], help="check the hash chain and the recordings")
     a.add_argument("--against", metavar="FILE", help="also check a syslog collector's copy against the chain")
+    a.add_argument("--head", metavar="HASH", help="fail unless the trail holds this head (from `opsgate audit head`)")
+    a.add_argument("--anchor", metavar="FILE", help="fail unless the trail holds the head kept in FILE "
+                   "(`opsgate audit head > FILE`)")
+    a.add_argument("--pinned-policy", metavar="SHA256", help="the config digest every run must have been made "
+                   "under (else [console] pinned_policy, else the trail's first config.loaded)")
     a.set_defaults(handler=_lazy("opsgate.cli.audit", "cmd_verify"))
     a = asub.add_parser("forward", parents=[common], help="send the records not yet at the syslog collector")
     a.add_argument("--follow", action="store_true", help="keep forwarding new records until interrupted")

@@ -462,7 +462,7 @@ class Pipeline:
                   link: dict | None = None, capture: dict | None = None) -> RunReport:
         """Audit action.start, then fan out. ``link`` ties a runbook step's records to its runbook run."""
         self._record(ACTION_START, plan, **self._action_fields(plan), **self._stepup_fields(plan, outcome),
-                     **(link or {}))
+                     **(link or {}), config_sha256=self.config.sha256)
         frontend.on_start(plan)
         return self._fan_out(plan, frontend, outcome, pool=pool, capture=capture)
 
@@ -543,7 +543,8 @@ class Pipeline:
                                 plan.target_names, os.urandom(16), display_command=plan.describe_steps())
         fields = self._runbook_fields(plan)
         outcome = self._step_up(plan, plan.requirement, request, frontend, fields, label=plan.runbook.id)
-        self._record(RUNBOOK_START, plan, **fields, **self._stepup_fields(plan, outcome))
+        self._record(RUNBOOK_START, plan, **fields, **self._stepup_fields(plan, outcome),
+                     config_sha256=self.config.sha256)
         every_run_used = False  # the plan's step-up covers the first every-run step only
         results: list[TargetResult] = []
         statuses: dict[int, str] = {}

@@ -30,6 +30,7 @@ from opsgate.console.events import (
     ACTION_START,
     ACTION_TARGET,
     APPROVAL_GRANTED,
+    CONFIG_LOADED,
     GATE_CERTIFICATE,
     RUNBOOK_END,
     RUNBOOK_START,
@@ -106,6 +107,8 @@ class RunSummary:
     steps: list[StepSummary] = field(default_factory=list)
     recordings: list[RecordingRef] = field(default_factory=list)
     certificates: list[dict] = field(default_factory=list)  # gate mode: what the gate signed, per target
+    config_sha256: str | None = None  # the config the run was made under (its start record's config_sha256)
+    other_policy: bool = False  # made under another config digest than the pinned one (console/audit/anchor.py)
     records: list[dict] = field(default_factory=list, repr=False)
 
     @property
@@ -123,7 +126,8 @@ class RunSummary:
     def text(self) -> str:
         """Everything free words in a filter are matched against (lower case)."""
         parts = [self.run, self.name, self.operator, self.outcome, self.command or "", *self.targets,
-                 *(a.approver for a in self.approvals), *(s.command or "" for s in self.steps)]
+                 *(a.approver for a in self.approvals), *(s.command or "" for s in self.steps),
+                 "other-policy" if self.other_policy else ""]
         return " ".join(parts).lower()
 
 
@@ -156,6 +160,8 @@ def _grant(summary: RunSummary, record: dict) -> None:
         summary.fido2_digest = record["fido2_digest"]
     if record.get("requirement"):
         summary.requirement = record["requirement"]
+    if isinstance(record.get("config_sha256"), str) and summary.config_sha256 is None:
+        summary.config_sha256 = record["config_sha256"]
 
 
 def _step_of(run: str, parents: dict[str, str]) -> int | None:
@@ -163,11 +169,17 @@ def _step_of(run: str, parents: dict[str, str]) -> int | None:
     return int(m.group("step")) if m and run in parents else None
 
 
-def build_history(records: Iterable[dict]) -> list[RunSummary]:
-    """Summaries of every run in ``records`` (trail order), newest first. Records without a run are skipped."""
+def build_history(records: Iterable[dict], *, pinned_policy: str | None = None) -> list[RunSummary]:
+    """Summaries of every run in ``records`` (trail order), newest first. Records without a run are skipped.
+
+    A run whose config digest is not ``pinned_policy`` (else the first ``config.loaded`` digest) is flagged
+    ``other_policy`` (and matches the filter word ``other-policy``)."""
     groups: dict[str, list[dict]] = {}
     parents: dict[str, str] = {}  # step run -> runbook run
+    first_config: str | None = None
     for record in records:
+        if first_config is None and record.get("event") == CONFIG_LOADED and isinstance(record.get("sha256"), str):
+            first_config = record["sha256"]
         run = record.get("run")
         if not isinstance(run, str) or not run:
             continue
@@ -188,9 +200,11 @@ def build_history(records: Iterable[dict]) -> list[RunSummary]:
         if owner not in summaries:
             summaries[owner] = RunSummary(run=owner)
         summaries[owner].records.extend(recs)
+    pin = pinned_policy or first_config
     for summary in summaries.values():
         summary.records.sort(key=lambda r: r.get("seq", 0))
         _summarise(summary, parents)
+        summary.other_policy = pin is not None and summary.config_sha256 not in (None, pin)
     return sorted(summaries.values(), key=lambda s: (s.started, s.first_seq), reverse=True)
 
 
@@ -448,7 +462,8 @@ def find_summary(summaries: list[RunSummary], prefix: str) -> RunSummary:
     return by_id[pick_run(prefix, [s.run for s in summaries if s.run.startswith(prefix)])]
 
 
-def export_run(audit_path: Path, state_dir: Path, prefix: str) -> tuple[dict, bool]:
+def export_run(audit_path: Path, state_dir: Path, prefix: str, *,
+               pinned_policy: str | None = None) -> tuple[dict, bool]:
     """The evidence for one run as a JSON-ready document, and whether all of it verifies.
 
     The document holds the run's records in trail order (runbook steps included), the chain's
@@ -456,7 +471,7 @@ def export_run(audit_path: Path, state_dir: Path, prefix: str) -> tuple[dict, bo
     """
     audit_path, state_dir = Path(audit_path), Path(state_dir)
     trail = AuditTrail(audit_path)
-    summary = find_summary(build_history(trail.records()), prefix)
+    summary = find_summary(build_history(trail.records(), pinned_policy=pinned_policy), prefix)
     report = verify(audit_path, state_dir=state_dir, check_recordings=False)
     recordings = []
     for ref, problem in check_recordings(summary, state_dir):
@@ -489,6 +504,8 @@ def export_run(audit_path: Path, state_dir: Path, prefix: str) -> tuple[dict, bo
         "exit_code": summary.exit_code,
         "factor": summary.factor,
         "fido2_digest": summary.fido2_digest,
+        "config_sha256": summary.config_sha256,
+        "other_policy": summary.other_policy,
         "approvals": [{"approver": a.approver, "factor": a.factor, "digest": a.digest, "time": a.time,
                        "step": a.step} for a in summary.approvals],
         "chain": chain,

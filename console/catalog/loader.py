@@ -199,6 +199,7 @@ def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
     t = c.table(raw, "console", {
         "operator": (str,), "state_dir": (str,), "known_hosts": (list,), "max_parallel": (int,),
         "connect_timeout": (int, str), "rp_id": (str,), "authenticators": (list,), "attestation_roots": (list,),
+        "pinned_policy": (str,),
     })
     known_hosts = []
     for i, item in enumerate(t.get("known_hosts", ["~/.ssh/known_hosts"])):
@@ -220,8 +221,14 @@ def _settings(c: _Checker, raw: dict, default_operator: str | None) -> Settings:
     if not _ID.match(operator):
         c.error("console.operator", f"invalid operator name {operator!r}")
     state_dir = Path(t["state_dir"]).expanduser() if "state_dir" in t else None
+    pinned = t.get("pinned_policy")
+    if pinned is not None:
+        pinned = pinned.strip().lower()
+        if not re.match(r"^[0-9a-f]{64}$", pinned):
+            c.error("console.pinned_policy", f"expected a config sha256 (64 hex digits), got {t['pinned_policy']!r}")
+            pinned = None
     return Settings(operator, state_dir, tuple(known_hosts), max_parallel, connect_timeout,
-                    t.get("rp_id", DEFAULT_RP_ID), *_authenticators(c, t))
+                    t.get("rp_id", DEFAULT_RP_ID), *_authenticators(c, t), pinned_policy=pinned)
 
 
 _AAGUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")

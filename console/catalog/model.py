@@ -33,6 +33,9 @@ class Settings:
     # their certificate chain must reach (PEM files; empty = no chain asked for).
     authenticators: tuple[str, ...] | None = None
     attestation_roots: tuple[Path, ...] = ()
+    # The config digest (sha256 of the file) runs must have been made under: `opsgate audit verify` and the
+    # history flag a run under another (console/audit/anchor.py). Read from the reviewer's config.
+    pinned_policy: str | None = None
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,9 @@ def test_third_step_fails_and_later_steps_never_run(lab):
     assert "promoted" not in r.stdout and "verified" not in r.stdout
     starts = [x for x in records(state) if x["event"] == "action.start"]
     assert [s["step"] for s in starts] == [1, 2, 3]  # step runs link to the runbook run
+    digest = records(state)[0]["sha256"]  # config.loaded: each start record names the config it ran under
+    assert [x.get("config_sha256") for x in records(state) if x["event"] in ("runbook.start", "action.start")] \
+        == [digest] * 4
     rb_run = [x for x in records(state) if x["event"] == "runbook.start"][0]["run"]
     assert all(s["runbook_run"] == rb_run and s["run"].startswith(rb_run) for s in starts)
     assert events(state)[-1] == "runbook.end"
