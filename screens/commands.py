@@ -34,6 +34,8 @@ class ConsoleCommands(Provider):
             ("Verify the audit trail", console.action_verify_audit, "check the hash chain and recordings (v)"),
             ("Run history and replay", console.action_history, "past runs, approvals, verified recordings (h)"),
             ("Cancel the running action", console.action_cancel_run, "stop the remote processes (x)"),
+            ("Show or hide the audit trail", console.action_toggle_audit,
+             "the live audit pane: over the output on a narrow terminal (o)"),
             ("Dry run (audited)", console.action_dry_run, "record the exact command in the trail; run nothing (d)"),
             ("Filter by risk: all", partial(console.set_risk, None), "show every risk level"),
         ]
