@@ -144,7 +144,22 @@ def _verify_evidence(ctx, path: Path, report) -> int:
               + (f"; {policy.undigested} runs carry no config digest (older records)" if policy.undigested else "")
               + ("" if policy.explicit or not policy.mismatched else
                  "; set [console] pinned_policy (or --pinned-policy) to make this fail"), file=sys.stderr)
-    return status
+    return max(status, _verify_assertions(path))
+
+
+def _verify_assertions(path: Path) -> int:
+    """Every recorded FIDO2 assertion re-verified offline against its enrolled key (console/audit/assertions.py)."""
+    from opsgate.console.audit.assertions import check_assertions
+
+    fido = check_assertions(path)
+    for problem in fido.problems:
+        print(f"FAIL: {escape_line(problem)}")
+    if fido.verified or fido.problems or fido.unverifiable:
+        print(f"note: re-verified {fido.verified} FIDO2 approval{'s' if fido.verified != 1 else ''} against the "
+              f"enrolled keys; {len(fido.problems)} do not verify"
+              + (f"; {fido.unverifiable} cannot be re-verified (recorded before assertions or public keys were)"
+                 if fido.unverifiable else ""), file=sys.stderr)
+    return EXIT_FAILED if fido.problems else EXIT_OK
 
 
 def _verify_against(path: Path, collector: Path) -> int:

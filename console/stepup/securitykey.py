@@ -20,11 +20,12 @@ roots, and whether opsgate's software key may be enrolled (tests and the demo on
 
 from __future__ import annotations
 
+import base64
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
@@ -107,6 +108,9 @@ class KeyAccepted:
     credential_id: bytes
     sign_count: int
     user_verified: bool
+    # What a reviewer needs to check the assertion offline (console/audit/assertions.py): credential_id (hex),
+    # authenticator_data, client_data_json, signature (base64) and rp_id. Never a PIN.
+    assertion: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -393,7 +397,12 @@ class SecurityKey:
         stored = next(c.sign_count for c in credentials if c.credential_id == cred.credential_id)
         if not counter_ok(stored, auth_data.counter):
             return CloneSuspected(cred.credential_id, stored, auth_data.counter)
-        return KeyAccepted(cred.credential_id, auth_data.counter, auth_data.is_user_verified())
+        return KeyAccepted(cred.credential_id, auth_data.counter, auth_data.is_user_verified(), assertion={
+            "credential_id": cred.credential_id.hex(), "rp_id": self.rp_id,
+            "authenticator_data": base64.b64encode(bytes(auth_data)).decode("ascii"),
+            "client_data_json": base64.b64encode(bytes(response.response.client_data)).decode("ascii"),
+            "signature": base64.b64encode(bytes(response.response.signature)).decode("ascii"),
+        })
 
     def _operation(self, cancel: threading.Event | None, ask_pin: PinAsker | None, call, credential_ids: list[bytes],
                    *, register: bool, user_verification: bool):

@@ -175,9 +175,18 @@ def enroll_hint(factor: str) -> str:
 
 
 def enroll_fido2_fields(operator: str, cred: FidoCredential) -> dict:
-    """The ``enroll.fido2`` record's fields: which key, which model, and whether its attestation verified."""
+    """The ``enroll.fido2`` record's fields: which key, which model, whether its attestation verified, and its
+    public key (the COSE key of the credential data, CBOR in base64), against which ``opsgate audit verify``
+    re-verifies every assertion it makes."""
+    import base64
+
+    from fido2 import cbor
+    from fido2.webauthn import AttestedCredentialData
+
+    public_key = base64.b64encode(cbor.encode(dict(AttestedCredentialData(cred.credential_data).public_key)))
     return {"operator": operator, "credential": cred.name, "credential_id": cred.credential_id.hex(),
-            "aaguid": cred.aaguid, "attestation": cred.attestation, "attestation_verified": cred.attestation_verified}
+            "aaguid": cred.aaguid, "attestation": cred.attestation, "attestation_verified": cred.attestation_verified,
+            "public_key": public_key.decode("ascii")}
 
 
 def load_attestation_roots(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
@@ -377,7 +386,7 @@ class StepUp:
             return Grant(operator, "otp", self.clock()), None
         digest = request.digest()
         verified = self._fido2(operator, creds.fido2 if keys is None else keys, digest, requirement.user_verification,
-                               prompt, prompter, audit)
+                               prompt, prompter, audit, nonce=request.nonce)
         return Grant(operator, "fido2", self.clock(), verified), digest
 
     def _otp(self, prompt: Prompt, prompter: Prompter, audit: AuditHook) -> None:
@@ -417,7 +426,7 @@ class StepUp:
                     raise StepUpDenied(f"no OTP enrolled for {operator}: {enroll_hint('otp')}")
 
     def _fido2(self, operator: str, credentials: list[FidoCredential], digest: bytes, user_verification: bool,
-               prompt: Prompt, prompter: Prompter, audit: AuditHook) -> bool:
+               prompt: Prompt, prompter: Prompter, audit: AuditHook, *, nonce: bytes | None = None) -> bool:
         """One touch over the request digest; refuse a bad assertion or a counter that did not grow.
         True when the key also verified the user (PIN or biometric). A key locked by a clone signal is
         not asked at all, and a clone signal locks the key until it is enrolled again."""
@@ -476,8 +485,12 @@ class StepUp:
             raise StepUpDenied(f"security key {name!r} of {operator} reported sign counter {clone.received_count}, "
                                f"not above {clone.stored_count}: possibly cloned; refused, and the key is locked "
                                f"until it is enrolled again (with another factor)")
+        # The assertion as signed (never a PIN), and the request's nonce: a reviewer re-verifies it offline.
+        assertion = {**result.assertion, **({"nonce": nonce.hex()} if nonce is not None else {})} \
+            if result.assertion else None
         self._event(audit, STEPUP_SUCCESS, prompt, credential=name, sign_count=result.sign_count,
-                    user_verified=result.user_verified, digest=digest.hex())
+                    user_verified=result.user_verified, digest=digest.hex(),
+                    **({"assertion": assertion} if assertion else {}))
         return result.user_verified
 
     def _event(self, audit: AuditHook, name: str, prompt: Prompt, **fields) -> None:
