@@ -644,7 +644,7 @@ def _secure(sock, name: str, hop: Hop, endpoint: Endpoint, known: KnownHosts, *,
         options.key_types = preferred_key_types(trusted, plain, certificates if authorities else ())
         options.ciphers = _preferred(options.ciphers, PREFERRED_CIPHERS)
         options.digests = _preferred(options.digests, PREFERRED_MACS)
-        transport.banner_timeout = endpoint.connect_timeout
+        transport.banner_timeout = endpoint.connect_timeout + 1.0  # our own wait (_handshake) names a silent peer first
         transport.handshake_timeout = endpoint.connect_timeout
         _handshake(transport, name, hop, endpoint.connect_timeout)
         host_key = _check_host_key(name, hop, transport.get_remote_server_key(), known, trusted, revoked, authorities)
