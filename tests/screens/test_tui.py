@@ -409,10 +409,10 @@ def step_history(monkeypatch) -> dict[int, list[str]]:
 
 
 async def failover_until_pause(pilot, demo) -> OutputPanel:
-    """Run the demo's database-failover runbook through its one step-up up to the pause at step 5."""
+    """Run the demo's failover runbook through its one step-up up to the pause at step 5."""
     app = pilot.app
     screen = console(app)
-    await select(pilot, "database-failover")
+    await select(pilot, "failover")
     steps_text = str(screen.query_one("#detail-steps").render())
     assert "./bin/pg repoint db-replica" in steps_text and "pause" in steps_text
     assert not screen.query_one("#targets-box").display  # a runbook's steps name their own targets
@@ -420,7 +420,7 @@ async def failover_until_pause(pilot, demo) -> OutputPanel:
     modal = await confirm_run(pilot)
     assert "6 steps" in str(modal.summary.renderable())  # the whole plan, counted
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-    await pilot.press(*"database-failover", "enter")  # the runbook's name, not a list of hosts
+    await pilot.press(*"failover", "enter")  # the runbook's name, not a list of hosts
     touch = await wait_for(pilot, lambda: isinstance(app.screen, TouchModal) and app.screen, what="the touch modal")
     output = screen.query_one(OutputPanel)
     assert set(output.step_statuses.values()) == {"pending"} and len(output.step_statuses) == 6

@@ -115,12 +115,12 @@ def test_finished_runbook(snap_compare, frozen):
 
     async def run_before(pilot):
         screen = app.main_screen
-        screen.select_action("database-failover")
+        screen.select_action("failover")
         await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
         await pilot.press("r")
         await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-        await pilot.press(*"database-failover", "enter")
+        await pilot.press(*"failover", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
         await pilot.press("t")
         await wait_for(pilot, lambda: screen.pause is not None, timeout=60, what="the pause")
@@ -155,12 +155,12 @@ def test_main_screen_80x24(snap_compare, frozen):
 
 async def _runbook_touch_modal(pilot, app) -> None:
     screen = app.main_screen
-    screen.select_action("database-failover")
+    screen.select_action("failover")
     await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
     await pilot.press("r")
     await confirm_run(pilot)
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-    await pilot.press(*"database-failover", "enter")
+    await pilot.press(*"failover", "enter")
     await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
     await settle(pilot)
 

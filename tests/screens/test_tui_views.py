@@ -59,9 +59,9 @@ async def test_a_runbook_dry_run_counts_its_steps_in_the_history(demo):
     app = app_for(demo)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.main_screen
-        screen.select_action("database-failover")
+        screen.select_action("failover")
         await wait_for(pilot, lambda: screen.query_one(ActionDetail).action is not None
-                       and screen.query_one(ActionDetail).action.id == "database-failover")
+                       and screen.query_one(ActionDetail).action.id == "failover")
         screen.query_one(ActionTable).focus()
         await pilot.press("d")
         await wait_for(pilot, lambda: any(r.get("event") == "action.dry_run" for r in
@@ -72,7 +72,7 @@ async def test_a_runbook_dry_run_counts_its_steps_in_the_history(demo):
         run = history.shown[0]
         assert run.outcome == "dry-run" and len(run.steps) == 6
         name = str(history.query_one(DataTable).get_row_at(0)[2])
-        assert "database-failover (6 steps)" in name or "database-failover (6 step" in name
+        assert "failover (6 steps)" in name or "failover (6 step" in name
 
 
 def test_run_detail_labels_never_run_into_their_values(tmp_path):
