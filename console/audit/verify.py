@@ -3,9 +3,12 @@
 What holds (``trail.py`` describes the record and line format): each line's ``hash`` is the sha256
 of the exact bytes before it, the line is the canonical JSON of its record, ``seq`` counts up by
 one and ``prev`` is the previous record's hash (``GENESIS`` for the first). ``verify`` streams the
-file in blocks and never holds more than a few of them; from ``PARALLEL_MIN_BYTES`` on, blocks are
-verified in worker processes and linked in file order (benchmarks/audit.py measures both).
-``verify_from`` goes on from an earlier report's end, for a pane that follows the trail.
+file in blocks and never holds more than a few of them. A block is checked a sub-block at a time, all its
+lines at once (``_verify_batch``: one parse, one canonical text, hashes in a row); a sub-block that does
+not pass is checked line by line (``_verify_lines``, the reference), which finds and words the problem.
+From ``PARALLEL_MIN_BYTES`` on, blocks are verified in worker processes that read the file themselves,
+and linked in file order (benchmarks/audit.py measures both). ``verify_from`` goes on from an earlier
+report's end, for a pane that follows the trail.
 
 Recordings: every ``action.target`` record names a recording (relative to the state dir) and its
 sha256, or says it could not be written (``recording_error``: the run stopped that target, outcome
@@ -17,16 +20,17 @@ and ``opsgate audit export`` all ask it).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from operator import itemgetter, methodcaller
 from pathlib import Path
 
 from opsgate.actions.display import escape_line
-from opsgate.console.audit.recording import file_sha256
 from opsgate.console.audit.trail import ENCODER, GENESIS, REQUIRED, hashed_prefix, preview, record_hash
 from opsgate.console.events import ACTION_TARGET, AUDIT_RECOVERED
 from opsgate.console.files import FileShrank, read_complete_lines
@@ -51,9 +55,11 @@ class VerifyReport:
     last_seq: int = 0  # seq of the last good record (0: none)
 
 
-PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024  # below this, starting worker processes (~0.1 s) costs more than it saves
 _SEQUENTIAL_BLOCK = 1024 * 1024
-_PARALLEL_BLOCK = 8 * 1024 * 1024
+_PARALLEL_BLOCK = 2 * 1024 * 1024
+_SCAN = 4096  # read at a time when looking for the end of a line
+_SUB_BLOCK = 128 * 1024  # what _verify_batch takes at once: many records, and its objects stay in the CPU cache
 
 
 @dataclass
@@ -79,73 +85,239 @@ class _Chunk:
 def _verify_chunk(data: bytes) -> _Chunk:
     """Verify a block of complete lines; the link into its first record is left to the caller.
 
-    The hot loop of ``verify``: per line one sha256 over the exact bytes, one parse, one
-    re-serialisation for the canonical check, and the link checks.
+    The block goes in sub-blocks of about ``_SUB_BLOCK`` bytes through ``_verify_batch`` (every check at
+    once over the sub-block, see there); a sub-block it does not accept is verified line by line
+    (``_verify_lines``), which decides and words the problem. The report is the same either way.
     """
     chunk = _Chunk()
-    sha256, decode, encode = hashlib.sha256, _DECODER.decode, ENCODER.encode
-    seq, prev = None, None
+    seq: int | None = None
+    prev: bytes | None = None
+    pos, size = 0, len(data)
     try:
-        for line in data.splitlines(keepends=True):
-            chunk.lines += 1
-            split = hashed_prefix(line)
-            if split is None:
-                try:
-                    decode(line.decode("utf-8"))
-                    chunk.problem = ("no hash at the end of the line (not written by opsgate)", None)
-                except ValueError as e:
-                    chunk.problem = (f"bad JSON: {e}", None)
-                return chunk
-            prefix, stored = split
-            try:
-                text = prefix.decode("utf-8")
-                record = decode(text)
-            except ValueError as e:  # UnicodeDecodeError is a ValueError
-                chunk.problem = (f"bad JSON: {e}", None)
-                return chunk
-            if type(record) is not dict:
-                chunk.problem = ("bad JSON: not an object", None)
-                return chunk
-            found = record.get("seq")
-            if sha256(prefix).hexdigest().encode("ascii") != stored:
-                chunk.problem = ("hash mismatch (the record was changed after it was written)", found)
-                return chunk
-            try:
-                same = encode(record) == text
-            except ValueError:
-                same = False
-            if not same:
-                chunk.problem = ("not canonical JSON (sorted keys, no spaces): not written by opsgate", found)
-                return chunk
-            missing = [k for k in REQUIRED if k not in record]
-            if missing:
-                chunk.problem = (f"missing field(s): {', '.join(missing)}", found)
-                return chunk
-            if type(found) is not int:  # not a number (text can carry escapes into whoever shows it), bool, float
-                chunk.problem = (f"seq is not an integer: {shown_value(found)}", None)
-                return chunk
-            if seq is None:
-                chunk.first_seq, chunk.first_prev = found, record["prev"]
-            else:
-                problem = _link_problem(seq, prev, found, record["prev"])
-                if problem:
-                    chunk.problem = (problem, found)
+        while pos < size:
+            end = data.find(b"\n", min(pos + _SUB_BLOCK, size) - 1) + 1 or size
+            block = data[pos:end]
+            batch = _verify_batch(block, seq, prev)
+            if batch is None:
+                seq, prev = _verify_lines(block, chunk, seq, prev)
+                if chunk.problem:
                     return chunk
-            event = record["event"]
-            if event == ACTION_TARGET and "recording" in record:
-                chunk.recordings.append((found, chunk.lines, record["recording"], record.get("recording_sha256"),
-                                         record.get("recording_error")))
-            elif event == AUDIT_RECOVERED:
-                chunk.notes.append(escape_line(f"seq {found}: audit.recovered: {record.get('length')} bytes of a "
-                                               f"truncated line cut at byte {record.get('offset')}: "
-                                               f"{record.get('preview')}"))
-            seq, prev = found, stored
-            chunk.count += 1
-            chunk.bytes += len(line)
+            else:
+                n, first_seq, first_prev, seq, prev, recordings, notes = batch
+                if not chunk.count:
+                    chunk.first_seq, chunk.first_prev = first_seq, first_prev
+                chunk.recordings += [(s, chunk.lines + line, *rest) for s, line, *rest in recordings]
+                chunk.notes += notes
+                chunk.count += n
+                chunk.lines += n
+                chunk.bytes += len(block)
+            pos = end
         return chunk
     finally:
         if seq is not None:
             chunk.last_seq, chunk.last_hash = seq, prev
+
+
+def _verify_lines(data: bytes, chunk: _Chunk, seq: int | None, prev: bytes | None) -> tuple[int | None, bytes | None]:
+    """Verify ``data`` line by line into ``chunk``, going on from record ``seq`` whose hash is ``prev``
+    (None: ``data`` starts the chunk); return the last good record's seq and hash. Stops at the first
+    problem, which it puts in ``chunk.problem``.
+
+    Per line: one sha256 over the exact bytes, one parse, one re-serialisation for the canonical check,
+    and the link checks. This is the reference: ``_verify_batch`` accepts only what this accepts.
+    """
+    sha256, decode, encode = hashlib.sha256, _DECODER.decode, ENCODER.encode
+    for line in data.splitlines(keepends=True):
+        chunk.lines += 1
+        split = hashed_prefix(line)
+        if split is None:
+            try:
+                decode(line.decode("utf-8"))
+                chunk.problem = ("no hash at the end of the line (not written by opsgate)", None)
+            except ValueError as e:
+                chunk.problem = (f"bad JSON: {e}", None)
+            return seq, prev
+        prefix, stored = split
+        try:
+            text = prefix.decode("utf-8")
+            record = decode(text)
+        except ValueError as e:  # UnicodeDecodeError is a ValueError
+            chunk.problem = (f"bad JSON: {e}", None)
+            return seq, prev
+        if type(record) is not dict:
+            chunk.problem = ("bad JSON: not an object", None)
+            return seq, prev
+        found = record.get("seq")
+        if sha256(prefix).hexdigest().encode("ascii") != stored:
+            chunk.problem = ("hash mismatch (the record was changed after it was written)", found)
+            return seq, prev
+        try:
+            same = encode(record) == text
+        except ValueError:
+            same = False
+        if not same:
+            chunk.problem = ("not canonical JSON (sorted keys, no spaces): not written by opsgate", found)
+            return seq, prev
+        missing = [k for k in REQUIRED if k not in record]
+        if missing:
+            chunk.problem = (f"missing field(s): {', '.join(missing)}", found)
+            return seq, prev
+        if type(found) is not int:  # not a number (text can carry escapes into whoever shows it), bool, float
+            chunk.problem = (f"seq is not an integer: {shown_value(found)}", None)
+            return seq, prev
+        if seq is None:
+            chunk.first_seq, chunk.first_prev = found, record["prev"]
+        else:
+            problem = _link_problem(seq, prev, found, record["prev"])
+            if problem:
+                chunk.problem = (problem, found)
+                return seq, prev
+        _note(record, found, chunk.lines, chunk.recordings, chunk.notes)
+        seq, prev = found, stored
+        chunk.count += 1
+        chunk.bytes += len(line)
+    return seq, prev
+
+
+def _note(record: dict, seq: int, line: int, recordings: list, notes: list) -> None:
+    """What a good record adds besides the chain: the recording an ``action.target`` names (checked after
+    the chain), and a note for an ``audit.recovered``."""
+    event = record["event"]
+    if event == ACTION_TARGET and "recording" in record:
+        recordings.append((seq, line, record["recording"], record.get("recording_sha256"),
+                           record.get("recording_error")))
+    elif event == AUDIT_RECOVERED:
+        notes.append(escape_line(f"seq {seq}: audit.recovered: {record.get('length')} bytes of a "
+                                 f"truncated line cut at byte {record.get('offset')}: {record.get('preview')}"))
+
+
+_HASH_KEY = b',"hash":"'  # every line ends in ,"hash":"<64 hex>"}\n (trail.py, "Line format")
+_HASH_KEY_TEXT = _HASH_KEY.decode("ascii")
+_LINE_END_TEXT = '"}'
+_TAIL = len(_HASH_KEY) + 64 + len(_LINE_END_TEXT)  # what follows the hashed bytes (less their "}") on a line
+_TAIL_JOIN = _LINE_END_TEXT + _HASH_KEY_TEXT
+# Put between two lines' texts in the array _verify_batch parses. One byte (DEL), so looking for it in a block
+# is a memchr; a block that holds one goes line by line. Not JSON syntax, and the encoder never escapes it.
+_SENTINEL = "\x7f"
+_SEPARATOR_TEXT = ',"' + _SENTINEL + '",'
+_SEPARATOR = _SEPARATOR_TEXT.encode("ascii")
+_REQUIRED_GETTER = itemgetter(*REQUIRED)
+_HEXDIGEST = methodcaller("hexdigest")
+# The canonical encoder, without the cycle check (parsed JSON has no cycles); the same text as ENCODER.
+_CANONICAL = copy.copy(ENCODER)
+_CANONICAL.check_circular = False
+
+
+def _verify_batch(block: bytes, seq: int | None, prev: bytes | None) -> tuple | None:
+    """Every check ``_verify_lines`` makes, over a block of complete lines at once, going on from record
+    ``seq`` (hash ``prev``; None: the block starts the chunk); None unless every line passes them all.
+
+    Returns (records verified, first seq, first prev, last seq, last hash, recordings, notes), line numbers
+    relative to the block. How it stays exactly as strict as the per-line reference:
+
+    - Every line ends in ``,"hash":"<64 hex>"}``, the hex being what sha256 gives for the line's hashed
+      bytes (all lines' ends compared at once, as one string: each is of fixed length).
+    - The hashed bytes of all lines are parsed as ONE JSON array, a sentinel string between two lines; the
+      parse must give the sentinel at every odd index and an object at every even one. The sentinel does
+      not occur in the block (else the reference decides), so in that text it occurs exactly at the n-1
+      places put there.
+    - The canonical text of that array must be that very text. It gives each sentinel element as
+      ``"sentinel"``, and no object can hold the sentinel (the text has only n-1), so these are at the n-1
+      places put there: the text between two of them, a line's bytes, is exactly the canonical text of the
+      object between them. Each line is one canonical JSON object on its own (a string or an object cannot
+      run across lines). The canonical text comes from ``_CANONICAL``, or (a block of like records) from
+      ``_canonical_by_template``.
+    - Then the fields: every REQUIRED field, seq an int counting up by one from ``seq``, each prev the
+      line before's hash.
+    """
+    lines = block.split(b"\n")
+    if lines.pop() or not lines or min(map(len, lines)) <= _TAIL:
+        return None
+    n = len(lines)
+    texts = [line[:-_TAIL] + b"}" for line in lines]
+    hexes = list(map(_HEXDIGEST, map(hashlib.sha256, texts)))
+    tails = b"".join([line[-_TAIL:] for line in lines])
+    if tails != (_HASH_KEY_TEXT + _TAIL_JOIN.join(hexes) + _LINE_END_TEXT).encode("ascii"):
+        return None
+    if _SENTINEL.encode("ascii") in block:
+        return None
+    try:
+        text = "[" + _SEPARATOR.join(texts).decode("utf-8") + "]"
+        items = _DECODER.decode(text)
+        if type(items) is not list or len(items) != 2 * n - 1 or items[1::2] != [_SENTINEL] * (n - 1):
+            return None
+        records = items[0::2]
+        fields = _canonical_by_template(records, text) if b"\\" not in block else None
+        if fields is None:  # not a block of like records: the canonical encoder
+            if _CANONICAL.encode(items) != text:
+                return None
+            seqs, _, events, _, _, prevs = zip(*map(_REQUIRED_GETTER, records))
+            recorded = b'"recording":' in block
+        elif fields is False:
+            return None
+        else:
+            seqs, events, prevs, recorded = fields
+    except (ValueError, KeyError, TypeError, RecursionError):  # TypeError: a record that is not an object
+        return None
+    first = seqs[0]
+    if set(map(type, seqs)) != {int} or seqs != tuple(range(first, first + n)) or prevs[1:] != tuple(hexes[:-1]):
+        return None
+    if seq is not None and (first != seq + 1 or prevs[0] != prev.decode("ascii")):
+        return None
+    recordings: list = []
+    notes: list = []
+    if recorded or AUDIT_RECOVERED in events:
+        for i, record in enumerate(records):
+            _note(record, seqs[i], i + 1, recordings, notes)
+    return n, first, prevs[0], seqs[-1], hexes[-1].encode("ascii"), recordings, notes
+
+
+# How _canonical_by_template writes a value of each type, as the canonical encoder does: a string that needs
+# no escape between quotes, int and float by their repr (an inf or nan comes out as no JSON text spells it,
+# so such a line never matches), null (the argument, None, printed with no characters).
+_TEMPLATE_FORMATS = {str: '"%s"', int: "%d", float: "%r", type(None): "%.0snull"}
+_REQUIRED_SET = frozenset(REQUIRED)
+
+
+def _canonical_by_template(records: list, text: str):
+    """For a block of like records, confirm ``text`` (the array of records and sentinels) is their canonical
+    text without running the encoder: (seqs, events, prevs, whether they have a recording field) if it is,
+    False if it is not, None if the records are not alike or the template does not give ``text`` (then the
+    caller asks the encoder).
+
+    Alike: as many fields each, the first record's keys (sorted, checked once), and in each field values of
+    one type among str, int, float and None. Their canonical text is then one format string filled per record
+    (``%`` in C): each key in its canonical spelling, each value as ``_TEMPLATE_FORMATS`` writes it, which
+    is exactly the encoder's text for it: ints and floats by their repr, and strings between quotes as
+    they are, because the caller only asks when the block holds no backslash. Decoded from such a block
+    (strict: no raw control characters), a string holds no quote, backslash or control character, i.e.
+    nothing the encoder would escape. For the same reason no sentinel can be spelt with escapes, so the
+    parse alone already put each line's bytes between two of the sentinels put there. A record with other
+    keys is filled in with the first record's keys, so its text can only match if it has those keys.
+    The type of every value is checked, not assumed from the first record: a list formatted as ``%r``
+    comes out as its Python repr, which can be JSON, but not canonical JSON.
+    """
+    if len(set(map(len, records))) != 1:
+        return None
+    values = list(map(tuple, map(dict.values, records)))  # TypeError: a record that is not an object
+    columns = list(zip(*values))
+    formats = []
+    for column in columns:
+        types = set(map(type, column))
+        form = _TEMPLATE_FORMATS.get(types.pop()) if len(types) == 1 else None
+        if form is None:
+            return None
+        formats.append(form)
+    shape = list(records[0])
+    if shape != sorted(shape) or not _REQUIRED_SET.issubset(shape):
+        return False
+    template = "{" + ",".join(_CANONICAL.encode(key).replace("%", "%%") + ":" + form
+                              for key, form in zip(shape, formats)) + "}"
+    joined = _SEPARATOR_TEXT.join(map(template.__mod__, values))
+    if len(joined) + 2 != len(text) or not text.startswith(joined, 1):  # text is "[" + joined + "]"
+        return None
+    where = {key: i for i, key in enumerate(shape)}
+    return columns[where["seq"]], columns[where["event"]], columns[where["prev"]], "recording" in where
 
 
 def shown_value(value: object, limit: int = 40) -> str:
@@ -164,43 +336,233 @@ def _link_problem(seq: int, prev: bytes, found: object, found_prev: object) -> s
     return "; ".join(wrong) or None
 
 
-def _blocks(f, size: int) -> Iterator[bytes]:
-    """Blocks of about ``size`` bytes ending at a newline, then the trailing partial line (maybe empty)."""
-    rest = b""
-    while block := f.read(size):
-        block = rest + block
-        end = block.rfind(b"\n") + 1
-        rest = block[end:]
-        if end:
-            yield block[:end]
-    yield rest
-
-
 def _chunks(f, workers: int) -> Iterator[_Chunk | bytes]:
     """``_verify_chunk`` results in file order, then the trailing partial line (bytes, maybe empty)."""
+    fd = f.fileno()
+    st = os.fstat(fd)
     if workers <= 1:
-        for block in _blocks(f, _SEQUENTIAL_BLOCK):
-            yield _verify_chunk(block) if block.endswith(b"\n") else block
+        for start, end, complete in _line_ranges(fd, st.st_size, _SEQUENTIAL_BLOCK):
+            yield _verify_chunk(_pread(fd, start, end)) if complete else _pread(fd, start, end)
         return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
-    # spawn, not fork: the caller may be a threaded program (the TUI).
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    pending: deque = deque()
+    task = (os.path.abspath(os.fsdecode(f.name)), (st.st_dev, st.st_ino))
+    ranges = _line_ranges(fd, st.st_size, _PARALLEL_BLOCK)
+    pool = _Workers(workers)
+    # In file order: (start, end, the worker verifying it or None, the chunk when verified here).
+    pending: deque[tuple[int, int, int | None, _Chunk | None]] = deque()
+    tail: tuple[int, int] | None = None  # what follows the last newline
+    answered = False  # no worker has answered yet: they are still starting, this process verifies meanwhile
+    submitted = 0
+
+    def next_range() -> tuple[int, int] | None:
+        nonlocal tail
+        if tail is None:
+            for start, end, complete in ranges:
+                if complete:
+                    return start, end
+                tail = (start, end)
+        return None
+
     try:
-        for block in _blocks(f, _PARALLEL_BLOCK):
-            if not block.endswith(b"\n"):
-                while pending:
-                    yield pending.popleft().result()
-                yield block
-                return
-            pending.append(pool.submit(_verify_chunk, block))
-            if len(pending) > 2 * workers:  # bounded read-ahead: streaming, never the whole file
-                yield pending.popleft().result()
+        while True:
+            while sum(1 for p in pending if p[2] is not None) < 2 * workers:  # bounded read-ahead
+                span = next_range()
+                if span is None:
+                    break
+                pending.append((*span, pool.submit(submitted % workers, (*task, *span)), None))
+                submitted += 1  # round robin: each worker answers in the order it was asked
+            if not pending:
+                break
+            start, end, worker, chunk = pending[0]
+            if chunk is None and worker is not None and not answered and not pool.ready(worker):
+                span = next_range()
+                if span is not None:
+                    pending.append((*span, None, _verify_chunk(_pread(fd, *span))))
+                    continue
+            pending.popleft()
+            if chunk is None:
+                chunk = pool.result(worker)
+                answered = True
+            yield chunk if chunk is not None else _verify_chunk(_pread(fd, start, end))
+        yield _pread(fd, *tail) if tail is not None else b""
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.close()
+
+
+# A worker's program: the parent's sys.path first (as multiprocessing's spawn passes it), then _serve().
+_WORKER = ("import pickle, sys; n = int.from_bytes(sys.stdin.buffer.read(8), 'big'); "
+           "sys.path[:] = pickle.loads(sys.stdin.buffer.read(n)); "
+           "from opsgate.console.audit.verify import _serve; _serve()")
+
+
+class _Workers:
+    """Worker processes for ``verify``: each a fresh interpreter (``python -I -c _WORKER``) that imports this
+    module and nothing else (not the caller's ``__main__``, as multiprocessing's spawn would: the CLI's
+    would cost each worker more than it saves), and reads the trail itself: only offsets and the small
+    ``_Chunk`` answers go through its pipes. A worker that cannot start or dies answers None, and the
+    caller verifies that range itself. Not fork: the caller may be a threaded program (the TUI)."""
+
+    def __init__(self, count: int):
+        import subprocess
+        import sys
+
+        self._procs: list = []
+        for _ in range(count):
+            try:
+                proc = subprocess.Popen([sys.executable, "-I", "-c", _WORKER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+                                        bufsize=0)
+                _send(proc.stdin, list(sys.path))
+            except (OSError, TypeError, ValueError):  # no sys.executable here (embedded): verify in-process
+                proc = None
+            self._procs.append(proc)
+
+    def submit(self, worker: int, task: tuple) -> int | None:
+        """Ask ``worker`` to verify ``task`` (a ``_verify_range`` call); returns who to ask for the result."""
+        proc = self._procs[worker]
+        if proc is not None:
+            try:
+                _send(proc.stdin, task)
+                return worker
+            except OSError:
+                self._drop(worker)
+        return None
+
+    def ready(self, worker: int) -> bool:
+        """True when ``worker`` has an answer waiting (or is gone): ``result`` would not wait."""
+        import select
+
+        proc = self._procs[worker]
+        return proc is None or bool(select.select([proc.stdout], [], [], 0)[0])
+
+    def result(self, worker: int | None) -> _Chunk | None:
+        """The answer to ``worker``'s oldest task (None: do it yourself)."""
+        proc = self._procs[worker] if worker is not None else None
+        if proc is None:
+            return None
+        try:
+            answer = _receive(proc.stdout)
+        except (OSError, EOFError, ValueError):
+            answer = None
+        if answer is None:
+            self._drop(worker)
+        return answer
+
+    def _drop(self, worker: int) -> None:
+        proc, self._procs[worker] = self._procs[worker], None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+
+    def close(self) -> None:
+        """Stop every worker (one still verifying is killed: its answer is no longer wanted)."""
+        for worker in range(len(self._procs)):
+            self._drop(worker)
+
+
+def _send(stream, value: object) -> None:
+    import pickle
+
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(8, "big") + data)
+    while view:
+        view = view[stream.write(view):]
+    stream.flush()
+
+
+def _receive(stream) -> object:
+    """The next value ``_send`` wrote to ``stream``; EOFError when it was closed."""
+    import pickle
+
+    size = int.from_bytes(_read_exactly(stream, 8), "big")
+    return pickle.loads(_read_exactly(stream, size))
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    parts = []
+    while size:
+        data = stream.read(size)
+        if not data:
+            raise EOFError
+        parts.append(data)
+        size -= len(data)
+    return b"".join(parts)
+
+
+def _serve() -> None:
+    """A worker's loop (``_Workers``): answer ``_verify_range`` tasks from stdin on stdout until stdin closes."""
+    import sys
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            task = _receive(stdin)
+        except EOFError:
+            return
+        _send(stdout, _verify_range(*task))
+
+
+def _pread(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` of ``fd`` (fewer if the file is shorter now)."""
+    parts = []
+    while start < end:
+        data = os.pread(fd, end - start, start)
+        if not data:
+            break
+        parts.append(data)
+        start += len(data)
+    return b"".join(parts)
+
+
+def _line_ranges(fd: int, size: int, block: int) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, True) for runs of complete lines of about ``block`` bytes, in order, found by reading
+    only around their ends; then (start, size, False): what follows the last newline (maybe nothing)."""
+    start = 0
+    while start < size:
+        end = _line_end(fd, min(start + block, size) - 1, size)
+        if end is None:  # no newline from there on: the complete lines (if any) end at the last newline
+            last = start + _pread(fd, start, size).rfind(b"\n") + 1
+            if last > start:
+                yield start, last, True
+                start = last
+            break
+        yield start, end, True
+        start = end
+    yield start, size, False
+
+
+def _line_end(fd: int, pos: int, size: int) -> int | None:
+    """The offset after the first newline at or after ``pos``, or None."""
+    while pos < size:
+        window = os.pread(fd, min(_SCAN, size - pos), pos)
+        if not window:
+            return None
+        i = window.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(window)
+    return None
+
+
+def _verify_range(path: str, ident: tuple[int, int], start: int, end: int) -> _Chunk | None:
+    """``_verify_chunk`` over bytes ``start`` to ``end`` of ``path``, read here, in a worker process (so the
+    bytes do not go through a pipe); None if ``path`` is no longer the file ``ident`` (device, inode) the
+    caller opened, or it is shorter: the caller then reads them from its own descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:
+            return None
+        data = _pread(fd, start, end)
+    finally:
+        os.close(fd)
+    return _verify_chunk(data) if len(data) == end - start else None
 
 
 def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool = True,
@@ -383,6 +745,8 @@ def _check_file(state_dir: Path, rel: object, expected: object) -> tuple[Recordi
     if Path(rel).is_absolute() or not target.is_relative_to(root):
         return RecordingStatus.OUTSIDE, "path is outside the state dir"
     try:
+        from opsgate.console.audit.recording import file_sha256  # here: verify's worker processes need none of it
+
         digest = file_sha256(target)
     except FileNotFoundError:
         return RecordingStatus.MISSING, "missing"
