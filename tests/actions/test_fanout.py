@@ -117,8 +117,8 @@ def test_cancel_stops_running_targets_and_skips_the_rest(sshd):
         worker.join(10)
     assert [r.outcome for r in results[0]] == ["cancelled"] * 6
     assert len(rec.started) == 2
-    assert wait_gone(f"sleep {a}", 2) == []
-    assert time.monotonic() - cancelled_at < 2.5
+    assert wait_gone(f"sleep {a}", 10) == []
+    assert time.monotonic() - cancelled_at < 10  # not the sleep itself (minutes); slack for a loaded machine
 
 
 def test_shared_pool_reuses_one_connection_per_target(sshd):

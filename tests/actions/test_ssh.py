@@ -126,7 +126,7 @@ def test_timeout_stops_the_remote_process(conn):
     start = time.monotonic()
     result, _ = run(conn, f"sleep {a} & sleep {b}; wait", timeout=0.5)
     assert result.outcome == "timeout" and "timed out" in result.error
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 8  # 0.5 s, then TERM and KILL: not the sleeps (minutes), with slack for load
     assert wait_gone(f"sleep ({a}|{b})", 2) == []
 
 
