@@ -63,8 +63,6 @@ def demo_banner(demo: "DemoHooks", now: float, width: int = 200) -> Text:
 GLOBAL_KEYS = frozenset({"x", "q", "question_mark", "h", "v", "o"})  # bound on the screen with priority
 GLOBAL_ACTIONS = frozenset({"cancel_run", "quit", "help", "history", "verify_audit", "toggle_audit"})
 
-QUIT_WAIT = 15.0  # seconds a quit waits for a cancelled run to record its end
-
 
 class ConsoleScreen(Screen):
     """Everything the operator works with. The app owns config, pipeline, step-up and the trail."""
@@ -105,7 +103,6 @@ class ConsoleScreen(Screen):
         self._frontend: TuiFrontend | None = None
         self.pause: PauseAsked | None = None  # the runbook pause waiting for the operator
         self.waiting_approvals = 0  # gate mode: requests of others waiting at the gate
-        self._quit_after_run = False  # q answered yes during a run: quit once it has stopped
         self._ticks = 0
         self._chain_state: bool | None = None  # the last chain state seen: a toast when it turns broken
         self._chain_problem: str | None = None
@@ -580,9 +577,6 @@ class ConsoleScreen(Screen):
         from opsgate.console.run import RunbookPlan
 
         self.running = False
-        if self._quit_after_run:
-            self.app.exit()
-            return
         if self.pause is not None:
             self._hide_pause()
         output = self.query_one(OutputPanel)
@@ -764,17 +758,10 @@ class ConsoleScreen(Screen):
             return
 
         def answered(yes: bool | None) -> None:
-            if not yes:
-                return
-            if not self.running:
+            if yes:
+                if self.running:
+                    self.ctx.pipeline.cancel()
                 self.app.exit()
-                return
-            # Stop the run and let it record its cancellation before the app goes (nothing unrecorded);
-            # a run that does not stop within QUIT_WAIT seconds is left to the exit's own cancel.
-            self._quit_after_run = True
-            self.ctx.pipeline.cancel()
-            self.say("Stopping the run, then quitting…", severity="warning")
-            self.set_timer(QUIT_WAIT, self.app.exit)
 
         self.app.push_screen(QuitModal(self.query_one(OutputPanel).headline or "a run"), callback=answered)
 

@@ -4,6 +4,8 @@ chain's state that a narrow terminal never hides."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from textual import events
 from textual.widgets import Input, Select
@@ -145,7 +147,11 @@ async def test_q_during_a_live_run_asks_before_quitting(demo):
         await wait_for(pilot, lambda: isinstance(app.screen, QuitModal), what="the question again")
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
-    assert "action.cancelled" in trail_events(demo)
+    # the run's thread records the cancellation as it stops the remote command, after the app has gone
+    deadline = time.monotonic() + 30
+    while "action.cancelled" not in trail_events(demo):
+        assert time.monotonic() < deadline, "the cancellation was never recorded"
+        time.sleep(0.05)
 
 
 async def test_medium_run_asks_one_key_with_the_plan_and_escape_runs_nothing(demo):
