@@ -388,7 +388,7 @@ json_values = st.recursive(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in ("seq", "time", "event", "operator",
+@given(fields=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in ("self", "seq", "time", "event", "operator",
                                                                               "run", "prev", "hash")),
                               json_values, max_size=5),
        operator=st.text(min_size=1, max_size=10))
