@@ -302,7 +302,8 @@ class _Scanner:
 
     # -- quoted and nested constructs: every field inside gets ``why`` --------------------------------
 
-    def _single(self, why: str) -> None:
+    def _single(self, why: str, *, escapes: bool = False) -> None:
+        """To the closing ``'``; ``escapes`` for ``$'...'``, where a backslash escapes the next character."""
         t = self.text
         while self.i < len(t):
             c = t[self.i]
@@ -311,19 +312,7 @@ class _Scanner:
                 return
             if c == _MARK:
                 self._field(why)
-            else:
-                self.i += 1
-
-    def _ansi(self, why: str) -> None:
-        t = self.text
-        while self.i < len(t):
-            c = t[self.i]
-            if c == "'":
-                self.i += 1
-                return
-            if c == _MARK:
-                self._field(why)
-            elif c == "\\":
+            elif escapes and c == "\\":
                 self.i += 1
                 if t.startswith(_MARK, self.i):
                     self._field(why)
@@ -331,6 +320,9 @@ class _Scanner:
                     self.i += 1
             else:
                 self.i += 1
+
+    def _ansi(self, why: str) -> None:
+        self._single(why, escapes=True)
 
     def _double(self, why: str) -> None:
         t = self.text
