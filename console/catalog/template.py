@@ -313,13 +313,17 @@ class _Scanner:
             if c == _MARK:
                 self._field(why)
             elif escapes and c == "\\":
-                self.i += 1
-                if t.startswith(_MARK, self.i):
-                    self._field(why)
-                else:
-                    self.i += 1
+                self._escaped(why)
             else:
                 self.i += 1
+
+    def _escaped(self, why: str) -> None:
+        """At a backslash: the next character is taken literally, but a field right there still gets ``why``."""
+        self.i += 1
+        if self.text.startswith(_MARK, self.i):
+            self._field(why)
+        else:
+            self.i += 1
 
     def _ansi(self, why: str) -> None:
         self._single(why, escapes=True)
@@ -334,11 +338,7 @@ class _Scanner:
             if c == _MARK:
                 self._field(why)
             elif c == "\\":
-                self.i += 1
-                if t.startswith(_MARK, self.i):
-                    self._field(why)
-                else:
-                    self.i += 1
+                self._escaped(why)
             elif c == "`":
                 self.i += 1
                 self._backticks(why)
@@ -372,11 +372,7 @@ class _Scanner:
             if c == _MARK:
                 self._field(why)
             elif c == "\\":
-                self.i += 1
-                if t.startswith(_MARK, self.i):
-                    self._field(why)
-                else:
-                    self.i += 1
+                self._escaped(why)
             elif opener is not None and c == opener:
                 depth += 1
                 self.i += 1
