@@ -99,6 +99,7 @@ class FanOut:
         endpoints: Sequence[Endpoint],
         command: str,
         *,
+        stdin: bytes = b"",
         max_parallel: int = 16,
         timeout: float | None = None,
         sink: Callable[[Chunk], None],
@@ -112,6 +113,7 @@ class FanOut:
         counts = Counter(self.endpoints)
         self._once = {e: n == 1 for e, n in counts.items()}
         self.command = command
+        self.stdin = stdin  # sent to each command's standard input, then closed (secret params: one line each)
         self.max_parallel = max_parallel
         self.timeout = timeout
         self.sink = sink
@@ -175,4 +177,4 @@ class FanOut:
             return failed("cancelled", f"{endpoint.name}: cancelled before it started")
         if self.on_start is not None:
             self.on_start(endpoint.name)
-        return connection.run(self.command, self.sink, timeout=self.timeout, cancel=stop)
+        return connection.run(self.command, self.sink, timeout=self.timeout, cancel=stop, stdin=self.stdin)

@@ -891,8 +891,8 @@ def wrap_command(command: str) -> str:
 # standard input: the client keeps stdin open while it runs and closes it to stop the command, which
 # then kills its own process group (TERM, then KILL). The command itself reads /dev/null, as without it.
 _FORCED = (
-    "exec 3<&0; "
-    "setsid sh -c 'echo \"opsgate-pid $$ $$\"; eval \"$1\"' opsgate {cmd} </dev/null 3<&- & __og_p=$!; "
+    "exec 3<&0; {feed}"
+    "setsid sh -c 'echo \"opsgate-pid $$ $$\"; eval \"$1\"' opsgate {cmd} {input} 3<&- & __og_p=$!; "
     "{{ while read -r __og_l <&3; do :; done; kill -TERM -$__og_p 2>/dev/null; "
     "__og_i=0; while kill -0 -$__og_p 2>/dev/null && [ $__og_i -lt " + str(int(STOP_GRACE / 0.1)) + " ]; do "
     "sleep 0.1; __og_i=$((__og_i+1)); done; kill -KILL -$__og_p 2>/dev/null; }} & __og_w=$!; "
@@ -900,10 +900,22 @@ _FORCED = (
 )
 
 
-def wrap_forced_command(command: str) -> str:
+def wrap_forced_command(command: str, secret_lines: int = 0) -> str:
     """The certificate's force-command for ``command``: reports the process group like ``wrap_command``,
-    and stops it when the client closes standard input (the client's way to cancel in gate mode)."""
-    return _FORCED.format(cmd=shlex.quote(command))
+    and stops it when the client closes standard input (the client's way to cancel in gate mode).
+
+    ``secret_lines``: the command first reads that many lines of stdin (the values of its secret params,
+    see ``opsgate.console.catalog.params``). The wrapper reads them off the client's stdin and hands them to
+    the command through a pipe (``printf`` is a shell builtin: no argv shows them); the command reads
+    nothing more, and the rest of the client's stdin is the stop signal as without secrets.
+    """
+    if secret_lines <= 0:
+        return _FORCED.format(cmd=shlex.quote(command), feed="", input="</dev/null")
+    names = [f"__og_v{i}" for i in range(secret_lines)]
+    feed = (" && ".join(f"IFS= read -r {n} <&3" for n in names)
+            + " || { echo 'opsgate: the secret params did not arrive on stdin' >&2; exit 125; }; "
+            + "printf '%s\\n' " + " ".join(f'"${n}"' for n in names) + " | ")
+    return _FORCED.format(cmd=shlex.quote(command), feed=feed, input="")
 
 
 def _stop_script(pid: int, pgid: int) -> str:
@@ -972,16 +984,22 @@ class Connection:
         *,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
+        stdin: bytes = b"",
     ) -> TargetResult:
         """Run `command` (a shell command line), stream output to `sink`, return how it ended.
 
         On timeout or cancel the remote process group is killed (TERM, then KILL).
-        Standard input is closed at once: the command reads EOF.
+        Standard input gets ``stdin`` (the values of secret params, one line each, which the command
+        reads first: never on its command line) and is then closed: the command reads EOF. A forced
+        command's wrapper reads those lines and hands them to the command; the rest of its stdin stays
+        open as the client's way to stop it.
         """
         start = time.monotonic()
         try:
             channel = _stream_buffers(self._transport.open_session(timeout=30))
             channel.exec_command(wrap_command(command))
+            if stdin:
+                channel.sendall(stdin)
             if not self.forced:  # a forced command gets EOF on its own stdin anyway (</dev/null)
                 channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as e:

@@ -37,7 +37,7 @@ from opsgate.console.events import (
     RUNBOOK_START,
     RUNBOOK_STEP,
 )
-from opsgate.console.catalog.params import RenderedCommand, render_command, resolve_params
+from opsgate.console.catalog.params import SECRET, RenderedCommand, render_command, resolve_params
 from opsgate.console.catalog.policy import Grant, Requirement, satisfies
 from opsgate.console.audit.recording import Recording, recording_path
 from opsgate.console.stepup.verifier import (RUNBOOK_PREFIX, AuditHook, Prompter, StepUp, StepUpOutcome,
@@ -250,7 +250,7 @@ class LocalExecutor:
 
         from opsgate.actions.fanout import FanOut
 
-        fanout = FanOut([self.endpoint(t) for t in plan.targets], plan.command.command,
+        fanout = FanOut([self.endpoint(t) for t in plan.targets], plan.command.command, stdin=plan.command.stdin,
                         max_parallel=self.settings.max_parallel, timeout=plan.action.timeout, sink=sink,
                         on_start=started, on_result=finished, pool=pool)
         running.append(fanout)
@@ -392,7 +392,7 @@ class Pipeline:
             "risk": plan.action.risk,
             "targets": list(plan.target_names),
             "command": plan.command.redacted,
-            "params": {n: ("<redacted>" if plan.action.params[n].secret else v) for n, v in plan.values.items()},
+            "params": {n: (SECRET if plan.action.params[n].secret else v) for n, v in plan.values.items()},
             **({"reason": plan.reason} if plan.reason else {}),
         }
 
@@ -406,7 +406,7 @@ class Pipeline:
                        "targets": list(sp.plan.target_names) if sp.plan else [],
                        "command": sp.plan.command.redacted if sp.plan else None,
                        "pause": sp.step.pause} for sp in plan.steps],
-            "params": {n: ("<redacted>" if plan.runbook.params[n].secret else v) for n, v in plan.values.items()},
+            "params": {n: (SECRET if plan.runbook.params[n].secret else v) for n, v in plan.values.items()},
             **({"reason": plan.reason} if plan.reason else {}),
         }
 

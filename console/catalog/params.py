@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opsgate.console.catalog.model import Action, Param, Runbook
 from opsgate.console.errors import ConfigError, ParamError
-from opsgate.console.catalog.template import render
+from opsgate.console.catalog.template import render, template_fields
 
 _INT = re.compile(r"^-?[0-9]{1,18}$")
 
@@ -39,6 +39,8 @@ def check_value(param: Param, raw: str) -> str | int:
     """Validate one raw value; return it typed. Raises ValueError saying what is accepted."""
     if "\x00" in raw:
         raise ValueError("contains a NUL byte")
+    if param.secret and ("\n" in raw or "\r" in raw):
+        raise ValueError("a secret value is one line (it travels to the target as one line of stdin)")
     if param.type == "int":
         if not _INT.match(raw):
             raise ValueError(f"expected an integer, got {raw!r}")
@@ -88,12 +90,29 @@ def resolve_params(action: Action | Runbook, given: Mapping[str, str]) -> dict[s
     return values
 
 
+SECRET = "<secret>"  # what the trail, the dry run and every screen show for a secret value
+SECRET_VARIABLE = "__opsgate_secret_"  # + the param's name: the remote shell variable that holds its value
+NO_SECRET_EXIT = 125  # the command's exit status when its secret lines did not arrive on stdin
+
+
 @dataclass(frozen=True)
 class RenderedCommand:
-    """The command that runs, and the same with secret values redacted (for audit and screens)."""
+    """The command that runs, the same for screens and the trail, and what the command reads first.
+
+    A secret value is never in ``command``: the command starts by reading one line of standard input per
+    secret param (``IFS= read -r __opsgate_secret_NAME``) and uses ``"$__opsgate_secret_NAME"`` where the
+    template says ``{NAME}``; ``stdin`` holds those lines, and the executor sends them on the channel.
+    So neither opsgate's argv, the remote shell's argv nor the certificate's force-command carries it.
+    ``redacted`` is the template with ``<secret>`` in its place.
+    """
 
     command: str
     redacted: str
+    stdin: bytes = field(default=b"", repr=False)
+
+    @property
+    def secret_lines(self) -> int:
+        return self.stdin.count(b"\n")
 
 
 def inert_params(params: Mapping[str, Param]) -> frozenset[str]:
@@ -102,14 +121,27 @@ def inert_params(params: Mapping[str, Param]) -> frozenset[str]:
 
 
 def render_command(action: Action, values: Mapping[str, str | int]) -> RenderedCommand:
-    """The command with every value quoted, and the same with secret values redacted.
+    """The command with every value quoted and every secret read from stdin, and the redacted copy.
 
     Raises ConfigError if a placeholder stands where a quoted value would not stay one word (the
     loader refuses such a template; this holds for one built any other way too)."""
-    secrets = frozenset(n for n, p in action.params.items() if p.secret)
     inert = inert_params(action.params)
+    used = sorted(n for n in template_fields(action.command) if action.params.get(n) and action.params[n].secret)
+    shown = {n: SECRET for n in used}
+    read = {n: f'"${SECRET_VARIABLE}{n}"' for n in used}  # a double-quoted expansion: one literal word
     try:
-        return RenderedCommand(render(action.command, values, inert=inert),
-                               render(action.command, values, redact=secrets, inert=inert))
+        command = render(action.command, values, inert=inert, verbatim=read)
+        redacted = render(action.command, values, inert=inert, verbatim=shown)
     except ValueError as e:
         raise ConfigError(f"{action.id}: command: {e}") from None
+    if not used:
+        return RenderedCommand(command, redacted)
+    lines = []
+    for name in used:
+        value = str(values[name])
+        if "\n" in value:  # check_value refuses it; this holds for values given any other way too
+            raise ParamError(f"param {name}: a secret value is one line")
+        lines.append(value.encode() + b"\n")
+    prologue = "".join(f"IFS= read -r {SECRET_VARIABLE}{n} || {{ echo 'opsgate: secret param {n} did not "
+                       f"arrive on stdin' >&2; exit {NO_SECRET_EXIT}; }}\n" for n in used)
+    return RenderedCommand(prologue + command, redacted, b"".join(lines))

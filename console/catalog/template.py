@@ -93,9 +93,10 @@ def quote(value: object) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def render(command: str, values: Mapping[str, object], *, redact: frozenset[str] = frozenset(),
+def render(command: str, values: Mapping[str, object], *, verbatim: Mapping[str, str] | None = None,
            inert: Container[str] = ()) -> str:
-    """Substitute every field with the shell-quoted value; names in ``redact`` become ``<redacted>``.
+    """Substitute every field with the shell-quoted value; a name in ``verbatim`` with its text there
+    unquoted (``<secret>`` for display, or the shell expansion that reads a secret: see params).
 
     Raises ValueError if a field that is not ``inert`` (a value that is only digits: an int param)
     stands where a quoted value would not stay one literal word (``unsafe_placeholders``).
@@ -108,8 +109,8 @@ def render(command: str, values: Mapping[str, object], *, redact: frozenset[str]
         name = m.group(1)
         if name is None:
             return m.group(0)[0]  # "{{" -> "{", "}}" -> "}"
-        if name in redact:
-            return "<redacted>"
+        if verbatim and name in verbatim:
+            return verbatim[name]
         return quote(values[name])
 
     return _FIELD.sub(substitute, command)

@@ -69,9 +69,20 @@ def test_render_quotes_values_and_redacts_secrets():
     a = action("echo {msg} | tool --key {key} ${HOME} '{print $1}' {{x}}",
                msg=Param("msg", pattern=".*"), key=Param("key", pattern=".*", secret=True))
     rc = render_command(a, {"msg": "it's $(reboot)", "key": "s3cr3t"})
-    assert rc.command == "echo 'it'\"'\"'s $(reboot)' | tool --key s3cr3t ${HOME} '{print $1}' {x}"
-    assert rc.redacted == "echo 'it'\"'\"'s $(reboot)' | tool --key <redacted> ${HOME} '{print $1}' {x}"
-    assert "s3cr3t" not in rc.redacted
+    # the secret is read from stdin into a shell variable: it is in neither command line
+    assert rc.command == ("IFS= read -r __opsgate_secret_key || { echo 'opsgate: secret param key did not arrive "
+                          "on stdin' >&2; exit 125; }\n"
+                          "echo 'it'\"'\"'s $(reboot)' | tool --key \"$__opsgate_secret_key\" ${HOME} '{print $1}' {x}")
+    assert rc.stdin == b"s3cr3t\n" and rc.secret_lines == 1
+    assert rc.redacted == "echo 'it'\"'\"'s $(reboot)' | tool --key <secret> ${HOME} '{print $1}' {x}"
+    assert "s3cr3t" not in rc.command + rc.redacted + repr(rc)
+
+
+def test_a_secret_is_one_line():
+    a = action("tool --key {key}", key=Param("key", pattern=".*", secret=True))
+    with pytest.raises(ParamError, match="a secret value is one line") as e:
+        resolve_params(a, {"key": "abc\ntouch /tmp/x"})
+    assert "touch" not in str(e.value)
 
 
 def test_template_fields():
