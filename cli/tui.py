@@ -9,6 +9,7 @@ import sys
 
 def cmd_console(ctx) -> int:
     """The TUI on ctx.config with its state in ctx.state_dir."""
+    _load_config_cached(ctx)
     from opsgate.screens.app import make_app
 
     app = make_app(ctx.config, ctx.state_dir, operator=ctx.operator)
@@ -48,3 +49,29 @@ def cmd_demo(ctx) -> int:
     except OSError:  # the terminal is gone (SIGHUP)
         pass
     return app.return_code or 0
+
+
+def _load_config_cached(ctx) -> None:
+    """ctx.config through the validated-config cache in the state dir (console/catalog/cache.py).
+
+    The cache can be used only where the state dir is known before the config is read: --state-dir,
+    $OPSGATE_STATE_DIR, or the default state dir (if it exists) when the config names no other. A config
+    with its own ``console.state_dir`` and neither flag nor variable is loaded in full every time."""
+    import os
+    from pathlib import Path
+
+    import platformdirs
+
+    from opsgate.console import paths
+    from opsgate.console.catalog.loader import load_config
+
+    fixed = bool(ctx.args.state_dir or os.environ.get("OPSGATE_STATE_DIR"))
+    if fixed:
+        cache_dir = paths.state_dir(ctx.args.state_dir, None)  # what ctx.state_dir will be (created 0700)
+    else:
+        cache_dir = Path(platformdirs.user_state_dir(paths.APP))
+        if not cache_dir.is_dir():
+            return
+    vars(ctx)["config"] = load_config(  # Context.config is a cached_property: this is its value now
+        ctx.config_path, default_operator=getattr(ctx.args, "operator", None), cache_dir=cache_dir,
+        cache_if=lambda config: fixed or config.settings.state_dir is None)

@@ -11,7 +11,7 @@ import re
 import tomllib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from opsgate.console.catalog.model import (DEFAULT_POLICY, DEFAULT_RP_ID, FACILITIES, FORWARD_SCHEMES, PARAM_NAME,
                                            Action, Config, Forwarding, Gate, Param, Runbook, Settings, Step, Target,
@@ -77,14 +77,33 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join(names[t] for t in types)
 
 
-def load_config(path: str | Path, *, default_operator: str | None = None) -> Config:
-    """Read and validate ``path``. Raises ConfigError listing every problem found."""
+def load_config(path: str | Path, *, default_operator: str | None = None, cache_dir: Path | None = None,
+                cache_if: Callable[[Config], bool] | None = None) -> Config:
+    """Read and validate ``path``. Raises ConfigError listing every problem found.
+
+    With ``cache_dir`` (a private state dir), a config validated before from the same bytes is read from
+    its cache there (cache.py), and a fresh load is written to it; `opsgate check` never passes one.
+    ``cache_if`` says whether a config belongs in that dir (neither read from nor written to it if not)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from None
-    return parse_config(data, str(path), path=path, default_operator=default_operator)
+    if cache_dir is None:
+        return parse_config(data, str(path), path=path, default_operator=default_operator)
+    from opsgate.console.catalog import cache
+
+    try:
+        key = cache.cache_key(data, str(path), default_operator)
+    except OSError:  # the loader's own source cannot be read: no key to trust
+        return parse_config(data, str(path), path=path, default_operator=default_operator)
+    config = cache.read_cached(cache_dir, key)
+    if config is not None and (cache_if is None or cache_if(config)):
+        return config
+    config = parse_config(data, str(path), path=path, default_operator=default_operator)
+    if cache_if is None or cache_if(config):
+        cache.write_cached(cache_dir, key, config)
+    return config
 
 
 def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | None = None,
