@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("run", _lazy("opsgate.cli.run", "cmd_run"), "run an action through the pipeline")
     sp.add_argument("action")
     sp.add_argument("--target", action="append", default=[], metavar="T", help="a target or tag:NAME (repeatable)")
-    sp.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter (repeatable)")
+    sp.add_argument("--param", action="append", default=[], metavar="K=V",
+                    help="a parameter (repeatable); never a secret one: argv is visible to every local user")
+    sp.add_argument("--param-file", action="append", default=[], metavar="FILE",
+                    help="K=V lines, secrets included: a file only you can read, a pipe, or - for stdin up to an "
+                         "empty line (repeatable); a missing secret is asked without echo on a terminal")
     sp.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
     sp.add_argument("--yes", action="store_true", help="do not ask 'Run? [y/N]'")
     sp.add_argument("--json", action="store_true", help="print one JSON result document")

@@ -107,6 +107,16 @@ class TerminalPrompter:
             return None
 
 
+def ask_secret(label: str, out: TextIO | None = None) -> str:
+    """A secret param's value from the terminal, without echo (getpass); Ctrl-D or Ctrl-C stops the run."""
+    from opsgate.console.errors import UsageError
+
+    try:
+        return getpass.getpass(f"{label}, not shown: ", stream=out or sys.stderr)
+    except EOFError:
+        raise UsageError("no value given for a secret param: nothing ran") from None
+
+
 def input_to(out: TextIO, stdin: TextIO, label: str) -> str:
     """``input()`` with the label on ``out`` (stderr), reading ``stdin``."""
     out.write(label)

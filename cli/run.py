@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 import threading
 from collections import defaultdict
@@ -13,7 +14,7 @@ from opsgate.actions.display import RESET, escape_line, escape_stream
 from opsgate.actions.outcome import Chunk, TargetResult
 
 from opsgate.cli.context import Context
-from opsgate.console.errors import EXIT_CANCELLED, UsageError
+from opsgate.console.errors import EXIT_CANCELLED, ParamError, UsageError
 from opsgate.console.catalog.params import parse_assignments
 from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.run import Pipeline, Plan, RunbookPlan, RunReport, RunRequest, StepPlan
@@ -337,6 +338,78 @@ def warn_if_trail_broken(ctx: Context) -> None:
               "`opsgate audit verify` has the details", file=sys.stderr)
 
 
+def gather_params(ctx: Context) -> dict[str, str]:
+    """The run's param values: ``--param`` for the others, secrets from ``--param-file`` or the terminal.
+
+    A secret never comes from argv, which every local user can read (``ps``): ``--param`` naming a secret
+    param is refused. Secrets come from ``--param-file FILE`` (a file only you can read, a pipe such as
+    ``<(vault read ...)``, or ``-`` for stdin up to an empty line), or are asked without echo on a terminal.
+    """
+    args = ctx.args
+    given = parse_assignments(args.param)
+    item = ctx.config.actions.get(args.action) or ctx.config.runbooks.get(args.action)
+    params = item.params if item is not None else {}
+    named = sorted(n for n in given if n in params and params[n].secret)
+    if named:
+        raise ParamError(f"param {', '.join(named)} is secret: not accepted with --param, because every local user "
+                         "can read a command line (ps); give it in --param-file FILE (a file only you can read, "
+                         "or - for stdin), or leave it out to be asked without echo on a terminal")
+    for name, value in read_param_files(args.param_file).items():
+        if name in given:
+            raise ParamError(f"param {name} given twice (--param and --param-file)")
+        given[name] = value
+    for name, param in params.items():
+        if name in given or not param.secret or param.default is not None:
+            continue
+        if not sys.stdin.isatty():
+            raise ParamError(f"param {name} of {item.id} is secret and required: give it in --param-file FILE "
+                             "(a file only you can read, or - for stdin), or run from a terminal to be asked")
+        from opsgate.cli.prompt import ask_secret
+
+        given[name] = ask_secret(f"{item.id}: secret param {name} ({param.describe()})")
+    return given
+
+
+def read_param_files(names: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` lines from each ``--param-file`` (blank lines and ``#`` comments skipped).
+
+    ``-`` reads standard input up to an empty line or its end (a script's step-up code may follow). A
+    regular file must be yours and closed to group and others (as ssh wants of a key); a pipe (process
+    substitution) is taken as it is. A line that is not NAME=VALUE is refused without showing its text.
+    """
+    from opsgate.console.stepup.credentials import check_private_file
+
+    out: dict[str, str] = {}
+    for name in names:
+        if name == "-":
+            lines = []
+            for line in iter(sys.stdin.readline, ""):
+                if not line.strip("\r\n"):
+                    break
+                lines.append(line)
+        else:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise ParamError(f"--param-file {escape_line(name)}: {e.strerror or e}") from None
+            try:
+                if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    check_private_file(name, fd, "a param file")
+                with os.fdopen(fd, encoding="utf-8", errors="strict", closefd=False) as f:
+                    lines = f.readlines()
+            except UnicodeDecodeError:
+                raise ParamError(f"--param-file {escape_line(name)}: not UTF-8 text") from None
+            finally:
+                os.close(fd)
+        items = [line.rstrip("\r\n") for line in lines]
+        for key, value in parse_assignments((i for i in items if i.strip() and not i.lstrip().startswith("#")),
+                                       f"line in --param-file {escape_line(name)}:").items():
+            if key in out:
+                raise ParamError(f"param {key} given twice (in --param-file)")
+            out[key] = value
+    return out
+
+
 def cmd_run(ctx: Context) -> int:
     args = ctx.args
     from opsgate.cli.prompt import TerminalPrompter
@@ -346,7 +419,7 @@ def cmd_run(ctx: Context) -> int:
         raise UsageError("--raw writes the target's output as it came and --json a document: pick one")
     pipeline = ctx.parts.pipeline
     warn_if_trail_broken(ctx)
-    request = RunRequest(args.action, tuple(args.target), parse_assignments(args.param), ctx.operator, args.reason)
+    request = RunRequest(args.action, tuple(args.target), gather_params(ctx), ctx.operator, args.reason)
     plan = pipeline.plan(request)
     if raw:
         if len(plan.target_names) != 1:

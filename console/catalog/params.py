@@ -13,15 +13,15 @@ from opsgate.console.catalog.template import render, template_fields
 _INT = re.compile(r"^-?[0-9]{1,18}$")
 
 
-def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+def parse_assignments(items: Iterable[str], source: str = "--param") -> dict[str, str]:
     """``["service=nginx", "n=3"]`` -> ``{"service": "nginx", "n": "3"}``; a repeated key is an error."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ParamError(f"bad --param {_name_only(item)}: expected NAME=VALUE")
+            raise ParamError(f"bad {source} {_name_only(item)}: expected NAME=VALUE")
         if key in out:
-            raise ParamError(f"--param {key} given twice")
+            raise ParamError(f"{source} {key} given twice")
         out[key] = value
     return out
 

@@ -217,8 +217,11 @@ class _Answers:
             local = self._step(index).plan
         by_name = {t["name"]: t for t in args["targets"]}
         targets = tuple(Target(str(t["name"]), str(t["host"]), t.get("port"), t.get("user")) for t in args["targets"])
+        # The gate's certificates force the command; this console sends only the secret lines its own
+        # rendering of the same catalog reads first (the gate checked the renderings match).
         plan = dataclasses.replace(local, run_id=run_id, targets=targets,
-                                   command=RenderedCommand(str(args["command"]), str(args["command"])))
+                                   command=RenderedCommand(str(args["command"]), str(args["command"]),
+                                                           stdin=local.command.stdin))
         self.certificates += [{"target": t["name"], "key_id": t.get("key_id"), "valid_before": t.get("valid_before")}
                               for t in args["targets"]]
         settings = self.pipeline.config.settings

@@ -211,9 +211,10 @@ class CertificateExecutor:
         targets = []
         for target in plan.targets:
             key_id = f"{plan.run_id} {plan.operator}" + (f" reason={plan.reason}" if plan.reason else "")
-            # Reports the remote process group and stops it when the console closes stdin (its cancel).
+            # Reports the remote process group and stops it when the console closes stdin (its cancel). Secret
+            # values are not in it: the console sends them on the command's stdin, as in local mode.
             cert = service.ca.sign(self.public_key, key_id=key_id, principal=target.user or plan.operator,
-                                   command=wrap_forced_command(plan.command.command), window=gate.certificate_window,
+                                   command=wrap_forced_command(plan.command.command, plan.command.secret_lines), window=gate.certificate_window,
                                    source_address=gate.source_address)
             pipeline._record(GATE_CERTIFICATE, plan, action=plan.action.id, target=target.name,
                                      principal=cert.principal, key_id=cert.key_id, serial=str(cert.serial),

@@ -86,9 +86,9 @@ def test_medium_without_yes_and_without_terminal_is_refused(lab):
 
 def test_dry_run_prints_and_audits_but_runs_nothing(lab):
     config, state = lab
-    r = opsgate(config, state, "run", "rotate-key", "--param", "key=Sup3rS3cretValue", "--dry-run")
+    r = opsgate(config, state, "run", "rotate-key", "--param-file", "-", "--dry-run", stdin="key=Sup3rS3cretValue\n")
     assert r.returncode == 0
-    assert "printf 'key=%s\\n' <redacted> | wc -c" in r.stdout and "OTP within 15 min" in r.stdout
+    assert "printf 'key=%s\\n' <secret> | wc -c" in r.stdout and "OTP within 15 min" in r.stdout
     assert "Sup3rS3cretValue" not in r.stdout
     assert events(state) == ["config.loaded", "action.dry_run"]
     assert not (state / "recordings").exists()
@@ -154,12 +154,13 @@ def test_secret_param_never_reaches_trail_or_terminal(lab):
     config, state = lab
     secret = enroll_otp(config, state)
     value = "TopSecretKey12345"
-    r = opsgate(config, state, "run", "rotate-key", "--param", f"key={value}", "--yes", stdin=next_code(secret) + "\n")
+    r = opsgate(config, state, "run", "rotate-key", "--param-file", "-", "--yes",
+                stdin=f"key={value}\n\n{next_code(secret)}\n")  # the params up to an empty line, then the code
     assert r.returncode == 0, r.stderr
     assert "t1 | 22" in r.stdout  # the remote side got the real value: len("key=TopSecretKey12345\n")
     assert value not in r.stdout + r.stderr
     assert value not in (state / AUDIT_FILE).read_text()
-    assert "<redacted>" in records(state)[-3]["command"]
+    assert "<secret>" in records(state)[-3]["command"]
 
 
 def test_a_mistyped_param_does_not_echo_its_value(lab):

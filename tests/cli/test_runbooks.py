@@ -263,15 +263,15 @@ def test_a_secret_stays_out_of_the_trail_and_the_terminal_when_runbook_and_actio
     code = enroll_otp(config, state)
     for runbook, name, value, stdin in [("hide-in-runbook", "token", "HunterTwoSecret", ""),
                                         ("hide-in-action", "key", "TopSecretKey12345", next_code(code) + "\n")]:
-        r = cli(config, state, "run", runbook, "--param", f"{name}={value}", "--yes", stdin=stdin)
+        r = cli(config, state, "run", runbook, "--param-file", "-", "--yes", stdin=f"{name}={value}\n\n" + stdin)
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"| {len(value)}" in r.stdout  # the inline step counted the real value on the target
         assert value not in r.stdout + r.stderr, runbook
         trail = (state / "audit.jsonl").read_text()
         assert value not in trail, runbook
-        dry = cli(config, state, "run", runbook, "--param", f"{name}={value}", "--dry-run", "--json")
+        dry = cli(config, state, "run", runbook, "--param-file", "-", "--dry-run", "--json", stdin=f"{name}={value}\n")
         assert dry.returncode == 0 and value not in dry.stdout + dry.stderr
-    assert "<redacted>" in [x for x in records(state) if x["event"] == "runbook.start"][0]["params"].values()
+    assert "<secret>" in [x for x in records(state) if x["event"] == "runbook.start"][0]["params"].values()
     r = cli(config, state, "check")
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]

@@ -173,6 +173,15 @@ risk = "low"
 targets = ["t1"]
 command = "echo waiting; sleep 347"
 
+[actions.put-secret]
+title = "Store a secret, and list every argv while it runs"
+risk = "low"
+targets = ["t1"]
+command = "printf '%s' {{key}} > {lab.out}/secret; for f in /proc/[0-9]*/cmdline; do tr '\\\\000' ' ' < \\"$f\\"; echo; done > {lab.out}/argv"
+[actions.put-secret.params.key]
+pattern = "[A-Za-z0-9]{{8,64}}"
+secret = true
+
 [actions.promote]
 title = "Promote (needs a second operator)"
 risk = "high"
@@ -294,6 +303,19 @@ def test_critical_action_asks_once_runs_both_targets_and_the_gate_records_it(lab
     poke = subprocess.run([PYTHON, "-S", "-c", f"open({str(lab.trail)!r}, 'a').write('x')"], capture_output=True, text=True,
                           **_as(ALICE))
     assert poke.returncode != 0 and "PermissionError" in poke.stderr
+
+
+def test_a_secret_param_reaches_the_forced_command_on_stdin_never_an_argv_or_the_certificate(lab):
+    value = "GateSecretValue42"
+    done = lab.opsgate(ALICE, "run", "put-secret", "--param-file", "-", stdin=f"key={value}\n")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert (lab.out / "secret").read_text() == value  # the forced command got it, through the wrapper's pipe
+    argv = (lab.out / "argv").read_text()
+    assert "__opsgate_secret_key" in argv and "gated" in argv  # the listing saw the gate and the wrapper
+    assert value not in argv  # not the console's, the gate's, sshd's, the wrapper's or the command's argv
+    assert value not in lab.trail.read_text() and value not in done.stdout + done.stderr
+    start = next(r for r in reversed(lab.records()) if r["event"] == "action.start")
+    assert start["action"] == "put-secret" and start["params"] == {"key": "<secret>"}
 
 
 def test_plain_ssh_with_the_operators_own_key_cannot_reach_the_privileged_account(lab):

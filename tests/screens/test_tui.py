@@ -114,7 +114,7 @@ async def test_grant_shown_in_detail_after_step_up(demo):
         await choose(pilot, console(app), "mode", "on")
         await type_param(pilot, "token", "s3cretTOKEN42")
         preview = str(console(app).query_one("#preview").render())
-        assert "<redacted>" in preview and "s3cretTOKEN42" not in preview
+        assert "<secret>" in preview and "s3cretTOKEN42" not in preview
         await pilot.press("enter")
         modal = await confirm_run(pilot)
         assert "s3cretTOKEN42" not in str(modal.summary.renderable())
@@ -128,7 +128,7 @@ async def test_grant_shown_in_detail_after_step_up(demo):
     records = trail_records(demo)
     start = next(r for r in records if r["event"] == "action.start")
     assert "s3cretTOKEN42" not in (demo.state_dir / AUDIT_FILE).read_text()
-    assert start["params"]["token"] == "<redacted>"
+    assert start["params"]["token"] == "<secret>"
 
 
 async def test_escape_in_modal_denies_and_runs_nothing(demo):
