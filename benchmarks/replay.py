@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/replay.py [--mb 100] [--seeks 50]
 
 Writes a recording with the real ``Recording`` class (an hour of output, 256-byte chunks spread over
-3,600 s), then opens it with ``Cast`` and measures (a) the first seek, which builds the index by
-scanning the file, and (b) seeks to random seconds with the index built: the time from
+3,600 s), then opens it with ``Cast`` and measures (a) the first seek of a freshly opened recording, which
+indexes the file as far as the second it asks for: to the middle (half the file) and to the last second (all
+of it), each from a fresh ``Cast``, and (b) seeks to random seconds with the index built: the time from
 ``cast.events(t)`` to the first event at or after ``t`` (goal < 200 ms anywhere). Every seek's first
 event is checked to be at or after ``t`` and within the second that was asked for (when the
 recording has output then). Then (c) the TUI replay screen's path: ``screens.terminal.TerminalPlayer``
@@ -76,10 +77,12 @@ def main() -> None:
         path = work / "flood.cast"
         size = make_recording(path, mb)
         log(f"replay: recording of {size / 1e6:.0f} MB, {DURATION:.0f} s")
-        cast = Cast(path)
-        start = time.perf_counter()
-        first_event(cast, DURATION / 2)
-        cold = time.perf_counter() - start
+        cold = {}
+        for name, at in (("end", DURATION - 0.5), ("middle", DURATION / 2)):  # the middle's Cast is used below
+            cast = Cast(path)
+            start = time.perf_counter()
+            first_event(cast, at)
+            cold[name] = time.perf_counter() - start
         rng = random.Random(8)
         times = []
         for _ in range(args.seeks):
@@ -99,8 +102,9 @@ def main() -> None:
         Row(f"replay seek, {size / 1e6:.0f} MB recording, index built", f"p50 {statistics.median(times) * 1e3:.1f} ms, "
             f"max {worst * 1e3:.1f} ms", target="< 200 ms anywhere", met=worst < 0.2,
             note=f"{len(times)} random seeks"),
-        Row(f"replay first seek, {size / 1e6:.0f} MB (builds the index)", f"{cold * 1e3:.0f} ms",
-            target="< 200 ms anywhere", met=cold < 0.2, note="one scan of the file when it is opened"),
+        Row(f"replay first seek, {size / 1e6:.0f} MB (indexes as far as it needs)",
+            f"middle {cold['middle'] * 1e3:.0f} ms, end {cold['end'] * 1e3:.0f} ms", target="< 200 ms anywhere",
+            met=max(cold.values()) < 0.2, note="a fresh Cast each; to the end is the whole file's scan"),
         Row(f"replay screen seek + render, {size / 1e6:.0f} MB (pyte)",
             f"p50 {statistics.median(screen_times) * 1e3:.1f} ms, max {max(screen_times) * 1e3:.1f} ms",
             target="well under 1 s", met=max(screen_times) < 0.5,
