@@ -10,7 +10,7 @@ import sys
 import threading
 from collections import defaultdict
 
-from opsgate.actions.display import RESET, escape_line, escape_stream
+from opsgate.actions.display import RESET, escape_line, escape_stream, plain_stream
 from opsgate.actions.outcome import Chunk, TargetResult
 
 from opsgate.cli.context import Context
@@ -70,6 +70,8 @@ class CliFrontend:
         self.out = out or sys.stdout
         self.raw_out = raw_out
         self.tty = _isatty(self.out)
+        # The bytes under a text stream: every write of ours is flushed, so the two never interleave badly.
+        self.out_bytes = getattr(self.out, "buffer", None)
         self._lock = threading.Lock()
         self._partial: dict[tuple[str, str], bytes] = defaultdict(bytes)
         self.captured: dict[tuple[str, str], bytearray] = defaultdict(bytearray)
@@ -162,6 +164,12 @@ class CliFrontend:
     def _write_lines(self, target: str, stream: str, block: bytes) -> None:
         """Complete remote lines (``block`` ends with a newline), each with the target's prefix."""
         mark = "|" if stream == "stdout" else "!"
+        plain = None if self.tty or self.out_bytes is None else plain_stream(block)
+        if plain is not None:  # the usual case, to a file or a pipe: printable ASCII, kept as bytes
+            prefix_bytes = f"{target:<{self.width}} {mark} ".encode()
+            self.out_bytes.write(prefix_bytes + plain[:-1].replace(b"\n", b"\n" + prefix_bytes) + b"\n")
+            self.out_bytes.flush()
+            return
         text = escape_stream(block, sgr=True)[:-1]  # the block's last newline
         end = RESET if "\x1b" in text else ""  # only allowed SGR sequences are left: end each line plainly
         if self.tty:
