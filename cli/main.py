@@ -24,6 +24,14 @@ def version() -> str:
         return "unknown"
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (importlib.metadata costs ~25 ms)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"opsgate {version()}")
+        parser.exit()
+
+
 def _lazy(module: str, func: str):
     def handler(ctx: Context) -> int:
         import importlib
@@ -38,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = global_flags(argparse.SUPPRESS)
     p = argparse.ArgumentParser(prog="opsgate", parents=[global_flags(None)],
                                 description="Operations console: runbooks with step-up auth, SSH and a tamper-evident audit trail.")
-    p.add_argument("--version", action="version", version=f"opsgate {version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     p.set_defaults(handler=_lazy("opsgate.cli.tui", "cmd_console"))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
