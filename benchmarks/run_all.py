@@ -23,6 +23,7 @@ from common import JSON_MARK, Row, machine, table  # noqa: E402
 
 BENCHMARKS = {  # name: extra arguments for the full run
     "fanout": ["--rounds", "3"],
+    "fanout_scale": [],
     "throughput": [],
     "cli_stream": [],
     "ui": [],
