@@ -15,13 +15,17 @@ the pipeline) and ``env`` {"TERM": "xterm-256color"}); then one event per line, 
 - Markers (``"m"`` events) are the caller's: the pipeline adds "step-up <factor>", "start" and
   "end <outcome> exit <n>" with ``marker``; a Recording adds none of its own, so none appear twice.
 - Written incrementally: events are buffered and written in batches, when 64 KiB are pending or
-  every 100 ms (a background thread flushes a quiet command's last output), so a crash keeps what
-  was received up to the last batch. ``close`` fsyncs and returns the sha256 of the file's bytes,
-  which the pipeline puts in the ``action.target`` audit record with the path relative to the state dir.
+  every 100 ms (one background thread, shared by every open recording, flushes a quiet command's last
+  output), so a crash keeps what was received up to the last batch. ``close`` fsyncs and returns the
+  sha256 of the file's bytes, which the pipeline puts in the ``action.target`` audit record with the
+  path relative to the state dir.
 - A write failure (disk full...) is kept in ``error`` and later events are dropped; ``close`` still
   returns the sha256 of what reached the file. ``on_error`` (if given) hears of it at once, from
   whichever thread wrote: the pipeline stops that target's command (a command must not run on without
   its recording) and audits the target as ``recording-failed`` with ``error``.
+- The hot path of a flood: an ASCII chunk with no control characters other than ``\\n`` and ``\\r``
+  (most output) is escaped as bytes, a few C-speed ``bytes.replace`` passes over the whole chunk that
+  give what the JSON encoder gives; any other chunk goes through the decoder and the JSON encoder.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ STREAMS = ("stdout", "stderr")
 _RED, _RESET = "\x1b[31m", "\x1b[0m"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@:+=-]")
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps builds one per call
+# Bytes the JSON encoder would escape as \\uXXXX (or \\t, \\b, \\f): a chunk holding one takes the slow path.
+_OTHER_CONTROLS = bytes(c for c in range(0x20) if c not in (0x0A, 0x0D))
+_RED_J, _RESET_J = _encode(_RED)[1:-1].encode(), _encode(_RESET)[1:-1].encode()  # as they appear escaped
+_IOV_MAX = 1024
 
 
 def file_sha256(path: Path) -> str:
@@ -90,6 +98,7 @@ class Recording:
         self._digest: str | None = None
         self._last_t = 0.0
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in STREAMS}
+        self._pending = dict.fromkeys(STREAMS, False)  # the decoder holds part of a character
         self._ends_cr = dict.fromkeys(STREAMS, False)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -108,9 +117,7 @@ class Recording:
         with self._lock:
             self._add(json.dumps(header, ensure_ascii=False) + "\n")
             self._flush()  # the header reaches the file at once
-        self._stop = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_loop, name=f"recording {self.path.name}", daemon=True)
-        self._flusher.start()
+        _FLUSHER.add(self)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -121,7 +128,13 @@ class Recording:
         t = time.monotonic() if t is None else t
         with self._lock:
             self._check_open()
-            self._text(stream, self._decoders[stream].decode(data), t)
+            if data and not self._pending[stream] and data.isascii() \
+                    and len(data.translate(None, _OTHER_CONTROLS)) == len(data):
+                self._ascii(stream, data, t)
+                return
+            decoder = self._decoders[stream]
+            self._text(stream, decoder.decode(data), t)
+            self._pending[stream] = bool(decoder.getstate()[0])
 
     def marker(self, label: str, t: float | None = None) -> None:
         """Add a marker (``"m"`` event), e.g. "step-up otp" or "exit 0"."""
@@ -144,9 +157,8 @@ class Recording:
             except OSError as e:
                 self._failed(f"{self.path}: cannot sync the recording: {e.strerror or e}")
             self._file.close()
-            self._stop.set()
             self._digest = self._sha.hexdigest() if self.error is None else file_sha256(self.path)
-        self._flusher.join()
+        _FLUSHER.discard(self)
         return self._digest
 
     def __enter__(self) -> Recording:
@@ -171,6 +183,28 @@ class Recording:
         self._ends_cr[stream] = text[-1] == "\r"
         self._event(t, "o", f"{_RED}{out}{_RESET}" if stream == "stderr" else out)
 
+    def _ascii(self, stream: str, data: bytes, t: float) -> None:
+        """``_text`` for an ASCII chunk without control characters but newlines: escaped as bytes, exactly
+        as the JSON encoder would escape the text (``\\\\``, ``\\"``, ``\\r``, ``\\n``)."""
+        if b"\\" in data:
+            data = data.replace(b"\\", b"\\\\")
+        if b'"' in data:
+            data = data.replace(b'"', b'\\"')
+        if b"\r" in data:
+            out = data.replace(b"\r\n", b"\n").replace(b"\r", b"\\r").replace(b"\n", b"\\r\\n")
+        else:
+            out = data.replace(b"\n", b"\\r\\n")
+        if self._ends_cr[stream] and data[0] == 0x0A:
+            out = out[2:]  # its \r ended the previous chunk
+        self._ends_cr[stream] = data[-1] == 0x0D
+        self._last_t = max(self._last_t, t - self._t0)
+        head = b'[%.6f, "o", "' % self._last_t
+        parts = [head, _RED_J, out, _RESET_J, b'"]\n'] if stream == "stderr" else [head, out, b'"]\n']
+        self._buf.extend(parts)
+        self._buf_len += sum(map(len, parts))
+        if self._buf_len >= FLUSH_BYTES:
+            self._flush()
+
     def _event(self, t: float, kind: str, text: str) -> None:
         # Events must never go back in time, even when threads deliver out of order.
         self._last_t = max(self._last_t, t - self._t0)
@@ -186,19 +220,20 @@ class Recording:
     def _flush(self) -> None:
         if not self._buf:
             return
-        data = b"".join(self._buf)
-        self._buf.clear()
+        parts = self._buf
+        self._buf = []
         self._buf_len = 0
         if self.error is not None:
             return  # after a failed write the file's tail is unknown: add nothing more
+        sha = self._sha.copy()  # the hash of the file's bytes: parts that fail to reach it are not in it
+        for part in parts:
+            sha.update(part)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[self._file.write(view):]
+            _write_all(self._file.fileno(), parts)
         except OSError as e:
             self._failed(f"{self.path}: cannot write the recording: {e.strerror or e}")
             return
-        self._sha.update(data)
+        self._sha = sha
 
     def _failed(self, error: str) -> None:
         if self.error is None:
@@ -206,8 +241,59 @@ class Recording:
             if self._on_error is not None:
                 self._on_error(error)
 
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(FLUSH_INTERVAL):
+    def _timed_flush(self) -> None:
+        with self._lock:
+            if self._digest is None:
+                self._flush()
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write every byte of ``parts`` to ``fd`` in order (``os.writev``, resuming after a short write)."""
+    i = 0
+    while i < len(parts):
+        batch = parts[i:i + _IOV_MAX]
+        n = os.writev(fd, batch)
+        for part in batch:
+            if n >= len(part):
+                n -= len(part)
+                i += 1
+                continue
+            parts[i] = memoryview(part)[n:]  # a short write: the rest of this part comes next
+            break
+
+
+class _Flusher:
+    """One thread for every open recording: every ``FLUSH_INTERVAL`` it writes what each has pending.
+
+    It starts with the first recording and ends when none is open, so an idle process keeps no thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, Recording] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, rec: Recording) -> None:
+        with self._lock:
+            self._open[id(rec)] = rec
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="recordings flusher", daemon=True)
+                self._thread.start()
+
+    def discard(self, rec: Recording) -> None:
+        with self._lock:
+            self._open.pop(id(rec), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
             with self._lock:
-                if self._digest is None:
-                    self._flush()
+                recs = list(self._open.values())
+                if not recs:
+                    self._thread = None
+                    return
+            for rec in recs:
+                rec._timed_flush()
+
+
+_FLUSHER = _Flusher()

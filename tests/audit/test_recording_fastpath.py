@@ -1,0 +1,130 @@
+"""Recordings, the hot path: ASCII chunks escaped as bytes must give exactly what the JSON encoder gives,
+batches written with os.writev survive short writes, and one flusher thread serves every recording."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+from pathlib import Path
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from opsgate.console.audit import recording as recording_module
+from opsgate.console.audit.recording import Recording
+
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+def new_recording(path: Path) -> Recording:
+    return Recording(path, run="r", action="a", target="t", command="c")
+
+
+def expected_events(chunks: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """What the recording of ``chunks`` holds, computed as the JSON-encoder path always did: decode per
+    stream, bare LF to CRLF (a CR ending a chunk pairs with an LF starting the next), stderr in red."""
+    decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")}
+    ends_cr = dict.fromkeys(decoders, False)
+    out: list[tuple[str, str]] = []
+
+    def add(stream: str, text: str) -> None:
+        if not text:
+            return
+        crlf = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        if ends_cr[stream] and text[0] == "\n":
+            crlf = crlf[1:]
+        ends_cr[stream] = text[-1] == "\r"
+        out.append(("o", f"{RED}{crlf}{RESET}" if stream == "stderr" else crlf))
+
+    for stream, data in chunks:
+        add(stream, decoders[stream].decode(data))
+    for stream in ("stdout", "stderr"):  # close() flushes stdout's decoder first, then stderr's
+        add(stream, decoders[stream].decode(b"", final=True))
+    return out
+
+
+# Bytes that exercise every branch: plain ASCII, the characters JSON escapes, CR/LF, other controls
+# (which leave the fast path), and the pieces of multi-byte and invalid UTF-8.
+byte = st.sampled_from([b"a", b"Z", b"0", b" ", b"\\", b'"', b"\r", b"\n", b"\t", b"\x1b", b"\x00", b"\x7f",
+                        b"/", "é".encode()[:1], "é".encode()[1:], "🚀".encode()[:2], "🚀".encode()[2:], b"\xff"])
+plain = st.sampled_from([b"a", b" ", b"\\", b'"', b"\r", b"\n"])  # the fast path's own bytes
+stream = st.sampled_from(["stdout", "stderr"])
+chunk = st.one_of(st.tuples(stream, st.lists(plain, min_size=1, max_size=6).map(b"".join)),
+                  st.tuples(stream, st.lists(byte, min_size=1, max_size=12).map(b"".join)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(chunk, max_size=10))
+@example(chunks=[("stdout", b"a\r"), ("stdout", b"\nb")])  # a CRLF split between two fast chunks
+@example(chunks=[("stdout", "é".encode()[:1]), ("stdout", "é".encode()[1:] + b"\\\n")])  # then a plain chunk
+def test_events_are_those_of_the_json_encoder_byte_for_byte(tmp_path_factory, chunks):
+    path = tmp_path_factory.mktemp("rec") / "t.cast"
+    rec = new_recording(path)
+    for stream, data in chunks:
+        rec.output(stream, data, t=0.0)
+    digest = rec.close()
+    raw = path.read_bytes()
+    assert digest == hashlib.sha256(raw).hexdigest()
+    lines = raw.decode("utf-8").splitlines(keepends=True)[1:]
+    events = [json.loads(line) for line in lines]
+    assert [(kind, text) for _, kind, text in events] == expected_events(chunks)
+    for line, (t, kind, text) in zip(lines, events):  # the bytes path escapes exactly as the encoder does
+        assert line == f"[{t:.6f}, {json.dumps(kind)}, {json.dumps(text, ensure_ascii=False)}]\n"
+
+
+def test_a_flood_of_plain_text_is_recorded_whole(tmp_path):
+    """Chunks of a large ASCII flood, split anywhere (in a CRLF too), come back as the flood with CRLF."""
+    text = b"".join(b"line %d with \\ and \"quotes\"\n" % i for i in range(20_000)) + b"cr\r\nbare cr\r"
+    rec = new_recording(tmp_path / "f.cast")
+    for i in range(0, len(text), 65_537):
+        rec.output("stdout", text[i:i + 65_537])
+    rec.close()
+    lines = (tmp_path / "f.cast").read_text(encoding="utf-8").splitlines()[1:]
+    got = "".join(json.loads(line)[2] for line in lines)
+    assert got == text.decode().replace("\r\n", "\n").replace("\n", "\r\n")
+
+
+def test_short_writes_are_resumed(tmp_path, monkeypatch):
+    """os.writev may write less than asked (a pipe, a signal): the rest follows, in order, nothing twice."""
+    real = recording_module.os.writev
+    calls = []
+
+    def stingy(fd, buffers):
+        calls.append(len(buffers))
+        return real(fd, [bytes(memoryview(buffers[0])[:7])])  # at most 7 bytes of the first buffer
+
+    monkeypatch.setattr(recording_module.os, "writev", stingy)
+    rec = new_recording(tmp_path / "s.cast")
+    rec.output("stdout", b"x" * 1000 + b"\n")
+    rec.output("stderr", b"oops\n")
+    rec.marker("end ok exit 0")
+    digest = rec.close()
+    monkeypatch.undo()
+    raw = (tmp_path / "s.cast").read_bytes()
+    assert digest == hashlib.sha256(raw).hexdigest() and len(calls) > 100
+    _, out, err, mark = raw.decode().splitlines()
+    assert json.loads(out)[2] == "x" * 1000 + "\r\n"
+    assert json.loads(err)[2] == f"{RED}oops\r\n{RESET}"
+    assert json.loads(mark)[1:] == ["m", "end ok exit 0"]
+
+
+def test_one_flusher_thread_for_all_recordings_and_none_when_all_are_closed(tmp_path, monkeypatch):
+    flusher = recording_module._Flusher()  # its own, so recordings other tests left open do not count
+    monkeypatch.setattr(recording_module, "_FLUSHER", flusher)
+    recs = [new_recording(tmp_path / f"{i}.cast") for i in range(20)]
+    thread = flusher._thread
+    assert thread is not None and thread.is_alive() and len(flusher._open) == 20
+    for rec in recs:
+        rec.output("stdout", b"quiet\n")
+    for rec in recs[:10]:
+        rec.close()
+    assert flusher._thread is thread and len(flusher._open) == 10
+    for rec in recs[10:]:
+        rec.close()
+    thread.join(timeout=30)  # it notices on its next tick that nothing is open, and ends
+    assert not thread.is_alive() and flusher._thread is None
+    again = new_recording(tmp_path / "again.cast")  # a new recording starts one again
+    assert flusher._thread is not None and flusher._thread.is_alive()
+    again.close()
+    assert all(b"quiet" in rec.path.read_bytes() for rec in recs)
