@@ -116,8 +116,9 @@ class RenderedCommand:
 
 
 def inert_params(params: Mapping[str, Param]) -> frozenset[str]:
-    """Params whose values are only digits (int params): safe anywhere in a command, even in quotes."""
-    return frozenset(n for n, p in params.items() if p.type == "int")
+    """Params whose values are only digits (int params): safe anywhere in a command, even in quotes. Not a
+    secret one: it is read from stdin into a shell variable, whose expansion is a word only where words are."""
+    return frozenset(n for n, p in params.items() if p.type == "int" and not p.secret)
 
 
 def render_command(action: Action, values: Mapping[str, str | int]) -> RenderedCommand:

@@ -194,3 +194,37 @@ steps = [{ command = "psql -Atc 'select id from users where name = {name}'", tar
     fixed = text.replace('note: {reason}\\"', 'note: \\"{reason}').replace("name = {name}'", "name = '{name}")
     cfg = parse_config(fixed.encode(), "config.toml")
     assert cfg.actions["note"].command == 'echo "change note: "{reason}'
+
+
+def test_a_secret_int_param_stands_only_where_a_plain_word_does():
+    """An int param may stand anywhere (its value is digits), but a secret one is read from stdin into a shell
+    variable, which inside quotes would not expand to the value: refused there, also when a runbook made it
+    secret."""
+    text = BASE + """
+[actions.pin]
+title = "Pin"
+risk = "low"
+targets = ["web-1"]
+command = "echo 'pin {pin}'; echo {n}"
+[actions.pin.params.pin]
+type = "int"
+secret = true
+[actions.pin.params.n]
+type = "int"
+
+[actions.count]
+title = "Count"
+risk = "low"
+targets = ["web-1"]
+command = "echo 'count {n}'"
+[actions.count.params.n]
+type = "int"
+
+[runbooks.rb]
+title = "Runbook"
+params = { code = { type = "int", secret = true } }
+steps = [{ action = "count", params = { n = "{code}" } }]
+"""
+    found = problems(text)
+    assert [p.split(": ")[1] for p in found] == ["actions.pin.command", "actions.count.command"], found
+    assert "{pin} is inside single quotes" in found[0] and "{n} is inside single quotes" in found[1]
