@@ -1,6 +1,6 @@
 """UI under load: the TUI (headless, Textual Pilot) streaming 200 MB from 10 targets while keys are pressed.
 
-    .venv/bin/python benchmarks/ui.py [--mb-per-target 20] [--targets 10]
+    .venv/bin/python benchmarks/ui.py [--mb-per-target 20] [--targets 10] [--flood-only]
 
 The console (`screens.app.make_app`) runs a low-risk action that `cat`s a 20 MB base64 file on each
 of 10 targets of a loopback sshd (the real pipeline: audit, recordings, the output panel). While it
@@ -8,7 +8,13 @@ streams, a key (down/up in the action list) is pressed every 50 ms; each latency
 the key is sent to the first screen refresh after the list's highlighted row changed
 (``call_after_refresh``). Reports p50/p99 over the presses made while output was streaming, and
 this process's peak RSS (``resource.getrusage``; the sshd is another process). Goals: p99 < 100 ms,
-RSS < 300 MB. Pilot drives the app in-process, so key handling competes with the run's threads for
+RSS < 300 MB.
+
+The same app, in the same process, first measures the same keys with no flood: for 4 s with no run
+("idle", reported), then during a run of ``sleep 4`` on the same 10 targets ("quiet": the same
+connections, audit and tabs, no output). The flood's p99 must be at most 1.3x the quiet run's p99. Both
+runs include their connection set-up (10 SSH handshakes in this process). ``--flood-only`` skips
+both baselines (for profiling). The latencies are logged on stderr in press order. Pilot drives the app in-process, so key handling competes with the run's threads for
 the GIL exactly as in the real console; terminal output (the driver) is not included.
 """
 
@@ -29,67 +35,94 @@ from common import Row, cli, emit, log, sshd_server
 from pipeline_harness import load, write_config
 
 
+QUIET_SECONDS = 4  # the baseline run: the same targets, no output
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def drive(config, state: Path, targets: int) -> tuple[list[float], float, dict]:
+async def press_while_running(app, screen, table, idle: float = 0.0) -> tuple[list[float], float]:
+    """Press down/up in the action list every 50 ms while the screen's run lasts (for ``idle`` seconds with
+    no run if ``idle``); key->paint latencies."""
+    deadline = time.monotonic() + 30
+    while not idle and not screen.running and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    run_started = time.monotonic()
+
+    def going() -> bool:
+        return time.monotonic() - run_started < idle if idle else screen.running
+    latencies: list[float] = []
+    direction = "down"
+    next_press = time.monotonic()
+    loop = asyncio.get_running_loop()
+    while going() and time.monotonic() - run_started < 300:
+        await asyncio.sleep(max(0.0, next_press - time.monotonic()))
+        next_press += 0.05
+        table.focus()
+        before = table.cursor_row
+        if before >= table.row_count - 1:
+            direction = "up"
+        elif before <= 0:
+            direction = "down"
+        start = time.perf_counter()
+        # Post the key as a terminal would; Pilot.press also waits for every queue to go idle,
+        # which under a flood measures the flood, not the key.
+        app.post_message(events.Key(direction, None))
+        while table.cursor_row == before:
+            await asyncio.sleep(0.001)
+            if time.perf_counter() - start > 5:
+                raise SystemExit("a key press was not handled within 5 s")
+        painted = loop.create_future()
+        screen.call_after_refresh(lambda: painted.done() or painted.set_result(time.perf_counter()))
+        end = await asyncio.wait_for(painted, 10)
+        if going():
+            latencies.append(end - start)
+    log("  key->paint ms, in press order: " + " ".join(f"{v * 1e3:.0f}" for v in latencies))
+    return latencies, time.monotonic() - run_started
+
+
+async def run_action(app, pilot, screen, table, action: str, targets: int) -> tuple[list[float], float, dict]:
+    screen.select_action(action)
+    await pilot.pause(0.2)
+    screen.action_run()
+    latencies, run_time = await press_while_running(app, screen, table)
+    await pilot.pause(0.2)
+    report = screen.last_report
+    outcomes = {r.outcome for r in report.results} if report else {"none"}
+    if outcomes != {"ok"} or len(report.results) != targets:
+        said = [n.message for n in app._notifications]
+        raise SystemExit(f"{action} did not finish ok: {outcomes}; notifications: {said}")
+    return latencies, run_time, {r.target: r.bytes_out for r in report.results}
+
+
+async def drive(config, state: Path, targets: int, phases) -> dict[str, tuple[list[float], float, dict]]:
+    """Keys with no run, the quiet run (the same targets, no output: the baseline), then the flood, in one app."""
     from opsgate.screens.app import make_app
     from opsgate.screens.catalog import ActionTable
 
     state.mkdir(mode=0o700, exist_ok=True)
     app = make_app(config, state, operator="bench", theme="opsgate-dark")
-    latencies: list[float] = []
+    results = {}
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.main_screen
         table = screen.query_one(ActionTable)
-        screen.select_action("flood")
-        await pilot.pause(0.2)
-        screen.action_run()
-        deadline = time.monotonic() + 30
-        while not screen.running and time.monotonic() < deadline:
-            await pilot.pause(0.01)
-        run_started = time.monotonic()
-        direction = "down"
-        next_press = time.monotonic()
-        loop = asyncio.get_running_loop()
-        while screen.running and time.monotonic() - run_started < 300:
-            await asyncio.sleep(max(0.0, next_press - time.monotonic()))
-            next_press += 0.05
-            table.focus()
-            before = table.cursor_row
-            if before >= table.row_count - 1:
-                direction = "up"
-            elif before <= 0:
-                direction = "down"
-            start = time.perf_counter()
-            # Post the key as a terminal would; Pilot.press also waits for every queue to go idle,
-            # which under a flood measures the flood, not the key.
-            app.post_message(events.Key(direction, None))
-            while table.cursor_row == before:
-                await asyncio.sleep(0.001)
-                if time.perf_counter() - start > 5:
-                    raise SystemExit("a key press was not handled within 5 s")
-            painted = loop.create_future()
-            screen.call_after_refresh(lambda: painted.done() or painted.set_result(time.perf_counter()))
-            end = await asyncio.wait_for(painted, 10)
-            if screen.running:
-                latencies.append(end - start)
-        run_time = time.monotonic() - run_started
-        report = screen.last_report
-        outcomes = {r.outcome for r in report.results} if report else {"none"}
-        if outcomes != {"ok"} or len(report.results) != targets:
-            said = [n.message for n in app._notifications]
-            raise SystemExit(f"the run did not finish ok: {outcomes}; notifications: {said}")
-    return latencies, run_time, {r.target: r.bytes_out for r in report.results}
+        for action in phases:
+            if action == "idle":
+                results[action] = (*await press_while_running(app, screen, table, idle=QUIET_SECONDS), {})
+            else:
+                results[action] = await run_action(app, pilot, screen, table, action, targets)
+    return results
 
 
 def main() -> None:
     parser = cli(__doc__.splitlines()[0])
     parser.add_argument("--mb-per-target", type=int, default=20)
     parser.add_argument("--targets", type=int, default=10)
+    parser.add_argument("--flood-only", action="store_true", help="skip the no-flood baseline (for profiling)")
     args = parser.parse_args()
+    phases = ("flood",) if args.flood_only else ("idle", "quiet", "flood")
     mb = 2 if args.quick else args.mb_per_target
     work = Path(tempfile.mkdtemp(prefix="opsgate-bench-ui-"))
     try:
@@ -97,11 +130,12 @@ def main() -> None:
         subprocess.run(f"head -c {mb * 750_000} /dev/urandom | base64 > {data}", shell=True, check=True)
         size = data.stat().st_size
         with sshd_server() as server:
-            commands = {"flood": f"cat {data}"}
+            commands = {"flood": f"cat {data}", "quiet": f"sleep {QUIET_SECONDS}"}
             commands.update({f"other-{i:02d}": "true" for i in range(20)})  # rows for the cursor to move over
             config = load(write_config(work, server, commands, targets=args.targets, max_parallel=args.targets))
             log(f"ui: {args.targets} targets x {size / 1e6:.0f} MB, a key every 50 ms")
-            latencies, run_time, sent = asyncio.run(drive(config, work / "state", args.targets))
+            results = asyncio.run(drive(config, work / "state", args.targets, phases))
+        latencies, run_time, sent = results["flood"]
         assert all(v == size for v in sent.values()), sent
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -109,11 +143,21 @@ def main() -> None:
     total = size * args.targets / 1e6
     if not latencies:
         raise SystemExit("no key press happened while streaming")
+    quiet = results.get("quiet", ([float("nan")],))[0]
+    idle = results.get("idle", ([float("nan")],))[0]
     p50, p99 = statistics.median(latencies) * 1e3, percentile(latencies, 99) * 1e3
+    q50, q99 = statistics.median(quiet) * 1e3, percentile(quiet, 99) * 1e3
+    i50, i99 = statistics.median(idle) * 1e3, percentile(idle, 99) * 1e3
     emit([
         Row(f"UI key->paint while streaming {total:.0f} MB from {args.targets} targets",
             f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", target="p99 < 100 ms", met=p99 < 100,
             note=f"{len(latencies)} presses over a {run_time:.1f} s run"),
+        Row("UI key->paint p99, flood against no flood (same app, same run)",
+            f"p99 {p99:.0f} ms", peer=f"no flood p50 {q50:.0f} ms, p99 {q99:.0f} ms", ratio=p99 / q99,
+            target="<= 1.3x no flood", met=p99 <= 1.3 * q99,
+            note=f"no flood: `sleep {QUIET_SECONDS}` on the same targets, {len(quiet)} presses"),
+        Row("UI key->paint with no run (same app, before both runs)", f"p50 {i50:.0f} ms, p99 {i99:.0f} ms",
+            target="(reported)", note=f"{len(idle)} presses over {QUIET_SECONDS} s"),
         Row("UI peak RSS during that run", f"{rss:.0f} MiB", target="< 300 MB", met=rss < 300),
     ], args.json)
 
