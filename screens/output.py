@@ -4,10 +4,12 @@ A runbook run adds a step list beside the tabs: each step with its status, and t
 own tabs (one per target) with its output. Panes are keyed by target for an action and by
 ``"STEP:target"`` (``step_key``) for a runbook.
 
-Fan-out threads call ``OutputBuffer.feed`` (thread-safe, no widget access). A 100 ms timer on the UI
-side drains the buffer with one ``Log.write_lines`` per target. The buffer keeps at most
-``max_pending`` lines per target between flushes: a 50 MB flood costs bounded memory and bounded UI
-work, and the recording on disk still holds every byte.
+Fan-out threads call ``OutputBuffer.feed`` (thread-safe, no widget access, no work per line: it keeps
+complete raw lines). A 100 ms timer on the UI side drains the visible tab's pending output, sanitises it a
+block at a time and writes it with one ``Log.write_lines``: at most 10 updates a second, whatever arrives.
+Hidden tabs are not written: each keeps its last ``max_pending`` lines in the buffer, written when the tab
+is shown and when the run ends. A 50 MB flood costs bounded memory and bounded UI work (older lines are
+counted and the pane says how many it skipped); the recording on disk still holds every byte.
 """
 
 from __future__ import annotations
@@ -49,13 +51,20 @@ def clean_lines(block: bytes, prefix: str = "") -> list[str]:
 
 @dataclass
 class _Pending:
-    lines: deque
+    """A pane's output not yet shown: blocks of complete raw lines, oldest first, at most ``max_pending`` lines."""
+
+    blocks: deque  # (stream, bytes ending with a newline, lines in it)
+    lines: int = 0
     dropped: int = 0
-    bytes: int = 0
 
 
 class OutputBuffer:
-    """Lines waiting to be shown, per target. ``feed`` from any thread; ``drain`` from the UI."""
+    """Output waiting to be shown, per pane. ``feed`` from any thread; ``drain`` from the UI.
+
+    ``feed`` only splits off complete lines and keeps raw bytes (C-speed ``rfind``/``count``, no work per line):
+    a pane's pending output is at most ``max_pending`` lines, older lines are counted as skipped. The text is
+    sanitised by ``drain``, for the panes drained (the visible one while a run streams), a block at a time.
+    """
 
     def __init__(self, max_pending: int = MAX_PENDING):
         self.max_pending = max_pending
@@ -66,30 +75,47 @@ class OutputBuffer:
     def _slot(self, target: str) -> _Pending:
         slot = self._pending.get(target)
         if slot is None:
-            slot = self._pending[target] = _Pending(deque(maxlen=self.max_pending))
+            slot = self._pending[target] = _Pending(deque())
         return slot
+
+    def _add(self, target: str, stream: str, block: bytes) -> None:
+        """Complete lines (``block`` ends with a newline) to ``target``'s pending output; the oldest beyond
+        ``max_pending`` lines are dropped and counted. Holds the lock."""
+        slot = self._slot(target)
+        count = block.count(b"\n")
+        limit = self.max_pending
+        if count > limit:  # only the lines that can be shown are kept
+            block = block[len(block.rsplit(b"\n", limit + 1)[0]) + 1:]
+            slot.dropped += count - limit
+            count = limit
+        slot.blocks.append((stream, block, count))
+        slot.lines += count
+        excess = slot.lines - limit
+        while excess > 0:
+            old_stream, old, old_count = slot.blocks[0]
+            if old_count <= excess:
+                slot.blocks.popleft()
+                cut = old_count
+            else:
+                slot.blocks[0] = (old_stream, old.split(b"\n", excess)[-1], old_count - excess)
+                cut = excess
+            slot.lines -= cut
+            slot.dropped += cut
+            excess -= cut
 
     def feed(self, target: str, stream: str, data: bytes) -> None:
         key = (target, stream)
         with self._lock:
-            head = self._partial.pop(key, b"") + data
+            partial = self._partial.pop(key, None)
+            head = partial + data if partial else data
             cut = head.rfind(b"\n") + 1
             if len(head) - cut > LINE_MAX:  # a line without end: show it in pieces rather than hold it
                 head, cut = head + b"\n", len(head) + 1
             if cut < len(head):
                 self._partial[key] = head[cut:]
-            slot = self._slot(target)
-            slot.bytes += len(data)
-            if not cut:
-                return
-            count = head.count(b"\n", 0, cut)
-            overflow = len(slot.lines) + count - self.max_pending
-            if overflow > 0:
-                slot.dropped += overflow
-            block = head[:cut]
-            if count > self.max_pending:  # only the lines that will be shown are cleaned
-                block = b"\n".join(block.split(b"\n")[-self.max_pending - 1:])
-            slot.lines.extend(clean_lines(block, STDERR_PREFIX if stream == "stderr" else ""))
+                head = head[:cut]
+            if cut:
+                self._add(target, stream, head)
 
     def finish(self, target: str) -> None:
         """The target is done: its unterminated last lines become lines."""
@@ -97,19 +123,26 @@ class OutputBuffer:
             for stream in ("stdout", "stderr"):
                 tail = self._partial.pop((target, stream), b"").rstrip(b"\r")
                 if tail:
-                    self._slot(target).lines.extend(clean_lines(tail + b"\n",
-                                                                STDERR_PREFIX if stream == "stderr" else ""))
+                    self._add(target, stream, tail + b"\n")
 
-    def drain(self) -> dict[str, tuple[list[str], int]]:
-        """Everything pending: target -> (lines, lines dropped since the last drain)."""
+    def drain(self, targets=None) -> dict[str, tuple[list[str], int]]:
+        """What is pending for ``targets`` (every pane if None): target -> (sanitised lines, lines dropped
+        since the last drain). Other panes keep theirs (bounded) until they are drained."""
         with self._lock:
-            out = {}
-            for target, slot in self._pending.items():
-                if slot.lines or slot.dropped:
-                    out[target] = (list(slot.lines), slot.dropped)
-                    slot.lines.clear()
-                    slot.dropped = 0
-            return out
+            taken = []
+            for target in self._pending if targets is None else targets:
+                slot = self._pending.get(target)
+                if slot is not None and (slot.blocks or slot.dropped):
+                    taken.append((target, list(slot.blocks), slot.dropped))
+                    slot.blocks.clear()
+                    slot.lines = slot.dropped = 0
+        out = {}
+        for target, blocks, dropped in taken:  # sanitised outside the lock: the readers go on
+            lines: list[str] = []
+            for stream, block, _count in blocks:
+                lines.extend(clean_lines(block, STDERR_PREFIX if stream == "stderr" else ""))
+            out[target] = (lines, dropped)
+        return out
 
 
 class FollowLog(Log):
@@ -201,6 +234,7 @@ class OutputPanel(Vertical):
         self.buffer = OutputBuffer()
         self.clock = clock
         self._panes: dict[str, tuple[str, str]] = {}  # pane key -> (tabs id, pane id)
+        self._keys_by_pane: dict[str, str] = {}  # pane id -> pane key
         self.statuses: dict[str, str] = {}  # pane key -> status word
         self.steps: dict[int, StepView] = {}  # runbook runs only
         self.headline = ""
@@ -236,15 +270,17 @@ class OutputPanel(Vertical):
                 return
 
     def log_for(self, key: str) -> Log:
-        """The log of a target (an action run) or of ``step_key(step, target)`` (a runbook run)."""
+        """The log of a target (an action run) or of ``step_key(step, target)`` (a runbook run), with
+        everything that arrived for it written first (a line written after it goes after its output)."""
         tabs_id, pane_id = self._panes[key]
+        self._write((key,))
         return self.query_one(f"#{pane_id}-log", Log)
 
     def _reset(self) -> None:
-        self.buffer.drain()
-        self.buffer = OutputBuffer()
+        self.buffer = OutputBuffer()  # what the previous run left unshown is in its recordings
         self.remove_class("idle")
         self._panes = {}
+        self._keys_by_pane = {}
         self.statuses = {}
         self._generation += 1
 
@@ -253,6 +289,7 @@ class OutputPanel(Vertical):
         for i, (key, target) in enumerate(keys):
             pane_id = f"{prefix}-{i}"
             self._panes[key] = (tabs.id, pane_id)
+            self._keys_by_pane[pane_id] = key
             self.statuses[key] = "pending"
             log = FollowLog(max_lines=MAX_LINES, auto_scroll=True, id=f"{pane_id}-log", classes="output-log")
             await tabs.add_pane(TabPane(self._tab_label(target), log, id=pane_id))
@@ -362,6 +399,7 @@ class OutputPanel(Vertical):
         if step_list.highlighted != position:
             step_list.highlighted = position
         self.query_one("#step-outputs", ContentSwitcher).current = f"g{self._generation}-step-{index}"
+        self.flush()  # the step's shown tab, with what arrived while it was hidden
 
     @property
     def selected_step(self) -> int | None:
@@ -396,7 +434,7 @@ class OutputPanel(Vertical):
         self._refresh_status()
 
     def finish_run(self, summary: str) -> None:
-        self.flush()
+        self.flush(everything=True)  # every tab ends with its target's last lines
         self.running = False
         self.headline = summary
         self._refresh_status()
@@ -417,15 +455,48 @@ class OutputPanel(Vertical):
             line.append("  ·  " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), style="dim")
         self.query_one("#run-status", Static).update(line)
 
-    def flush(self) -> None:
-        """Write what arrived since the last flush: one write_lines per target pane."""
-        for target, (lines, dropped) in self.buffer.drain().items():
-            if target not in self._panes:
+    def _visible_key(self) -> str | None:
+        """The pane key of the tab shown now: the active tab of the run's tabs, or of the shown step's tabs."""
+        try:
+            current = self.query_one("#step-outputs", ContentSwitcher).current
+            tabs_id = "output-tabs" if current == "output-tabs" else f"{current}-tabs"
+            tabs = self.query_one(f"#{tabs_id}", TabbedContent)
+        except Exception:  # a pause step (no tabs), or a run being replaced
+            return None
+        return self._keys_by_pane.get(tabs.active)
+
+    def flush(self, everything: bool = False) -> None:
+        """Write what arrived since the last flush into the visible tab (into every tab if ``everything``).
+
+        A hidden tab is not written while it is hidden: its output waits in the buffer (its last
+        ``MAX_PENDING`` lines) and is written when the tab is shown (``TabActivated``, ``select_step``), when
+        ``log_for`` hands its log out, and when the run finishes.
+        """
+        if everything:
+            keys = None
+        else:
+            key = self._visible_key()
+            if key is None:
+                return
+            keys = (key,)
+        self._write(keys)
+
+    def _write(self, keys) -> None:
+        for key, (lines, dropped) in self.buffer.drain(keys).items():
+            if key not in self._panes:
                 continue
             try:
-                log = self.log_for(target)
+                tabs_id, pane_id = self._panes[key]
+                log = self.query_one(f"#{pane_id}-log", Log)
             except Exception:
                 continue
             if dropped:
                 lines = [f"… {dropped} lines skipped here to keep up (the recording has them all)"] + lines
             log.write_lines(lines)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        """A tab is shown: write what its target sent while it was hidden."""
+        key = self._keys_by_pane.get(event.pane.id)
+        if key is not None:
+            self._write((key,))
