@@ -212,7 +212,7 @@ def witness_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("quoting")
 
 
-def _run(connection, command: str) -> tuple[bytes, int | None]:
+def _run(connection, command: str, stdin: bytes = b"") -> tuple[bytes, int | None]:
     out = bytearray()
     lock = threading.Lock()
 
@@ -221,7 +221,7 @@ def _run(connection, command: str) -> tuple[bytes, int | None]:
             with lock:
                 out.extend(chunk.data)
 
-    result = connection.run(command, sink, timeout=20)
+    result = connection.run(command, sink, timeout=20, stdin=stdin)
     assert result.outcome in ("ok", "failed"), result
     return bytes(out), result.exit_code
 
@@ -243,10 +243,24 @@ def test_an_accepted_template_keeps_a_hostile_value_one_literal_word(connection,
     """For any template the loader accepts, a hostile value does exactly what a plain word does there: the
     remote shell (bash, the login shell) prints the same words with the value in place of the plain word,
     exits the same way, and runs nothing of the value (no witness file)."""
+    _one_literal_word(connection, witness_dir, pre, post, value, secret=False)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pre=st.lists(st.sampled_from(FRAGMENTS), max_size=4), post=st.lists(st.sampled_from(FRAGMENTS), max_size=4),
+       value=st.sampled_from([h for h in HOSTILE if "\n" not in h]) | st.text(st.characters(
+           blacklist_categories=("Cs",), blacklist_characters="\x00\n\r"), max_size=12).map(lambda t: "9" + t))
+def test_an_accepted_template_keeps_a_hostile_secret_one_literal_word(connection, witness_dir, pre, post, value):
+    """The same for a secret param, whose value is no part of the command: it arrives on stdin and stands
+    where the template says as the expansion of the shell variable it was read into."""
+    _one_literal_word(connection, witness_dir, pre, post, value, secret=True)
+
+
+def _one_literal_word(connection, witness_dir, pre, post, value, *, secret: bool) -> None:
     template = _template(pre, post)
     doc = {"targets": {"t1": {"host": "127.0.0.1"}},
            "actions": {"q": {"title": "q", "risk": "low", "targets": ["t1"], "command": template,
-                             "params": {"v": {"pattern": "(?s).*"}}}}}
+                             "params": {"v": {"pattern": "(?s).*", "secret": secret}}}}}
     try:
         action = parse_config(tomli_w.dumps(doc).encode(), "quoting.toml").actions["q"]
     except ConfigError as e:
@@ -259,8 +273,11 @@ def test_an_accepted_template_keeps_a_hostile_value_one_literal_word(connection,
     value = value.replace("{w}", str(witness))
     assume(BENIGN not in value)
     cd = f"cd {witness_dir} || exit 99\n"
-    benign_out, benign_exit = _run(connection, cd + render_command(action, {"v": BENIGN}).command)
-    hostile_out, hostile_exit = _run(connection, cd + render_command(action, {"v": value}).command)
+    benign, hostile = render_command(action, {"v": BENIGN}), render_command(action, {"v": value})
+    if secret:
+        assert value not in hostile.command or value in benign.command, (template, value)
+    benign_out, benign_exit = _run(connection, cd + benign.command, benign.stdin)
+    hostile_out, hostile_exit = _run(connection, cd + hostile.command, hostile.stdin)
     assert not witness.exists(), f"{template!r} ran part of {value!r}"
     assert hostile_out == benign_out.replace(BENIGN.encode(), value.encode()), (template, value)
     assert hostile_exit == benign_exit, (template, value)
