@@ -453,7 +453,9 @@ class OutputPanel(Vertical):
             counts[status] = counts.get(status, 0) + 1
         if counts:
             line.append("  ·  " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), style="dim")
-        self.query_one("#run-status", Static).update(line)
+        # One line high (app.tcss) and as wide as the panel: a new text needs a repaint, not a new layout of
+        # the screen (which, during a flood, costs every key press its share of the GIL).
+        self.query_one("#run-status", Static).update(line, layout=False)
 
     def _visible_key(self) -> str | None:
         """The pane key of the tab shown now: the active tab of the run's tabs, or of the shown step's tabs."""
