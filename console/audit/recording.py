@@ -297,3 +297,5 @@ class _Flusher:
 
 
 _FLUSHER = _Flusher()
+# A forked child has none of its parent's threads, nor its recordings to flush: it starts afresh.
+os.register_at_fork(after_in_child=_FLUSHER.__init__)

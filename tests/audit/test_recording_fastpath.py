@@ -1,18 +1,25 @@
 """Recordings, the hot path: ASCII chunks escaped as bytes must give exactly what the JSON encoder gives,
-batches written with os.writev survive short writes, and one flusher thread serves every recording."""
+batches written with os.writev survive short writes and report a failed one at once, and one flusher
+thread serves every recording (a forked child gets its own)."""
 
 from __future__ import annotations
 
 import codecs
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from opsgate.console.audit import recording as recording_module
 from opsgate.console.audit.recording import Recording
+from tests.helpers import ROOT
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 
@@ -128,3 +135,57 @@ def test_one_flusher_thread_for_all_recordings_and_none_when_all_are_closed(tmp_
     assert flusher._thread is not None and flusher._thread.is_alive()
     again.close()
     assert all(b"quiet" in rec.path.read_bytes() for rec in recs)
+
+
+FILE_LIMIT = r"""
+import json, resource, signal, sys
+from pathlib import Path
+from opsgate.console.audit.recording import Recording, file_sha256
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, a write fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+heard = []
+rec = Recording(Path(sys.argv[1]), run="r", action="a", target="t", command="c", on_error=heard.append)
+for i in range(40):  # 40 chunks of 10 kB on the fast path: the file would pass the limit halfway
+    rec.output("stdout", (b"%09d\n" % i) * 1000)
+before_close = list(heard)
+rec.marker("end ok exit 0")
+digest = rec.close()
+print(json.dumps({"heard": heard, "before_close": before_close, "error": rec.error, "digest": digest,
+                  "file": file_sha256(rec.path)}))
+"""
+
+
+def test_a_write_that_fails_midway_is_reported_once_at_once_and_nothing_more_is_written(tmp_path):
+    """A file-size limit stands in for a full disk: the write that crosses it is short, the next fails.
+    on_error hears of it while output still arrives (not at close), once; close returns the file's hash."""
+    path = tmp_path / "limited.cast"
+    result = subprocess.run([sys.executable, "-c", FILE_LIMIT, str(path)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert len(out["heard"]) == 1 and out["before_close"] == out["heard"] and out["error"] == out["heard"][0]
+    assert "cannot write the recording" in out["error"] and "File too large" in out["error"]
+    assert out["digest"] == out["file"] and path.stat().st_size == 100_000
+    lines = path.read_bytes().split(b"\n")
+    assert all(json.loads(line) for line in lines[:-1])  # complete events, then the cut one
+    assert b"end ok" not in path.read_bytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_flushes_its_own_recordings(tmp_path):
+    parent = new_recording(tmp_path / "parent.cast")  # the parent's flusher thread is running
+    pid = os.fork()
+    if pid == 0:  # the child: no flusher thread came along; its first recording starts one
+        code = 1
+        try:
+            rec = new_recording(tmp_path / "child.cast")
+            rec.output("stdout", b"from the child\n")
+            deadline = time.monotonic() + 30
+            while b"from the child" not in rec.path.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.02)  # polling the file for the flusher's write, not a fixed wait
+            code = 0 if b"from the child" in rec.path.read_bytes() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    parent.close()
+    assert os.waitstatus_to_exitcode(status) == 0
