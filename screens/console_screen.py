@@ -23,13 +23,18 @@ from opsgate.screens.audit_pane import AuditPane, AuditVerified
 from opsgate.screens.badges import fit_parts, risk_badge
 from opsgate.screens.catalog import ActionFilter, ActionTable, catalog_entries, filter_actions
 from opsgate.screens.detail import ActionDetail, ConsoleInput
-from opsgate.screens.frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
 from opsgate.screens.output import OutputPanel, StepView, status_word
 
 if TYPE_CHECKING:
     from opsgate.console.run import Plan, RunbookPlan, RunReport
 
     from opsgate.screens.app import DemoHooks, OpsgateApp
+    # The front end (and with it the run pipeline, step-up and its modals) is imported when a run or a
+    # step-up starts: the console's first paint does not wait for it. Its messages reach the handlers below
+    # by name (on_run_started, ...).
+    from opsgate.screens.frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
+
+DETAIL_SETTLE = 0.12  # seconds the cursor rests before the detail pane follows it (each move restarts the wait)
 
 
 @dataclass
@@ -106,6 +111,8 @@ class ConsoleScreen(Screen):
         self._ticks = 0
         self._chain_state: bool | None = None  # the last chain state seen: a toast when it turns broken
         self._chain_problem: str | None = None
+        self._detail_timer = None  # the wait for the cursor to rest (DETAIL_SETTLE), restarted by each move
+        self._first_paint = False  # the detail pane is filled after the console's first paint
 
     @property
     def running(self) -> bool:
@@ -151,6 +158,12 @@ class ConsoleScreen(Screen):
         self.query_one(ActionTable).focus()
         self._tick()
         self.set_interval(1.0, self._tick, name="clock")
+        self.call_after_refresh(self._painted)
+
+    def _painted(self) -> None:
+        """The first frame is on the terminal: now fill the detail pane (its form is the costliest part)."""
+        self._first_paint = True
+        self.call_later(self._show_selected)
 
     def on_unmount(self) -> None:
         # Closing the console stops what it started: remote processes, a pending key touch, a pause.
@@ -286,15 +299,62 @@ class ConsoleScreen(Screen):
         state = Text.assemble(("showing ", "dim"), f"{len(actions)}/{len(catalog_entries(self.config))}",
                               (" · ", "dim"), flt.describe(), ("   f risk · g tag", "dim"))
         self.query_one("#filter-state", Static).update(state)
-        self.call_after_refresh(self._show_selected)
+        self._detail_later()
+
+    # -- the detail pane follows the cursor once it rests ----------------------------------------------
+    #
+    # Rebuilding the pane (its target list and parameter form) on every step of a held arrow key is what
+    # made the list lag: each move restarts a short wait, and the pane is filled when the cursor rests.
+    # Whatever acts on the pane's action (run, dry run, a field of the form) first brings the pane to the
+    # highlighted action (detail_current / _catch_up_then), so it never acts on another one.
+
+    def _detail_later(self) -> None:
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_timer = self.set_timer(DETAIL_SETTLE, self._detail_settled, name="detail-settle")
+
+    async def _detail_settled(self) -> None:
+        self._detail_timer = None
+        if self._first_paint:
+            await self._show_selected()
+
+    def _selected_entry(self):
+        action_id = self.query_one(ActionTable).selected_id
+        return (self.config.actions.get(action_id) or self.config.runbooks.get(action_id)) if action_id else None
+
+    def detail_current(self) -> bool:
+        """Whether the detail pane shows the highlighted action (or nothing, when nothing is listed)."""
+        return self.query_one(ActionDetail).action is self._selected_entry()
 
     async def _show_selected(self) -> None:
-        table = self.query_one(ActionTable)
-        action_id = table.selected_id
+        if self._detail_timer is not None:  # shown now: the pending wait has nothing left to do
+            self._detail_timer.stop()
+            self._detail_timer = None
         detail = self.query_one(ActionDetail)
-        action = (self.config.actions.get(action_id) or self.config.runbooks.get(action_id)) if action_id else None
-        await detail.show_action(action)
+        await detail.show_action(self._selected_entry())
         self._update_grant_line()
+
+    def _catch_up_then(self, act) -> bool:
+        """If the detail pane lags behind the cursor, show the highlighted action first and then ``act()``
+        (True: deferred); False when the pane is current and the caller can go on."""
+        if self.detail_current():
+            return False
+
+        async def catch_up() -> None:
+            await self._show_selected()
+            if self.detail_current():
+                act()
+            else:  # the cursor moved again meanwhile: the operator sees what is highlighted now
+                self.say("The list moved: press again to act on the action shown.", severity="warning")
+
+        self.call_later(catch_up)
+        return True
+
+    def on_descendant_focus(self, event) -> None:
+        # Into the form from the list before the pane followed the cursor: the highlighted action's form.
+        detail = self.query_one(ActionDetail)
+        if event.widget is not detail and detail in event.widget.ancestors and not self.detail_current():
+            self.call_later(self._show_selected)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -310,7 +370,7 @@ class ConsoleScreen(Screen):
         self.set_focus(self.query_one(ActionTable))
 
     def on_data_table_row_highlighted(self, event) -> None:
-        self.call_after_refresh(self._show_selected)
+        self._detail_later()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         in_field = isinstance(self.focused, Input)
@@ -397,6 +457,8 @@ class ConsoleScreen(Screen):
         if self.running:
             self.say("A run is in progress: x cancels it.", severity="warning")
             return
+        if self._catch_up_then(self.action_run):
+            return
         request = self._request()
         if request is None:
             self.say("No action selected.", severity="warning")
@@ -466,6 +528,8 @@ class ConsoleScreen(Screen):
                 output.set_status(name, waiting, outcome="pending")
         if self.focused is None or self.focused is getattr(self, "_follow_focus", None):
             output.focus_run()  # the operator watches the output; Escape goes back to the list
+        from opsgate.screens.frontend import TuiFrontend
+
         demo = self.ctx.demo
         frontend = TuiFrontend(
             self.app, self, plan, output.buffer, clock=self.ctx.clock,
@@ -634,6 +698,8 @@ class ConsoleScreen(Screen):
         """Record in the trail that the operator previewed this exact command; nothing runs."""
         from opsgate.console.run import RunbookPlan
 
+        if self._catch_up_then(self.action_dry_run):
+            return
         request = self._request()
         if request is None:
             return
@@ -662,6 +728,8 @@ class ConsoleScreen(Screen):
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _step_up_now(self) -> None:
+        from opsgate.screens.frontend import TuiFrontend
+
         demo = self.ctx.demo
         frontend = self._frontend = TuiFrontend(
             self.app, self, None, None, clock=self.ctx.clock, touch_timeout=self.ctx.touch_timeout,

@@ -159,43 +159,58 @@ class ActionDetail(VerticalScroll, can_focus=False):
         super().__init__(**kwargs)
         self.config = config
         self.plan_runbook = plan_runbook  # (runbook id, params) -> RunbookPlan: the steps as they would run
-        self.action: Action | Runbook | None = None
+        self._action: Action | Runbook | None = None  # the action being shown (its draft is the form's)
+        self._shown: Action | Runbook | None = None  # the action whose pane is complete
         self._drafts: dict[str, Draft] = {}
         self._last_selected: set[str] = set()
         self._tags: list[str] = []
         self._showing = asyncio.Lock()
+        self._built = False
         self.grant_text = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="detail-title")
-        yield Static(id="detail-description")
-        yield Static(id="detail-command", classes="field")
-        yield Static(id="detail-stepup", classes="field")
-        yield Label("Steps", classes="section runbook-only")
-        yield Static(id="detail-steps", classes="runbook-only")
-        with Horizontal(id="detail-form"):
-            with Vertical(id="targets-box"):
-                yield Label("Targets", classes="section")
-                yield SelectionList[str](id="targets")
-            with Vertical(id="params-box"):
-                yield Label("Parameters", classes="section")
-                yield Vertical(id="params")
-        yield Label("Dry run · exactly what will run", classes="section")
-        yield Static(id="preview")
+        # Empty until the first action is shown (after the console's first paint): see _build.
+        yield from ()
+
+    async def _build(self) -> None:
+        """The pane's parts, mounted once, when the first action is shown."""
+        self._built = True
+        await self.mount_all([
+            Static(id="detail-title"),
+            Static(id="detail-description"),
+            Static(id="detail-command", classes="field"),
+            Static(id="detail-stepup", classes="field"),
+            Label("Steps", classes="section runbook-only"),
+            Static(id="detail-steps", classes="runbook-only"),
+            Horizontal(
+                Vertical(Label("Targets", classes="section"), SelectionList[str](id="targets"), id="targets-box"),
+                Vertical(Label("Parameters", classes="section"), Vertical(id="params"), id="params-box"),
+                id="detail-form"),
+            Label("Dry run · exactly what will run", classes="section"),
+            Static(id="preview"),
+        ])
+
+    @property
+    def action(self) -> Action | Runbook | None:
+        """The action the pane shows, once its form is complete (None before the first, or for an empty list)."""
+        return self._shown
 
     @property
     def draft(self) -> Draft | None:
-        return self._drafts.get(self.action.id) if self.action else None
+        return self._drafts.get(self._action.id) if self._action else None
 
     async def show_action(self, action: Action | Runbook | None) -> None:
         """Fill the pane for ``action`` (None: nothing matches the filter). One at a time."""
         async with self._showing:
-            if action is not None and action is self.action and self.query("#params Input, #params Select, #params Static"):
+            if not self._built:
+                await self._build()
+            if action is not None and action is self._action and self.query("#params Input, #params Select, #params Static"):
                 return
             await self._show_action(action)
+            self._shown = action
 
     async def _show_action(self, action: Action | Runbook | None) -> None:
-        self.action = action
+        self._action = action
         self.set_class(isinstance(action, Runbook), "runbook")
         title = self.query_one("#detail-title", Static)
         params_box = self.query_one("#params", Vertical)
@@ -317,11 +332,11 @@ class ActionDetail(VerticalScroll, can_focus=False):
             self._update_stepup()
 
     def _update_stepup(self) -> None:
-        if self.action is None:
+        if self._action is None:
             return
-        req = self.config.requirement_for(self.action)
+        req = self.config.requirement_for(self._action)
         line = Text.assemble(("Step-up  ", "bold"), req.describe())
-        if isinstance(self.action, Runbook):
+        if isinstance(self._action, Runbook):
             line.append(" · one step-up approves every step")
         if self.grant_text:
             line.append("  ·  ")
@@ -331,7 +346,7 @@ class ActionDetail(VerticalScroll, can_focus=False):
     def _show_validation(self, name: str, result: ValidationResult | None, *, typed: bool = True) -> None:
         """✓ with the description when valid; ✗ and why when not (a plain hint before anything is typed)."""
         note = self.query_one(f"#param-note-{name}", Static)
-        param = self.action.params[name]
+        param = self._action.params[name]
         if result is None or result.is_valid:
             note.update(Text("✓ " + (param.description or "ok"), style="dim"))
             note.remove_class("invalid")

@@ -39,6 +39,8 @@ async def settle(pilot) -> None:
     app = pilot.app
     pane = app.main_screen.query_one(AuditPane)
     await wait_for(pilot, lambda: pane.verified is not None, what="the audit badge")
+    # The detail pane follows the cursor once it rests (and is first filled after the first paint).
+    await wait_for(pilot, app.main_screen.detail_current, what="the detail pane on the highlighted action")
     for field in app.screen.query(Input):
         field.cursor_blink = False
     app.clear_notifications()
@@ -116,7 +118,8 @@ def test_finished_runbook(snap_compare, frozen):
     async def run_before(pilot):
         screen = app.main_screen
         screen.select_action("failover")
-        await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
+        await wait_for(pilot, lambda: getattr(screen.query_one("#detail").action, "id", None) == "failover",
+                   what="the runbook in the detail pane")
         await pilot.press("r")
         await confirm_run(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
@@ -156,7 +159,8 @@ def test_main_screen_80x24(snap_compare, frozen):
 async def _runbook_touch_modal(pilot, app) -> None:
     screen = app.main_screen
     screen.select_action("failover")
-    await wait_for(pilot, lambda: screen.query_one("#detail-steps").display)
+    await wait_for(pilot, lambda: getattr(screen.query_one("#detail").action, "id", None) == "failover",
+                   what="the runbook in the detail pane")
     await pilot.press("r")
     await confirm_run(pilot)
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
