@@ -21,11 +21,13 @@ the GIL exactly as in the real console; terminal output (the driver) is not incl
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,58 @@ from pipeline_harness import load, write_config
 
 
 QUIET_SECONDS = 4  # the baseline run: the same targets, no output
+
+
+def _transport_class():
+    import paramiko
+
+    return paramiko.Transport
+
+
+class ThreadCpu:
+    """CPU seconds per kind of thread of this process (``/proc/self/task/*/stat``), sampled every 100 ms so
+    that threads which end during the run are counted: where a run's CPU goes, with less noise than latency."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> dict[int, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for task in os.listdir("/proc/self/task"):
+            try:
+                fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(task)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        return out
+
+    def sample(self) -> None:
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                name = thread.name
+                self.kinds[thread.native_id] = ("ui" if thread is threading.main_thread() else
+                                                "fan-out readers" if name.startswith("opsgate-fanout") else
+                                                "recordings flusher" if name.startswith("recordings") else
+                                                "ssh transports" if isinstance(thread, _transport_class()) else
+                                                "other threads")
+        self.seconds.update(self._read())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            await asyncio.sleep(0.1)
+        self.sample()
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tid, seconds in self.seconds.items():
+            kind = self.kinds.get(tid, "other threads")
+            out[kind] = out.get(kind, 0.0) + seconds - self._start.get(tid, 0.0)
+        return out
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -60,7 +114,13 @@ async def press_while_running(app, screen, table, idle: float = 0.0) -> tuple[li
     while going() and time.monotonic() - run_started < 300:
         await asyncio.sleep(max(0.0, next_press - time.monotonic()))
         next_press += 0.05
-        table.focus()
+        if not table.has_focus:  # the run focuses its output; focus() takes effect later, on the UI's loop
+            table.focus()
+            asked = time.monotonic()
+            while not table.has_focus:
+                await asyncio.sleep(0.001)
+                if time.monotonic() - asked > 5:
+                    raise SystemExit("the action list did not take the focus within 5 s")
         before = table.cursor_row
         if before >= table.row_count - 1:
             direction = "up"
@@ -86,8 +146,15 @@ async def press_while_running(app, screen, table, idle: float = 0.0) -> tuple[li
 async def run_action(app, pilot, screen, table, action: str, targets: int) -> tuple[list[float], float, dict]:
     screen.select_action(action)
     await pilot.pause(0.2)
+    cpu = ThreadCpu()
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(cpu.run(stop))
     screen.action_run()
     latencies, run_time = await press_while_running(app, screen, table)
+    stop.set()
+    await sampler
+    log(f"  {action}: CPU seconds by thread over the run: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.by_kind().items(), key=lambda kv: -kv[1])))
     await pilot.pause(0.2)
     report = screen.last_report
     outcomes = {r.outcome for r in report.results} if report else {"none"}
