@@ -172,10 +172,9 @@ class ActionDetail(VerticalScroll, can_focus=False):
         # Empty until the first action is shown (after the console's first paint): see _build.
         yield from ()
 
-    async def _build(self) -> None:
-        """The pane's parts, mounted once, when the first action is shown."""
-        self._built = True
-        await self.mount_all([
+    async def _build(self) -> bool:
+        """The pane's parts, mounted once, when the first action is shown; False if the app is closing."""
+        parts = [
             Static(id="detail-title"),
             Static(id="detail-description"),
             Static(id="detail-command", classes="field"),
@@ -188,7 +187,10 @@ class ActionDetail(VerticalScroll, can_focus=False):
                 id="detail-form"),
             Label("Dry run · exactly what will run", classes="section"),
             Static(id="preview"),
-        ])
+        ]
+        await self.mount_all(parts)
+        self._built = all(w.is_attached for w in parts)
+        return self._built
 
     @property
     def action(self) -> Action | Runbook | None:
@@ -202,8 +204,8 @@ class ActionDetail(VerticalScroll, can_focus=False):
     async def show_action(self, action: Action | Runbook | None) -> None:
         """Fill the pane for ``action`` (None: nothing matches the filter). One at a time."""
         async with self._showing:
-            if not self._built:
-                await self._build()
+            if not self._built and not await self._build():
+                return  # the app is closing
             if action is not None and action is self._action and self.query("#params Input, #params Select, #params Static"):
                 return
             await self._show_action(action)
