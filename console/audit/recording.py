@@ -55,6 +55,7 @@ _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps
 _OTHER_CONTROLS = bytes(c for c in range(0x20) if c not in (0x0A, 0x0D))
 _RED_J, _RESET_J = _encode(_RED)[1:-1].encode(), _encode(_RESET)[1:-1].encode()  # as they appear escaped
 _IOV_MAX = 1024
+_COPY_BELOW = 16 * 1024  # a smaller chunk's event is one bytes object; a larger one is written in place
 
 
 def file_sha256(path: Path) -> str:
@@ -198,10 +199,15 @@ class Recording:
             out = out[2:]  # its \r ended the previous chunk
         self._ends_cr[stream] = data[-1] == 0x0D
         self._last_t = max(self._last_t, t - self._t0)
-        head = b'[%.6f, "o", "' % self._last_t
-        parts = [head, _RED_J, out, _RESET_J, b'"]\n'] if stream == "stderr" else [head, out, b'"]\n']
-        self._buf.extend(parts)
-        self._buf_len += sum(map(len, parts))
+        if stream == "stderr":
+            out = b"%b%b%b" % (_RED_J, out, _RESET_J)
+        if len(out) < _COPY_BELOW:
+            line = b'[%.6f, "o", "%b"]\n' % (self._last_t, out)
+            self._buf.append(line)
+            self._buf_len += len(line)
+        else:  # a large chunk is not copied into a line: its parts go to writev as they are
+            self._buf += (b'[%.6f, "o", "' % self._last_t, out, b'"]\n')
+            self._buf_len += len(out) + 20
         if self._buf_len >= FLUSH_BYTES:
             self._flush()
 
@@ -225,6 +231,8 @@ class Recording:
         self._buf_len = 0
         if self.error is not None:
             return  # after a failed write the file's tail is unknown: add nothing more
+        if len(parts) > 64:  # many small events: one write, one hash update
+            parts = [b"".join(parts)]
         sha = self._sha.copy()  # the hash of the file's bytes: parts that fail to reach it are not in it
         for part in parts:
             sha.update(part)

@@ -86,10 +86,16 @@ def test_a_flood_of_plain_text_is_recorded_whole(tmp_path):
     rec = new_recording(tmp_path / "f.cast")
     for i in range(0, len(text), 65_537):
         rec.output("stdout", text[i:i + 65_537])
+    rec.output("stderr", b"err\n" * 10_000)  # a large stderr chunk, in red
     rec.close()
-    lines = (tmp_path / "f.cast").read_text(encoding="utf-8").splitlines()[1:]
+    raw = (tmp_path / "f.cast").read_text(encoding="utf-8")
+    *lines, err = raw.splitlines()[1:]
     got = "".join(json.loads(line)[2] for line in lines)
     assert got == text.decode().replace("\r\n", "\n").replace("\n", "\r\n")
+    assert json.loads(err)[2] == RED + "err\r\n" * 10_000 + RESET
+    for line in [*lines, err]:
+        t, kind, text_ = json.loads(line)
+        assert line == f"[{t:.6f}, {json.dumps(kind)}, {json.dumps(text_, ensure_ascii=False)}]"
 
 
 def test_short_writes_are_resumed(tmp_path, monkeypatch):
