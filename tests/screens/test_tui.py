@@ -129,6 +129,8 @@ async def test_grant_shown_in_detail_after_step_up(demo):
     start = next(r for r in records if r["event"] == "action.start")
     assert "s3cretTOKEN42" not in (demo.state_dir / AUDIT_FILE).read_text()
     assert start["params"]["token"] == "<secret>"
+    # the token reached the (fake) tool on its stdin: every target accepted it
+    assert {r["outcome"] for r in records if r["event"] == "action.target" and r["run"] == start["run"]} == {"ok"}
 
 
 async def test_escape_in_modal_denies_and_runs_nothing(demo):
