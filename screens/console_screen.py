@@ -65,6 +65,20 @@ def demo_banner(demo: "DemoHooks", now: float, width: int = 200) -> Text:
     return fit_parts(width, parts, sep=" · ")
 
 
+def initial_classes(app) -> str:
+    """The screen's classes from the start: "no-run" and the breakpoint classes its first resize would give it at
+    the app's size now. A class changed once the screen is mounted restyles every widget on it (tens of ms
+    with the console's tree, before the first paint); an unchanged one costs nothing."""
+    classes = ["no-run"]
+    width, height = app.size
+    for dimension, breakpoints in ((width, app.HORIZONTAL_BREAKPOINTS), (height, app.VERTICAL_BREAKPOINTS)):
+        for edge, name in sorted(breakpoints or (), reverse=True):
+            if dimension >= edge:
+                classes.append(name)
+                break
+    return " ".join(classes)
+
+
 GLOBAL_KEYS = frozenset({"x", "q", "question_mark", "h", "v", "o"})  # bound on the screen with priority
 GLOBAL_ACTIONS = frozenset({"cancel_run", "quit", "help", "history", "verify_audit", "toggle_audit"})
 
@@ -95,7 +109,7 @@ class ConsoleScreen(Screen):
     ]
 
     def __init__(self, app: "OpsgateApp"):
-        super().__init__()
+        super().__init__(classes=initial_classes(app))
         self.ctx = app
         self.config = app.config
         self.risk: str | None = None
@@ -150,7 +164,6 @@ class ConsoleScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.add_class("no-run")
         self.query_one("#left").border_title = "Actions"
         self.query_one("#detail").border_title = "Detail"
         self.query_one("#output").border_title = "Output"
