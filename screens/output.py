@@ -7,9 +7,9 @@ own tabs (one per target) with its output. Panes are keyed by target for an acti
 Fan-out threads call ``OutputBuffer.feed`` (thread-safe, no widget access, no work per line: it keeps
 complete raw lines). A 100 ms timer on the UI side drains the visible tab's pending output, sanitises it a
 block at a time and writes it with one ``Log.write_lines``: at most 10 updates a second, whatever arrives.
-Hidden tabs are not written: each keeps its last ``max_pending`` lines in the buffer, written when the tab
-is shown and when the run ends. A 50 MB flood costs bounded memory and bounded UI work (older lines are
-counted and the pane says how many it skipped); the recording on disk still holds every byte.
+Hidden tabs are not written: each keeps its last ``MAX_PENDING`` lines in the buffer (raw), written when
+the tab is shown and when the run ends. A 50 MB flood costs bounded memory and bounded UI work (older lines
+are counted and the pane says how many it skipped); the recording on disk still holds every byte.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from opsgate.screens.badges import STATUS_MARKS
 FLUSH_INTERVAL = 0.1
 MAX_LINES = 5000  # per target pane; the recording keeps everything
 MAX_PENDING = 400  # lines per target per flush: more than anyone reads in 0.1 s, cheap to draw
+MAX_PENDING_BYTES = 1024 * 1024  # and at most about this much of it (lines can be up to LINE_MAX long)
+BIG_BLOCK = 64 * 1024  # a read this big with more than MAX_PENDING lines is cut to them when it arrives
 STDERR_PREFIX = "[err] "
 
 LINE_MAX = 64 * 1024  # a line without end is shown in pieces rather than held
@@ -51,57 +53,58 @@ def clean_lines(block: bytes, prefix: str = "") -> list[str]:
 
 @dataclass
 class _Pending:
-    """A pane's output not yet shown: blocks of complete raw lines, oldest first, at most ``max_pending`` lines."""
+    """A pane's output not yet shown: blocks of complete raw lines, oldest first."""
 
     blocks: deque  # (stream, bytes ending with a newline, lines in it)
-    lines: int = 0
-    dropped: int = 0
+    lines: int = 0  # in blocks
+    size: int = 0  # bytes in blocks
+    skipped: int = 0  # lines dropped since the last drain
+
+
+def skipped_marker(skipped: int) -> str:
+    """The line a pane shows where lines were skipped to keep up."""
+    return f"… {skipped:,} lines skipped here to keep up (the recording has them all)"
 
 
 class OutputBuffer:
     """Output waiting to be shown, per pane. ``feed`` from any thread; ``drain`` from the UI.
 
-    ``feed`` only splits off complete lines and keeps raw bytes (C-speed ``rfind``/``count``, no work per line):
-    a pane's pending output is at most ``max_pending`` lines, older lines are counted as skipped. The text is
-    sanitised by ``drain``, for the panes drained (the visible one while a run streams), a block at a time.
+    ``feed`` splits off complete lines and keeps them raw: a ``rfind``, a ``count``, a slice and an append,
+    nothing per line in Python. A pane drops its oldest blocks once the newer ones hold ``max_pending``
+    lines (or ``max_bytes``, for very long lines) and counts their lines as skipped. ``drain`` (for the
+    panes drained: the visible one while a run streams) cuts what it takes to the last ``max_pending``
+    lines and sanitises them, a block at a time.
     """
 
-    def __init__(self, max_pending: int = MAX_PENDING):
+    def __init__(self, max_pending: int = MAX_PENDING, max_bytes: int = MAX_PENDING_BYTES):
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._partial: dict[tuple[str, str], bytes] = {}
 
-    def _slot(self, target: str) -> _Pending:
+    def _add(self, target: str, stream: str, block: bytes) -> None:
+        """Complete lines (``block`` ends with a newline) to ``target``'s pending output. Holds the lock."""
         slot = self._pending.get(target)
         if slot is None:
             slot = self._pending[target] = _Pending(deque())
-        return slot
-
-    def _add(self, target: str, stream: str, block: bytes) -> None:
-        """Complete lines (``block`` ends with a newline) to ``target``'s pending output; the oldest beyond
-        ``max_pending`` lines are dropped and counted. Holds the lock."""
-        slot = self._slot(target)
+        blocks = slot.blocks
         count = block.count(b"\n")
         limit = self.max_pending
-        if count > limit:  # only the lines that can be shown are kept
+        if count > limit and len(block) > BIG_BLOCK:  # one big read: its last lines, nothing before them
             block = block[len(block.rsplit(b"\n", limit + 1)[0]) + 1:]
-            slot.dropped += count - limit
+            slot.skipped += count - limit + slot.lines
+            blocks.clear()
+            slot.lines = slot.size = 0
             count = limit
-        slot.blocks.append((stream, block, count))
+        blocks.append((stream, block, count))
         slot.lines += count
-        excess = slot.lines - limit
-        while excess > 0:
-            old_stream, old, old_count = slot.blocks[0]
-            if old_count <= excess:
-                slot.blocks.popleft()
-                cut = old_count
-            else:
-                slot.blocks[0] = (old_stream, old.split(b"\n", excess)[-1], old_count - excess)
-                cut = excess
-            slot.lines -= cut
-            slot.dropped += cut
-            excess -= cut
+        slot.size += len(block)
+        while len(blocks) > 1 and (slot.lines - blocks[0][2] >= limit or slot.size - len(blocks[0][1]) >= self.max_bytes):
+            _stream, old, old_count = blocks.popleft()  # the newer blocks hold enough to show
+            slot.lines -= old_count
+            slot.size -= len(old)
+            slot.skipped += old_count
 
     def feed(self, target: str, stream: str, data: bytes) -> None:
         key = (target, stream)
@@ -126,22 +129,27 @@ class OutputBuffer:
                     self._add(target, stream, tail + b"\n")
 
     def drain(self, targets=None) -> dict[str, tuple[list[str], int]]:
-        """What is pending for ``targets`` (every pane if None): target -> (sanitised lines, lines dropped
-        since the last drain). Other panes keep theirs (bounded) until they are drained."""
+        """What is pending for ``targets`` (every pane if None): target -> (its last ``max_pending`` lines,
+        sanitised; lines skipped before them since the last drain). Other panes keep theirs (bounded)."""
         with self._lock:
             taken = []
             for target in self._pending if targets is None else targets:
                 slot = self._pending.get(target)
-                if slot is not None and (slot.blocks or slot.dropped):
-                    taken.append((target, list(slot.blocks), slot.dropped))
+                if slot is not None and (slot.blocks or slot.skipped):
+                    taken.append((target, list(slot.blocks), slot.lines, slot.skipped))
                     slot.blocks.clear()
-                    slot.lines = slot.dropped = 0
+                    slot.lines = slot.size = slot.skipped = 0
         out = {}
-        for target, blocks, dropped in taken:  # sanitised outside the lock: the readers go on
+        limit = self.max_pending
+        for target, blocks, count, skipped in taken:  # cut and sanitised outside the lock: the readers go on
             lines: list[str] = []
-            for stream, block, _count in blocks:
+            for i, (stream, block, block_count) in enumerate(blocks):
+                if i == 0 and count > limit:  # the oldest block: only its last lines are shown
+                    keep = block_count - (count - limit)
+                    block = block[len(block.rsplit(b"\n", keep + 1)[0]) + 1:]
+                    skipped += count - limit
                 lines.extend(clean_lines(block, STDERR_PREFIX if stream == "stderr" else ""))
-            out[target] = (lines, dropped)
+            out[target] = (lines, skipped)
         return out
 
 
@@ -471,7 +479,7 @@ class OutputPanel(Vertical):
         """Write what arrived since the last flush into the visible tab (into every tab if ``everything``).
 
         A hidden tab is not written while it is hidden: its output waits in the buffer (its last
-        ``MAX_PENDING`` lines) and is written when the tab is shown (``TabActivated``, ``select_step``), when
+        ``MAX_PENDING`` lines at most) and is written when the tab is shown (``TabActivated``, ``select_step``), when
         ``log_for`` hands its log out, and when the run finishes.
         """
         if everything:
@@ -493,7 +501,7 @@ class OutputPanel(Vertical):
             except Exception:
                 continue
             if dropped:
-                lines = [f"… {dropped} lines skipped here to keep up (the recording has them all)"] + lines
+                lines = [skipped_marker(dropped)] + lines
             log.write_lines(lines)
 
     @on(TabbedContent.TabActivated)

@@ -1,13 +1,17 @@
-"""The output panel's buffer and its tabs: feeds keep raw complete lines (bounded, older ones counted), drains
-sanitise; only the shown tab is written while a run streams, a hidden tab gets its tail when it is shown, and
+"""The output panel's buffer and its tabs: feeds keep raw complete lines (bounded, older lines counted), drains
+cut to the last lines and sanitise; only the shown tab is written while a run streams, a hidden tab gets its tail when it is shown, and
 every tab ends with its target's last lines."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from textual.app import App, ComposeResult
 from textual.widgets import Log, TabbedContent
 
-from opsgate.screens.output import STDERR_PREFIX, OutputBuffer, OutputPanel, StepView, step_key
+from opsgate.screens.output import STDERR_PREFIX, OutputBuffer, OutputPanel, StepView, skipped_marker, step_key
 
 from tests.helpers.hostile import assert_inert
 
@@ -28,17 +32,63 @@ def test_a_flood_keeps_exactly_the_last_lines_and_counts_the_rest():
     data = numbered(0, 1000, width=7)
     for i in range(0, len(data), 997):  # chunks that end mid-line
         buffer.feed("t", "stdout", data[i:i + 997])
-    lines, dropped = buffer.drain()["t"]
-    assert lines == texts(950, 1000, width=7) and dropped == 950
+    assert buffer.drain()["t"] == (texts(950, 1000, width=7), 950)
     assert buffer.drain() == {}
 
 
 def test_one_big_chunk_is_cut_to_the_last_lines():
     buffer = OutputBuffer(max_pending=10)
-    buffer.feed("t", "stdout", numbered(0, 5000) + b"part")
+    buffer.feed("t", "stdout", numbered(0, 500))
+    buffer.feed("t", "stdout", numbered(500, 50_000) + b"part")  # more than BIG_BLOCK: cut when it arrives
+    assert buffer._pending["t"].lines == 10
     buffer.feed("t", "stdout", b"ial\n")
-    lines, dropped = buffer.drain()["t"]
-    assert lines == texts(4991, 5000) + ["partial"] and dropped == 4991
+    assert buffer.drain()["t"] == (texts(49_991, 50_000) + ["partial"], 49_991)
+
+
+def test_a_hidden_pane_keeps_a_bounded_tail():
+    buffer = OutputBuffer(max_pending=400, max_bytes=10_000)
+    for start in range(0, 100_000, 100):  # 1.3 MB in 100-line chunks, never drained
+        buffer.feed("t", "stdout", numbered(start, start + 100))
+        assert buffer._pending["t"].lines < 400 + 100
+    assert buffer.drain()["t"] == (texts(99_600, 100_000), 99_600)
+    for start in range(0, 100, 10):  # long lines: bounded by bytes
+        buffer.feed("t", "stdout", numbered(start, start + 10, width=5000))
+        assert buffer._pending["t"].size < 10_000 + 10 * 5010
+    lines, skipped = buffer.drain()["t"]
+    assert lines == texts(100 - len(lines), 100, width=5000) and skipped == 100 - len(lines) and len(lines) >= 10
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_drain_shows_the_newest_lines_without_a_gap_and_counts_the_lines_before_them(seed):
+    rng = random.Random(seed)
+    buffer = OutputBuffer(max_pending=rng.choice([1, 5, 50, 400]), max_bytes=rng.choice([10, 300, 5000, 1 << 20]))
+    lines = [b"%d %s" % (i, b"z" * rng.choice([0, 3, 40, 400])) for i in range(3000)]
+    data = b"".join(line + b"\n" for line in lines)
+    shown_upto = 0  # lines before this index were shown or skipped
+    pos = 0
+    while pos < len(data):
+        step = rng.choice([1, 7, 100, 5000, 70_000])
+        buffer.feed("t", "stdout", data[pos:pos + step])
+        pos += step
+        if rng.random() < 0.3 or pos >= len(data):
+            complete = data.count(b"\n", 0, min(pos, len(data)))
+            got = buffer.drain().get("t", ([], 0))
+            if complete == shown_upto:
+                assert got == ([], 0)
+                continue
+            shown, skipped = got
+            assert shown and len(shown) <= buffer.max_pending
+            first = complete - len(shown)
+            assert shown == [line.decode() for line in lines[first:complete]]
+            assert skipped == first - shown_upto
+            shown_upto = complete
+
+
+def test_the_last_line_is_kept_whole_even_when_longer_than_the_bound():
+    buffer = OutputBuffer(max_pending=10, max_bytes=100)
+    buffer.feed("t", "stdout", b"short\n")
+    buffer.feed("t", "stdout", b"y" * 500 + b"\n")
+    assert buffer.drain()["t"] == (["y" * 500], 1)
 
 
 def test_streams_keep_their_order_and_the_bound_cuts_inside_a_block():
@@ -46,9 +96,9 @@ def test_streams_keep_their_order_and_the_bound_cuts_inside_a_block():
     buffer.feed("t", "stdout", numbered(0, 4))
     buffer.feed("t", "stderr", b"oops 1\noops 2\n")
     buffer.feed("t", "stdout", numbered(4, 7))
-    lines, dropped = buffer.drain()["t"]
+    lines, skipped = buffer.drain()["t"]
     assert lines == ["line 3", f"{STDERR_PREFIX}oops 1", f"{STDERR_PREFIX}oops 2", "line 4", "line 5", "line 6"]
-    assert dropped == 3
+    assert skipped == 3
 
 
 def test_finish_turns_the_unterminated_tails_into_lines():
@@ -72,8 +122,8 @@ def test_drain_takes_only_the_panes_asked_for():
 def test_what_is_kept_raw_is_sanitised_when_drained():
     buffer = OutputBuffer(max_pending=2)
     buffer.feed("t", "stdout", b"\x1b]52;c;AAAA\x07copied\n\x1b[31mred\x1b[0m\r\n\xc2\x9b2J\n")
-    lines, dropped = buffer.drain()["t"]
-    assert dropped == 1 and lines == ["red", "\\x9b2J"]
+    lines, skipped = buffer.drain()["t"]
+    assert skipped == 1 and lines == ["red", "\\x9b2J"]
     for line in lines:
         assert_inert(line)
 
@@ -115,7 +165,8 @@ async def test_only_the_shown_tab_is_written_and_a_hidden_one_gets_its_tail_when
         assert shown(panel, "b") == []  # hidden: nothing written
         panel.query_one("#output-tabs", TabbedContent).active = panel._panes["b"][1]
         await pilot.pause()
-        assert shown(panel, "b") == ["… 80 lines skipped here to keep up (the recording has them all)"] + texts(80, 100)
+        assert shown(panel, "b") == [skipped_marker(80)] + texts(80, 100)
+        assert skipped_marker(80) == "… 80 lines skipped here to keep up (the recording has them all)"
         panel.buffer.feed("a", "stdout", numbered(5, 8))
         panel.flush()
         assert shown(panel, "a") == texts(0, 5)  # now a is hidden
