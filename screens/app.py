@@ -61,8 +61,23 @@ class OpsgateApp(App):
         self.touch_timeout = touch_timeout
         for t in THEMES:
             self.register_theme(t)
-        self.theme = theme or default_theme()
+        self._start_with_theme(theme or default_theme())
         self.forwarder = None  # console.forward.Forwarder while the console runs, with [audit.forward]
+
+    def _start_with_theme(self, name: str) -> None:
+        """The theme in place before any CSS is read, as if it had been Textual's default.
+
+        ``self.theme = name`` here would have Textual parse every stylesheet again once the app runs and
+        restyle the app (its watcher's refresh_css; about 20 ms before the first paint, for nothing: no CSS
+        has been read yet). The watcher's other effects are done here: the stylesheet's variables, the app's
+        theme classes and the ANSI colour filter. Later changes (t) go through the watcher as usual."""
+        self.set_reactive(OpsgateApp.theme, self._validate_theme(name))
+        self.stylesheet.set_variables(self.get_css_variables())
+        dark = self.current_theme.dark
+        classes = {c: False for c in self.classes if c.startswith("-theme-")}
+        classes.update({f"-theme-{name}": True, "-dark-mode": dark, "-light-mode": not dark})
+        self.update_classes(classes, update=False)
+        self._refresh_truecolor_filter(self.ansi_theme)
 
     def exit_on_signals(self, *signals: int, last_resort: Callable[[], None] | None = None) -> None:
         """End the app cleanly on these signals (a closed terminal, a kill), so the caller's cleanup runs.

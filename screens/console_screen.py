@@ -108,6 +108,8 @@ class ConsoleScreen(Screen):
         Binding("a", "approvals", "Approvals", show=False),
     ]
 
+    AUTO_FOCUS = "#actions"  # the list from the start (not the filter field first, then the list: two restyles)
+
     def __init__(self, app: "OpsgateApp"):
         super().__init__(classes=initial_classes(app))
         self.ctx = app

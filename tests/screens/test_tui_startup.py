@@ -110,3 +110,25 @@ async def test_moving_into_the_form_brings_the_pane_to_the_highlighted_action(de
         screen.query_one("#targets").focus()  # the previous action's target list
         await wait_for(pilot, screen.detail_current, what="the pane on the highlighted action")
         assert screen.query_one(ActionDetail).action.id == "disk-usage"
+
+
+@pytest.mark.parametrize("theme", ["opsgate-dark", "opsgate-light"])
+async def test_the_theme_set_at_start_is_the_one_textual_would_set(demo, theme):
+    """OpsgateApp puts its theme in place without Textual's watcher (which parses every stylesheet again once
+    the app runs); the app must look exactly as if the watcher had run."""
+    from opsgate.screens.app import OpsgateApp
+
+    async def looks(app) -> tuple:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.main_screen
+            await wait_for(pilot, screen.detail_current, what="the detail pane")
+            styles = {w.id: (w.styles.background, w.styles.color, w.styles.border) for w in screen.query("*") if w.id}
+            return (app.theme, set(app.classes), dict(app.stylesheet._variables), styles,
+                    screen.query_one("#topbar").render_line(0).text)
+
+    quiet = app_for(demo, theme=theme)
+    assert quiet.theme == theme
+    watched = app_for(demo, theme=theme)
+    OpsgateApp.theme._set(watched, "textual-dark")  # another theme, then ours through the watcher
+    watched.theme = theme
+    assert await looks(quiet) == await looks(watched)
