@@ -132,6 +132,13 @@ async def press_while_running(app, screen, table, idle: float = 0.0) -> tuple[li
         app.post_message(events.Key(direction, None))
         while table.cursor_row == before:
             await asyncio.sleep(0.001)
+            if not table.has_focus:  # the run took the focus (to its output) before the key arrived: again
+                log("  the run took the focus before the key arrived; sent again")
+                table.focus()
+                while not table.has_focus:
+                    await asyncio.sleep(0.001)
+                start = time.perf_counter()
+                app.post_message(events.Key(direction, None))
             if time.perf_counter() - start > 5:
                 raise SystemExit("a key press was not handled within 5 s")
         painted = loop.create_future()
