@@ -4,6 +4,12 @@ A thread worker polls ``AuditTrail.read_new(offset)``, so records written by ano
 ``opsgate run`` on the same trail show up too. The chain is verified in full once at start (and on
 ``v``), then only the new records after each poll (``console.audit.verify.verify_from``), so a large trail
 costs its full verify once, not after every record. Enter (or a click) on a line shows the whole record.
+
+The recordings the records name are checked against their sha256 in the trail too. At start that goes through
+``console.audit.checked`` (``STATE/recordings.checked``): a file unchanged since the console hashed it (same size,
+mtime, ctime, inode) is not read again, so a start costs a stat per recording, not a read of the archive; and
+the recordings are looked at only after the first paint, the files that must be read (new or changed) with
+the badge saying so. ``v`` reads every recording again, as ``opsgate audit verify`` always does.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rich.text import Text
@@ -22,16 +29,18 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
-from textual.worker import get_current_worker
+from textual.worker import NoActiveWorker, get_current_worker
 
 from opsgate.actions.display import escape_json, escape_line
+from opsgate.console.audit.checked import Cancelled, RecordingChecks
 from opsgate.console.audit.format import format_record_short
 from opsgate.console.audit.trail import AuditTrail
-from opsgate.console.audit.verify import VerifyReport, verify, verify_from
+from opsgate.console.audit.verify import VerifyReport, check_recordings_of, verify, verify_from
 from opsgate.console.events import CONFIG_LOADED, RUNBOOK_STEP
 
 POLL_INTERVAL = 0.25
 SHOWN = 300  # lines kept in the pane; `opsgate audit show/tail` has the rest
+PAINT_WAIT = 5.0  # the start's recording check waits for the first paint at most this long
 
 
 @dataclass
@@ -49,6 +58,13 @@ class AuditVerified(Message):
 @dataclass
 class AuditUnreadable(Message):
     error: str
+
+
+@dataclass
+class AuditChecking(Message):
+    """The chain verified; recordings new or changed since the last check are being read."""
+
+    count: int  # records in the chain
 
 
 RED, YELLOW, GREEN = "bold #e5484d", "#d4a72c", "#3fa45b"
@@ -115,6 +131,9 @@ class AuditPane(Vertical):
         self._chain_lock = threading.Lock()
         self._chain: VerifyReport | None = None
         self._chain_count = 0
+        self.checks = RecordingChecks.for_state_dir(state_dir)  # what the recordings hashed to, while unchanged
+        self._painted = threading.Event()  # the start's recording check waits for this
+        self._checking = False  # the start's check is reading recordings (AuditChecking posted)
 
     def compose(self) -> ComposeResult:
         yield Static(Text("audit  … verifying", style="dim"), id="audit-badge")
@@ -123,6 +142,7 @@ class AuditPane(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Audit trail"
         self.query_one("#audit-log", OptionList).tooltip = "enter or click: the whole record"
+        self.call_after_refresh(self._painted.set)
         self.poll()
 
     def poke(self) -> None:
@@ -139,7 +159,7 @@ class AuditPane(Vertical):
             records, offset = [], 0
         if records:
             self.post_message(AuditRecords(records))
-        self.verify_full()
+        self.verify_full(cached=True)
         while not worker.is_cancelled:
             self._wake.wait(POLL_INTERVAL)
             self._wake.clear()
@@ -155,21 +175,54 @@ class AuditPane(Vertical):
                 self.post_message(AuditRecords(records))
                 self._verify_new()
 
-    def verify_full(self) -> VerifyReport | None:
-        """The whole chain and its recordings (blocking: call from a thread). Sets where polls go on from."""
+    def verify_full(self, *, cached: bool = False) -> VerifyReport | None:
+        """The whole chain and its recordings (blocking: call from a thread). Sets where polls go on from.
+
+        ``cached`` (the start): the recordings are checked after the first paint, and a file unchanged since the
+        console hashed it is not read again (``self.checks``). Without it (``v``) every recording is read.
+        """
         try:
-            report = verify(self.trail.path, state_dir=self.state_dir)
+            worker = get_current_worker()
+        except NoActiveWorker:
+            worker = None
+        cancelled = (lambda: worker.is_cancelled) if worker is not None else None
+        try:
+            report = verify(self.trail.path, state_dir=self.state_dir, check_recordings=False)
         except Exception as e:
             self.post_message(AuditVerified(False, 0, str(e)))
             return None
         if report.count == 0 and not self.trail.path.exists():
             report = VerifyReport(ok=True, count=0, head=None)  # no trail yet: nothing to break
+        chain_ok = report.ok
+        if report.recordings:
+            if not chain_ok:  # broken already: say so now, whatever the recordings say
+                self.post_message(AuditVerified(False, report.count, report.problems[0]))
+            if cached:
+                self._painted.wait(PAINT_WAIT)  # a stat per recording, and maybe reads: not while the app starts
+                digest = partial(self._digest, report.count, cancelled)
+            else:
+                digest = partial(self.checks.rehash, cancelled=cancelled)
+            try:
+                check_recordings_of(report, self.state_dir, digest=digest)
+            except Cancelled:
+                return None
+            self.checks.save(prune=cached and chain_ok)  # every recording the trail names was looked up
         with self._chain_lock:
             self.full_verifies += 1
             self._chain = report
             self._chain_count = report.count
         self.post_message(AuditVerified(report.ok, report.count, report.problems[0] if report.problems else None))
         return report
+
+    def _digest(self, count: int, cancelled, path: Path) -> str:
+        """A recording's sha256 at start: the cached one for an unchanged file, else read (the badge says so)."""
+        known = self.checks.known(path)
+        if known is not None:
+            return known
+        if not self._checking:
+            self._checking = True
+            self.post_message(AuditChecking(count))
+        return self.checks.rehash(path, cancelled=cancelled)
 
     def _verify_new(self) -> None:
         """Only the records after the last verified one. A broken chain stays broken until a full verify."""
@@ -179,9 +232,11 @@ class AuditPane(Vertical):
                 return
             try:
                 report = verify_from(self.trail.path, chain.end_offset, chain.last_seq, chain.head,
-                                     state_dir=self.state_dir)
+                                     state_dir=self.state_dir, recording_digest=self.checks.digest)
             except Exception as e:
                 report = VerifyReport(ok=False, count=0, head=chain.head, problems=[str(e)])
+            if report.recordings:
+                self.checks.save()
             self._chain_count += report.count
             self._chain = report
             count = self._chain_count
@@ -241,6 +296,12 @@ class AuditPane(Vertical):
             text = Text.assemble((" ✗ CHAIN BROKEN ", "bold #ffffff on #b3123a"), f"  {escape_line(message.problem or '')}")
         badge.update(text)
         self.set_class(not message.ok, "broken")
+
+    def on_audit_checking(self, message: AuditChecking) -> None:
+        if self.verified is None:
+            self.query_one("#audit-badge", Static).update(Text(
+                f"audit  … {message.count} records chained; reading the recordings new or changed since the last "
+                "check", style="dim"))
 
     def on_audit_unreadable(self, message: AuditUnreadable) -> None:
         self.verified = False

@@ -2,7 +2,9 @@
 
 Enter opens a run's detail: its records in order, the exact command as recorded, the FIDO2 digest,
 who approved with which factor, and its recordings with their verification state; enter on a
-recording replays it. Reading the trail, verifying it and hashing recordings run in thread workers.
+recording replays it. Reading the trail, verifying it and hashing recordings run in thread workers. The
+chain's verify at the top checks every recording through the console's cache (``console.audit.checked``: a
+file unchanged since the console hashed it is not read again); a run's detail and its replay read the files.
 
 Every value shown comes from the trail, which anyone who can edit it controls: each goes through the
 sanitiser (``clean``: ``opsgate.actions.display.escape_line``) and into a ``Text``, never markup.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -27,6 +30,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
 from opsgate.actions.display import escape_line as clean
+from opsgate.console.audit.checked import Cancelled, RecordingChecks
 from opsgate.console.audit.format import format_record
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import VerifyReport, verify
@@ -193,7 +197,13 @@ class HistoryScreen(Screen[None]):
         if worker.is_cancelled:
             return
         self.post_message(HistoryLoaded(summaries))
-        report = verify(self.audit_path, state_dir=self.state_dir)
+        checks = RecordingChecks.for_state_dir(self.state_dir)
+        try:
+            report = verify(self.audit_path, state_dir=self.state_dir,
+                            recording_digest=partial(checks.digest, cancelled=lambda: worker.is_cancelled))
+        except Cancelled:
+            return
+        checks.save()
         if not worker.is_cancelled:
             self.post_message(ChainVerified(report))
 

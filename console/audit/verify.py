@@ -15,7 +15,9 @@ sha256, or says it could not be written (``recording_error``: the run stopped th
 ``recording-failed``; what reached the file hashes right, but the recording is incomplete and does not
 verify). ``check_recording`` is the one decision on a recording: whether it verifies and, if not,
 why, and whether it can be played at all (``opsgate replay``, the TUI's replay and history screens
-and ``opsgate audit export`` all ask it).
+and ``opsgate audit export`` all ask it). It reads the whole file; ``verify`` and ``verify_from`` take a
+``recording_digest`` in its place only from the TUI (``console.audit.checked``: a file unchanged since it was
+hashed is not read again); ``opsgate audit verify`` hashes every recording.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from operator import itemgetter, methodcaller
@@ -53,6 +55,12 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)  # not problems: e.g. audit.recovered records
     end_offset: int = 0  # byte offset after the last good record: where ``verify_from`` goes on
     last_seq: int = 0  # seq of the last good record (0: none)
+    # (seq, line or None, path, sha256, recording_error) of each action.target record verified: what
+    # ``check_recordings_of`` checks (``verify(check_recordings=False)`` leaves it to the caller)
+    recordings: list = field(default_factory=list, repr=False, compare=False)
+
+
+Digest = Callable[[Path], str]  # a recording's sha256 hex from its (resolved) path; raises OSError
 
 
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024  # below this, starting worker processes (~0.1 s) costs more than it saves
@@ -566,13 +574,14 @@ def _verify_range(path: str, ident: tuple[int, int], start: int, end: int) -> _C
 
 
 def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool = True,
-           workers: int | None = None) -> VerifyReport:
+           workers: int | None = None, recording_digest: Digest | None = None) -> VerifyReport:
     """Check the whole chain, streaming, and the recordings that ``action.target`` records name.
 
     The chain check stops at the first bad record (everything after it is unanchored); recordings
     are checked for the records before it. ``state_dir`` defaults to the trail's directory.
     ``workers`` > 1 verifies blocks in that many processes; by default that happens for files of
     ``PARALLEL_MIN_BYTES`` or more on a multi-core machine. The report is the same either way.
+    ``recording_digest`` finds a recording's sha256 instead of reading the file (the TUI's cache).
     """
     path = Path(path)
     state_dir = Path(state_dir) if state_dir is not None else path.parent
@@ -622,26 +631,28 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
         chunks.close()  # stops the workers early after a problem
     report.head = prev.decode("ascii") if seq else None
     report.end_offset, report.last_seq = offset, seq
+    report.recordings = recordings
 
     if check_recordings:
-        _check_recordings(report, state_dir, recordings, with_line=True)
+        check_recordings_of(report, state_dir, digest=recording_digest)
     return report
 
 
-def _check_recordings(report: VerifyReport, state_dir: Path | None, recordings, *, with_line: bool) -> None:
-    """Check each (seq, line, path, sha256, recording_error) named by an action.target record; add a problem
-    per mismatch, and per recording that could not be written (incomplete evidence)."""
-    for rec_seq, rec_line, rel, expected, lost in recordings:
-        problem = check_recording(state_dir, rel, expected, lost=lost).problem
+def check_recordings_of(report: VerifyReport, state_dir: Path, *, digest: Digest | None = None) -> None:
+    """Check each recording in ``report.recordings`` (seq, line, path, sha256, recording_error) named by an
+    action.target record; add a problem per mismatch, and per recording that could not be written (incomplete
+    evidence). ``verify`` calls it; a caller that verified with ``check_recordings=False`` may call it later."""
+    for rec_seq, rec_line, rel, expected, lost in report.recordings:
+        problem = check_recording(state_dir, rel, expected, lost=lost, digest=digest).problem
         report.recordings_checked += 1
         if problem:
             report.ok = False
-            where = f"line {rec_line} (seq {rec_seq})" if with_line else f"seq {rec_seq}"
+            where = f"line {rec_line} (seq {rec_seq})" if rec_line is not None else f"seq {rec_seq}"
             report.problems.append(f"{where}: recording {escape_line(rel)}: {problem}")
 
 
 def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, state_dir: Path | None = None,
-                check_recordings: bool = True) -> VerifyReport:
+                check_recordings: bool = True, recording_digest: Digest | None = None) -> VerifyReport:
     """Verify only the records after byte ``offset``, chained to the verified record ``seq``/``prev_hash``.
 
     Same rules as ``verify`` (hash over the exact line bytes, canonical form, seq and prev links,
@@ -692,8 +703,9 @@ def verify_from(path: Path, offset: int, seq: int, prev_hash: str | None, *, sta
     report.notes += chunk.notes
     if chunk.problem:
         bad(chunk.problem[0], chunk.problem[1], offset + chunk.bytes)
+    report.recordings = [(s, None, rel, sha, lost) for s, _, rel, sha, lost in chunk.recordings]  # lines: relative
     if check_recordings:
-        _check_recordings(report, state_dir, chunk.recordings, with_line=False)  # chunk lines are relative
+        check_recordings_of(report, state_dir, digest=recording_digest)
     return report
 
 
@@ -736,18 +748,28 @@ class RecordingCheck:
         return self.cannot_play is None
 
 
-def _check_file(state_dir: Path, rel: object, expected: object) -> tuple[RecordingStatus, str | None]:
-    """The recording file at ``state_dir/rel`` against ``expected``: (status, what is wrong or None)."""
-    if not isinstance(rel, str) or not isinstance(expected, str):
-        return RecordingStatus.NOT_RECORDED, "the record does not name a recording path and sha256"
+def recording_target(state_dir: Path, rel: str) -> Path | None:
+    """The file ``rel`` names under ``state_dir``, symlinks resolved; None when that leads out of the state dir."""
     root = Path(state_dir).resolve()
     target = (root / rel).resolve()
     if Path(rel).is_absolute() or not target.is_relative_to(root):
+        return None
+    return target
+
+
+def _check_file(state_dir: Path, rel: object, expected: object,
+                digest_of: Digest | None = None) -> tuple[RecordingStatus, str | None]:
+    """The recording file at ``state_dir/rel`` against ``expected``: (status, what is wrong or None)."""
+    if not isinstance(rel, str) or not isinstance(expected, str):
+        return RecordingStatus.NOT_RECORDED, "the record does not name a recording path and sha256"
+    target = recording_target(state_dir, rel)
+    if target is None:
         return RecordingStatus.OUTSIDE, "path is outside the state dir"
     try:
-        from opsgate.console.audit.recording import file_sha256  # here: verify's worker processes need none of it
+        if digest_of is None:
+            from opsgate.console.audit.recording import file_sha256 as digest_of  # verify's workers need none of it
 
-        digest = file_sha256(target)
+        digest = digest_of(target)
     except FileNotFoundError:
         return RecordingStatus.MISSING, "missing"
     except OSError as e:
@@ -759,16 +781,16 @@ def _check_file(state_dir: Path, rel: object, expected: object) -> tuple[Recordi
 
 
 def check_recording(state_dir: Path, rel: object, expected: object, *, record: dict | None = None,
-                    lost: object = None) -> RecordingCheck:
+                    lost: object = None, digest: Digest | None = None) -> RecordingCheck:
     """Check the recording ``rel`` (relative to ``state_dir``) against the sha256 ``expected``.
 
     ``lost`` (or ``record``'s ``recording_error``) says the recording could not be written: a file that
     matches is then INCOMPLETE, never OK (it may be played: it holds what was recorded before).
     With ``record`` (the ``action.target`` record naming it), that record must also still match
     its own hash; if it does not, that is the problem reported (the file's sha256 then proves
-    nothing), though the file may still be played.
+    nothing), though the file may still be played. ``digest`` finds the file's sha256 (default: read it all).
     """
-    status, problem = _check_file(state_dir, rel, expected)
+    status, problem = _check_file(state_dir, rel, expected, digest)
     lost = lost or (record or {}).get("recording_error")
     if lost and status is RecordingStatus.OK:
         status = RecordingStatus.INCOMPLETE
