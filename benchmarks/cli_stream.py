@@ -12,7 +12,6 @@ the file.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -20,17 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, alternate, cli, emit, log, sshd_server
+from common import Row, alternate, cli, emit, log, ssh_argv, sshd_server
 from pipeline_harness import write_config
 from throughput import make_data
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+from opsgate.console.audit.recording import file_sha256
 
 
 def main() -> None:
@@ -74,10 +67,7 @@ def main() -> None:
             def openssh() -> float:
                 start = time.perf_counter()
                 with open(out, "wb") as f:
-                    subprocess.run(["ssh", "-F", "none", "-o", "BatchMode=yes", "-o",
-                                    f"UserKnownHostsFile={server.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                                    "-o", "IdentitiesOnly=yes", "-i", server.identity_file, "-p", str(server.port),
-                                    f"{server.user}@{server.host}", f"cat {data}"], stdout=f, check=True)
+                    subprocess.run([*ssh_argv(server), f"cat {data}"], stdout=f, check=True)
                 elapsed = time.perf_counter() - start
                 assert out.stat().st_size == size
                 out.unlink()

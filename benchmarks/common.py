@@ -41,6 +41,13 @@ class Row:
     note: str = ""
 
 
+def ssh_argv(server, host: str | None = None, known_hosts: str | None = None) -> list[str]:
+    """OpenSSH's ``ssh`` to ``server`` (or one of its addresses), its key only, host key checked; add the command."""
+    return ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts or server.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-i", server.identity_file,
+            "-p", str(server.port), f"{server.user}@{host or server.host}"]
+
+
 @contextlib.contextmanager
 def sshd_server(addresses: tuple[str, ...] | None = None, options: dict[str, str] | None = None) -> Iterator[SshServer]:
     """A fresh sshd on loopback (tests/helpers/sshd.py) in a temp dir, stopped and removed afterwards."""

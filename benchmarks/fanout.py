@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from common import Row, alternate, cli, emit, log, sshd_server
+from common import Row, alternate, cli, emit, log, ssh_argv, sshd_server
 
 from opsgate.actions.fanout import FanOut
 from opsgate.actions.ssh import Endpoint
@@ -38,15 +38,10 @@ def run_opsgate(server, count: int, parallel: int) -> float:
     return elapsed
 
 
-def run_openssh(server, count: int, parallel: int) -> float:
+def run_openssh(server, count: int, parallel: int, known_hosts: str | None = None) -> float:
     addresses = "".join(f"{server.addresses[i % len(server.addresses)]}\n" for i in range(count))
     # each ssh prints one line when `true` succeeded, so a dropped target is counted, not assumed
-    command = [
-        "xargs", "-P", str(parallel), "-I", "{}",
-        "ssh", "-F", "none", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={server.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-i", server.identity_file,
-        "-p", str(server.port), f"{server.user}@{{}}", "true && echo ok",
-    ]
+    command = ["xargs", "-P", str(parallel), "-I", "{}", *ssh_argv(server, "{}", known_hosts), "true && echo ok"]
     start = time.perf_counter()
     done = subprocess.run(command, input=addresses, text=True, capture_output=True)
     elapsed = time.perf_counter() - start

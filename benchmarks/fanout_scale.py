@@ -17,13 +17,14 @@ import hashlib
 import hmac
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from common import Row, cli, emit, log, sshd_server
+
+from fanout import run_openssh
 
 from opsgate.actions.fanout import FanOut
 from opsgate.actions.ssh import Endpoint
@@ -70,22 +71,6 @@ def run_opsgate(server, known: Path, count: int, parallel: int) -> tuple[float, 
     return elapsed, used, peak[0]
 
 
-def run_openssh(server, known: Path, count: int, parallel: int) -> float:
-    addresses = "".join(f"{server.addresses[i % len(server.addresses)]}\n" for i in range(count))
-    command = [
-        "xargs", "-P", str(parallel), "-I", "{}",
-        "ssh", "-F", "none", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
-        "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-i", server.identity_file,
-        "-p", str(server.port), f"{server.user}@{{}}", "true && echo ok",
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(command, input=addresses, text=True, capture_output=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0 or done.stdout.count("ok\n") != count:
-        raise SystemExit(f"OpenSSH run failed ({done.returncode}, {done.stdout.count('ok')} ok): {done.stderr[-500:]}")
-    return elapsed
-
-
 def main() -> None:
     parser = cli(__doc__.splitlines()[0])
     parser.add_argument("--large", type=int, default=500)
@@ -99,14 +84,14 @@ def main() -> None:
             known = work / "known_hosts"
             big_known_hosts(known, server)
             run_opsgate(server, known, 4, 4)  # warm-up: imports, page cache
-            run_openssh(server, known, 4, 4)
+            run_openssh(server, 4, 4, str(known))
             _, small_cpu, small_peak = run_opsgate(server, known, small, args.parallel)
             log(f"fan-out scale: {small} targets: {small_cpu / small * 1000:.1f} ms CPU per target, "
                 f"peak {small_peak} threads")
             wall, large_cpu, peak = run_opsgate(server, known, large, args.parallel)
             log(f"fan-out scale: {large} targets: opsgate {wall:.1f} s, {large_cpu / large * 1000:.1f} ms CPU per "
                 f"target, peak {peak} threads")
-            theirs = run_openssh(server, known, large, args.parallel)
+            theirs = run_openssh(server, large, args.parallel, str(known))
             log(f"fan-out scale: {large} targets: OpenSSH {theirs:.1f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)

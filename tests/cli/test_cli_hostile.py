@@ -13,11 +13,9 @@ import io
 import json
 import os
 import pty
-import select
 import struct
 import subprocess
 import termios
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -30,7 +28,7 @@ from opsgate.console.audit.forward.wire import SD_ID
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.paths import AUDIT_FILE
 
-from tests.helpers.cli import popen_opsgate, run_opsgate
+from tests.helpers.cli import popen_opsgate, read_until, run_opsgate
 from tests.helpers.hostile import (CLIPBOARD, CORPUS, HOSTILE_BANNER, SCENARIO, BannerServer, assert_inert, pyte_screen,
                                    rechain)
 from tests.helpers.tui_fixtures import start_demo
@@ -124,23 +122,6 @@ def test_run_piped_shows_remote_output_as_text_with_real_prefixes(env):
             assert line.endswith(RESET), line  # a line that used colour ends plainly
 
 
-def read_pty(proc: subprocess.Popen, master: int, timeout: float = 60.0) -> bytes:
-    data, deadline = b"", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            data += chunk
-        elif proc.poll() is not None:
-            break
-    return data
-
-
 def run_on_pty(env, *args, columns: int = 100) -> tuple[int, str]:
     _, config, state = env
     master, slave = pty.openpty()
@@ -149,7 +130,7 @@ def run_on_pty(env, *args, columns: int = 100) -> tuple[int, str]:
                          stderr=subprocess.PIPE)
     os.close(slave)
     try:
-        data = read_pty(proc, master)
+        data = read_until(master, proc, None)
         proc.wait(timeout=60)
     finally:
         os.close(master)

@@ -2,14 +2,11 @@
 
 import os
 import pty
-import select
-import subprocess
-import time
 
 import pytest
 
 from opsgate.console.demo.softkey import PIN_RETRIES, SoftKey
-from tests.helpers.cli import clean_env, popen_opsgate, run_opsgate
+from tests.helpers.cli import clean_env, popen_opsgate, read_until, run_opsgate
 
 PIN = "Quokka-42"
 
@@ -31,24 +28,6 @@ def env(tmp_path):
     softkey = tmp_path / "softkey.json"
     SoftKey(softkey, pin=PIN)  # a PIN-protected key (CTAP 2.1)
     return config, tmp_path / "state", softkey
-
-
-def read_until(master: int, proc: subprocess.Popen, marker: bytes | None, timeout: float = 60.0) -> bytes:
-    """Read the terminal until ``marker`` shows (or, with None, until the child is done with it)."""
-    data, deadline = b"", time.monotonic() + timeout
-    while time.monotonic() < deadline and (marker is None or marker not in data):
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            data += chunk
-        elif proc.poll() is not None:
-            break
-    return data
 
 
 def test_enroll_asks_the_pin_without_echo_on_a_terminal(env):

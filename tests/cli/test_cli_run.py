@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from opsgate.console.paths import AUDIT_FILE
-from tests.helpers.cli import clean_env, popen_opsgate, run_opsgate
+from tests.helpers.cli import clean_env, popen_opsgate, read_until, run_opsgate
 from tests.helpers.run_fixtures import enroll_otp, events, next_code, records, write_config
 from tests.helpers.ssh import remote_processes, wait_gone
 from tests.helpers.waiting import wait_until
@@ -295,31 +294,16 @@ def test_the_trail_check_waits_for_a_line_being_written(tmp_path):
 
 def test_ctrl_d_at_run_prompt_is_no_without_a_traceback(lab):
     import pty
-    import select
 
     config, state = lab
     master, slave = pty.openpty()
     proc = popen_opsgate("run", "restart", "--param", "service=nginx", config=config, state=state,
                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
-    seen = b""
     try:
-        deadline = time.monotonic() + 60
-        while b"Run? [y/N]" not in seen:
-            assert time.monotonic() < deadline and proc.poll() is None, seen
-            if select.select([master], [], [], 0.2)[0]:
-                seen += os.read(master, 65536)
+        seen = read_until(master, proc, b"Run? [y/N]")
         os.write(master, b"\x04")  # Ctrl-D: end of input
-        while proc.poll() is None or select.select([master], [], [], 0)[0]:
-            assert time.monotonic() < deadline, seen
-            if select.select([master], [], [], 0.2)[0]:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
+        seen += read_until(master, proc, None)
         proc.wait(timeout=30)
     finally:
         os.close(master)

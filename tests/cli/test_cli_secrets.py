@@ -5,13 +5,11 @@ and the trail show ``<secret>``. Against the real sshd fixture."""
 from __future__ import annotations
 
 import os
-import select
-import time
 
 import pytest
 
-from tests.helpers.cli import popen_opsgate, run_opsgate
-from tests.helpers.run_fixtures import enroll_otp, events, next_code, records, write_config
+from tests.helpers.cli import popen_opsgate, read_until, run_opsgate
+from tests.helpers.run_fixtures import events, records, write_config
 
 VALUE = "Hunter2SecretValue"
 
@@ -111,26 +109,10 @@ def test_a_missing_secret_is_asked_without_echo_on_a_terminal(lab):
     proc = popen_opsgate("run", "probe", config=config, state=state,
                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
-    seen = b""
     try:
-        deadline = time.monotonic() + 60
-        while b"not shown: " not in seen:
-            assert time.monotonic() < deadline and proc.poll() is None, seen
-            if select.select([master], [], [], 0.2)[0]:
-                seen += os.read(master, 65536)
+        seen = read_until(master, proc, b"not shown: ")
         os.write(master, VALUE.encode() + b"\r")
-        while True:
-            assert time.monotonic() < deadline, seen
-            if select.select([master], [], [], 0.2)[0]:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            elif proc.poll() is not None:
-                break
+        seen += read_until(master, proc, None)
         proc.wait(timeout=30)
     finally:
         os.close(master)

@@ -9,8 +9,10 @@ global ``--config``/``--state-dir`` options (put them in ``args`` to test them e
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -60,3 +62,21 @@ def popen_opsgate(*args: str | Path, config: Path | str | None = None, state: Pa
     """
     return subprocess.Popen(opsgate_argv(*args, config=config, state=state, script=script),
                             env=clean_env() if env is None else env, cwd=cwd, **popen_kwargs)
+
+
+def read_until(master: int, proc: subprocess.Popen, marker: bytes | None, timeout: float = 60.0) -> bytes:
+    """Read a pty's ``master`` side until ``marker`` shows (or, with None, until the child is done with it)."""
+    data, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline and (marker is None or marker not in data):
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+        elif proc.poll() is not None:
+            break
+    return data
