@@ -199,11 +199,11 @@ class AuditPane(Vertical):
                 self.post_message(AuditVerified(False, report.count, report.problems[0]))
             if cached:
                 self._painted.wait(PAINT_WAIT)  # a stat per recording, and maybe reads: not while the app starts
-                digest = partial(self._digest, report.count, cancelled)
+                digest, known = partial(self._digest, report.count, cancelled), self.checks.known
             else:
-                digest = partial(self.checks.rehash, cancelled=cancelled)
+                digest, known = partial(self.checks.rehash, cancelled=cancelled), None
             try:
-                check_recordings_of(report, self.state_dir, digest=digest)
+                check_recordings_of(report, self.state_dir, digest=digest, known=known)
             except Cancelled:
                 return None
             self.checks.save(prune=cached and chain_ok)  # every recording the trail names was looked up

@@ -33,7 +33,7 @@ from opsgate.actions.display import escape_line as clean
 from opsgate.console.audit.checked import Cancelled, RecordingChecks
 from opsgate.console.audit.format import format_record
 from opsgate.console.audit.trail import AuditTrail
-from opsgate.console.audit.verify import VerifyReport, verify
+from opsgate.console.audit.verify import VerifyReport, check_recordings_of, verify
 from opsgate.console.errors import OpsgateError
 from opsgate.console.audit.history import (OUTCOMES, HistoryFilter, RecordingRef, RunSummary, build_history, chain_ok,
                              chain_state, check_recordings, filter_history, record_verified)
@@ -198,9 +198,10 @@ class HistoryScreen(Screen[None]):
             return
         self.post_message(HistoryLoaded(summaries))
         checks = RecordingChecks.for_state_dir(self.state_dir)
+        report = verify(self.audit_path, state_dir=self.state_dir, check_recordings=False)
         try:
-            report = verify(self.audit_path, state_dir=self.state_dir,
-                            recording_digest=partial(checks.digest, cancelled=lambda: worker.is_cancelled))
+            check_recordings_of(report, self.state_dir, known=checks.known,
+                                digest=partial(checks.digest, cancelled=lambda: worker.is_cancelled))
         except Cancelled:
             return
         checks.save()

@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -638,12 +639,19 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
     return report
 
 
-def check_recordings_of(report: VerifyReport, state_dir: Path, *, digest: Digest | None = None) -> None:
+def check_recordings_of(report: VerifyReport, state_dir: Path, *, digest: Digest | None = None,
+                        known: Callable[[str], str | None] | None = None) -> None:
     """Check each recording in ``report.recordings`` (seq, line, path, sha256, recording_error) named by an
     action.target record; add a problem per mismatch, and per recording that could not be written (incomplete
-    evidence). ``verify`` calls it; a caller that verified with ``check_recordings=False`` may call it later."""
+    evidence). ``verify`` calls it; a caller that verified with ``check_recordings=False`` may call it later.
+
+    ``known`` (the TUI's cache, ``console.audit.checked``): the sha256 of the file at a plain path
+    (``STATE/a/b.cast``, no symlink resolved), when it is the very file hashed before and unchanged since; else
+    None. A recording it knows is judged on that sha256 without resolving its path (it was inside the state dir
+    when it was hashed: the cache keeps resolved paths); the others as ``check_recording`` does."""
+    root = os.path.realpath(state_dir)
     for rec_seq, rec_line, rel, expected, lost in report.recordings:
-        problem = check_recording(state_dir, rel, expected, lost=lost, digest=digest).problem
+        problem = _check(root, rel, expected, lost=lost, digest=digest, known=known).problem
         report.recordings_checked += 1
         if problem:
             report.ok = False
@@ -750,30 +758,56 @@ class RecordingCheck:
 
 def recording_target(state_dir: Path, rel: str) -> Path | None:
     """The file ``rel`` names under ``state_dir``, symlinks resolved; None when that leads out of the state dir."""
-    root = Path(state_dir).resolve()
-    target = (root / rel).resolve()
-    if Path(rel).is_absolute() or not target.is_relative_to(root):
+    return _target(os.path.realpath(state_dir), rel)
+
+
+def _target(root: str, rel: str) -> Path | None:
+    """``recording_target`` under ``root``, a resolved path. A plain ``a/b/c`` whose every step exists and is no
+    symlink is ``root/a/b/c`` (an lstat per step); anything else is resolved in full, as ``Path.resolve`` does."""
+    if os.path.isabs(rel):
         return None
-    return target
+    if _plain(rel):
+        target = root
+        try:
+            for part in rel.split("/"):
+                target = os.path.join(target, part)
+                if stat.S_ISLNK(os.lstat(target).st_mode):
+                    break
+            else:
+                return Path(target)
+        except OSError:
+            pass  # missing, or not a directory: the full resolution says where it leads
+    target = os.path.realpath(os.path.join(root, rel))
+    inside = root if root.endswith(os.sep) else root + os.sep
+    return Path(target) if target == root or target.startswith(inside) else None
 
 
-def _check_file(state_dir: Path, rel: object, expected: object,
-                digest_of: Digest | None = None) -> tuple[RecordingStatus, str | None]:
-    """The recording file at ``state_dir/rel`` against ``expected``: (status, what is wrong or None)."""
+def _plain(rel: str) -> bool:
+    """``a/b/c``: relative, no ``.``, ``..`` or empty step, no NUL."""
+    parts = rel.split("/")
+    return not rel.startswith("/") and "\0" not in rel and "" not in parts and "." not in parts and ".." not in parts
+
+
+def _check_file(root: str, rel: object, expected: object, digest_of: Digest | None = None,
+                known: Callable[[str], str | None] | None = None) -> tuple[RecordingStatus, str | None]:
+    """The recording file at ``root/rel`` (``root``: the resolved state dir) against ``expected``: (status, what
+    is wrong or None)."""
     if not isinstance(rel, str) or not isinstance(expected, str):
         return RecordingStatus.NOT_RECORDED, "the record does not name a recording path and sha256"
-    target = recording_target(state_dir, rel)
-    if target is None:
-        return RecordingStatus.OUTSIDE, "path is outside the state dir"
-    try:
-        if digest_of is None:
-            from opsgate.console.audit.recording import file_sha256 as digest_of  # verify's workers need none of it
+    digest = known(os.path.join(root, rel)) if known is not None and _plain(rel) else None
+    if digest is None:
+        target = _target(root, rel)
+        if target is None:
+            return RecordingStatus.OUTSIDE, "path is outside the state dir"
+        try:
+            if digest_of is None:
+                from opsgate.console.audit.recording import file_sha256 as digest_of  # verify's workers need none
 
-        digest = digest_of(target)
-    except FileNotFoundError:
-        return RecordingStatus.MISSING, "missing"
-    except OSError as e:
-        return RecordingStatus.UNREADABLE, f"cannot read: {e.strerror or e}"
+            digest = digest_of(target)
+        except FileNotFoundError:
+            return RecordingStatus.MISSING, "missing"
+        except OSError as e:
+            return RecordingStatus.UNREADABLE, f"cannot read: {e.strerror or e}"
     if digest != expected:
         return (RecordingStatus.HASH_MISMATCH,
                 f"changed since the run (sha256 {digest[:16]}..., the trail says {expected[:16]}...)")
@@ -790,7 +824,12 @@ def check_recording(state_dir: Path, rel: object, expected: object, *, record: d
     its own hash; if it does not, that is the problem reported (the file's sha256 then proves
     nothing), though the file may still be played. ``digest`` finds the file's sha256 (default: read it all).
     """
-    status, problem = _check_file(state_dir, rel, expected, digest)
+    return _check(os.path.realpath(state_dir), rel, expected, record=record, lost=lost, digest=digest)
+
+
+def _check(root: str, rel: object, expected: object, *, record: dict | None = None, lost: object = None,
+           digest: Digest | None = None, known: Callable[[str], str | None] | None = None) -> RecordingCheck:
+    status, problem = _check_file(root, rel, expected, digest, known)
     lost = lost or (record or {}).get("recording_error")
     if lost and status is RecordingStatus.OK:
         status = RecordingStatus.INCOMPLETE

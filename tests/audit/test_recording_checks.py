@@ -191,3 +191,64 @@ def test_a_pruning_save_keeps_only_the_files_looked_at(tmp_path):
     checks.save(prune=True)
     saved = json.loads((tmp_path / RECORDING_CHECKS).read_text())
     assert [name.rsplit("/", 1)[1] for name in saved["files"]] == ["a.cast"]
+
+
+def old_target(state_dir, rel):
+    """recording_target as it was (pathlib, resolved in full every time)."""
+    from pathlib import Path
+
+    root = Path(state_dir).resolve()
+    target = (root / rel).resolve()
+    return None if Path(rel).is_absolute() or not target.is_relative_to(root) else target
+
+
+def test_recording_target_resolves_as_before(tmp_path):
+    from opsgate.console.audit.verify import recording_target
+
+    state = tmp_path / "state"
+    (state / "recordings/run").mkdir(parents=True)
+    (state / "recordings/run/a.cast").write_text("a")
+    (tmp_path / "outside.cast").write_text("o")
+    (state / "recordings/run/out.cast").symlink_to(tmp_path / "outside.cast")
+    (state / "recordings/run/in.cast").symlink_to(state / "recordings/run/a.cast")
+    (state / "recordings/link").symlink_to(tmp_path)
+    (state / "recordings/inner").symlink_to("run")
+    (tmp_path / "alias").symlink_to(state)
+    names = ["recordings/run/a.cast", "recordings/run/out.cast", "recordings/run/in.cast", "recordings/link/outside.cast",
+             "recordings/inner/a.cast", "recordings/run/missing.cast", "recordings/nodir/x.cast",
+             "recordings/run/a.cast/x", "recordings/../recordings/run/a.cast", "../outside.cast", "./recordings/run/a.cast",
+             "recordings//run/a.cast", "recordings/run/", "", ".", "/etc/passwd", str(state / "recordings/run/a.cast")]
+    for root in (state, tmp_path / "alias"):
+        for rel in names:
+            assert recording_target(root, rel) == old_target(root, rel), (root, rel)
+
+
+def test_known_plain_paths_give_the_verdicts_of_a_full_check(tmp_path, tmp_path_factory):
+    """The pane's fast path (a stat of STATE/rel, judged on the cached sha256) against verify's own check, for
+    recordings unchanged, edited, missing, symlinked inside and out, and named by an odd path."""
+    files = [recording(tmp_path, f"{name}.cast", name.encode() * 1000) for name in ("a", "b", "c", "d")]
+    outside = tmp_path_factory.mktemp("elsewhere") / "outside.cast"
+    outside.write_bytes(b"o")
+    (tmp_path / "recordings/run/in.cast").symlink_to(files[0])
+    (tmp_path / "recordings/run/out.cast").symlink_to(outside)
+    t = trail_naming(tmp_path, *files)
+    for rel, data in [("recordings/run/in.cast", b"a" * 1000), ("recordings/run/out.cast", b"o"),
+                      ("recordings/run/../run/b.cast", b"b" * 1000), ("recordings/run/gone.cast", b"")]:
+        t.append("action.target", operator="alice", run="r2", target="x", outcome="ok", recording=rel,
+                 recording_sha256=sha(data))
+    checks = RecordingChecks(tmp_path, clock=later)
+
+    def pane() -> list[str]:
+        report = verify(t.path, check_recordings=False)
+        check_recordings_of(report, tmp_path, digest=checks.digest, known=checks.known)
+        return report.problems
+
+    assert pane() == verify(t.path).problems == [
+        "line 6 (seq 6): recording recordings/run/out.cast: path is outside the state dir",
+        "line 8 (seq 8): recording recordings/run/gone.cast: missing"]
+    read = checks.hashed
+    assert pane() == verify(t.path).problems and checks.hashed == read  # all known now: nothing read
+    with open(files[2], "r+b") as f:
+        f.write(b"EDIT")
+    files[3].unlink()
+    assert pane() == verify(t.path).problems and len(verify(t.path).problems) == 4
