@@ -389,6 +389,32 @@ class _Transport(paramiko.Transport):
     def preferred_keys(self):
         return tuple(self._preferred_keys)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _handshake_deadline(self.packetizer)
+
+
+def _handshake_deadline(packetizer: paramiko.Packetizer) -> None:
+    """Keep paramiko's handshake timeout as a deadline instead of a ``threading.Timer``: paramiko starts a
+    timer thread per connection, so a fan-out held a third thread per target while connecting. The
+    packetizer's reader checks ``handshake_timed_out`` after each read timeout (0.1 s), as before."""
+    state = {"deadline": None, "complete": False}
+
+    def start_handshake(timeout: float) -> None:
+        if state["deadline"] is None:
+            state["deadline"] = time.monotonic() + float(timeout)
+
+    def handshake_timed_out() -> bool:
+        return state["deadline"] is not None and not state["complete"] and time.monotonic() > state["deadline"]
+
+    def complete_handshake() -> None:
+        state["complete"] = True
+
+    # instance attributes: the packetizer's own read loop calls self.handshake_timed_out()
+    packetizer.start_handshake = start_handshake
+    packetizer.handshake_timed_out = handshake_timed_out
+    packetizer.complete_handshake = complete_handshake
+
 
 _ENCRYPTED = object()  # _load_key's answer for a passphrase-protected key
 
@@ -973,9 +999,11 @@ class Connection:
                 killer.exec_command(_stop_script(pid, pgid))
             except (paramiko.SSHException, EOFError, OSError):
                 pass
-        self._transport.close()
-        for hop in reversed(self._via):
-            hop.close()
+        for transport in (self._transport, *reversed(self._via)):
+            transport.close()
+        for transport in (self._transport, *self._via):  # its reader thread ends at once (the socket is closed):
+            if transport is not threading.current_thread():  # wait for it, so a run's threads stay bounded
+                transport.join(1.0)
 
     def run(
         self,

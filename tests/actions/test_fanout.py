@@ -80,6 +80,31 @@ def test_max_parallel_is_respected(sshd):
     assert time.monotonic() - start >= 0.9  # three waves of 0.3 s
 
 
+def test_threads_are_bounded_by_max_parallel_not_by_the_targets(sshd):
+    """At most a worker and an SSH transport thread per open connection (no timer thread per handshake,
+    no transport thread left behind a closed connection), however many targets the run has."""
+    before = set(threading.enumerate())
+    peak: set[threading.Thread] = set()
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.002):
+            now = set(threading.enumerate()) - before
+            if len(now) > len(peak):
+                peak.clear()
+                peak.update(now)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    results = FanOut(targets(sshd, 12), "true", max_parallel=3, sink=lambda chunk: None).run()
+    done.set()
+    sampler.join()
+    assert [r.outcome for r in results] == ["ok"] * 12
+    peak.discard(sampler)
+    assert len(peak) <= 2 * 3, sorted(type(t).__name__ for t in peak)
+    assert not [t for t in peak if isinstance(t, threading.Timer)]
+
+
 def test_one_bad_target_does_not_stop_the_others(sshd, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")

@@ -265,6 +265,35 @@ def test_silent_server_is_unreachable_no_banner(sshd):
             connect(endpoint(sshd, port=port, connect_timeout=0.5))
 
 
+def test_a_stalled_key_exchange_times_out_without_a_timer_thread(sshd):
+    """A server that sends its banner and then nothing: the handshake times out, named as such, and no
+    thread is left behind (paramiko's handshake timer thread is replaced by a deadline)."""
+    before = set(threading.enumerate())  # the module's shared connection keeps its own transport thread
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted = []
+
+        def serve():
+            peer, _ = listener.accept()
+            accepted.append(peer)
+            peer.sendall(b"SSH-2.0-stalled\r\n")  # then never a KEXINIT
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        try:
+            with pytest.raises(Unreachable, match="SSH handshake with 127.0.0.1:[0-9]+ timed out after 0.5s"):
+                connect(endpoint(sshd, port=listener.getsockname()[1], connect_timeout=0.5))
+        finally:
+            server.join(10)
+            for peer in accepted:
+                peer.close()
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    for transport in [t for t in set(threading.enumerate()) - before if type(t).__name__ == "_Transport"]:
+        transport.join(10)
+        assert not transport.is_alive(), "a transport thread outlived its failed handshake"
+
+
 def test_ssh_config_alias_is_honoured(sshd, tmp_path):
     config = tmp_path / "ssh_config"
     config.write_text(
