@@ -102,7 +102,8 @@ def main() -> None:
         Row(f"client CPU per target, {large} vs {small} targets", f"{per_large:.1f} ms", f"{per_small:.1f} ms",
             per_large / per_small, "<= 1.2x", per_large / per_small <= 1.2, "this process's CPU time"),
         Row(f"peak threads, {large} targets, max_parallel {args.parallel}", f"{peak}", "", None,
-            f"<= {args.parallel} + {EXTRA_THREADS}", peak <= args.parallel + EXTRA_THREADS, "sampled every 5 ms"),
+            f"<= {args.parallel} + {EXTRA_THREADS}", peak <= args.parallel + EXTRA_THREADS,
+            "sampled every 5 ms; a worker and paramiko's transport thread per open connection"),
     ], args.json)
 
 
