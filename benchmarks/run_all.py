@@ -30,6 +30,7 @@ BENCHMARKS = {  # name: extra arguments for the full run
     "startup": [],
     "audit": [],
     "replay": [],
+    "recordings": [],
     "gate": [],
     "jump": [],
 }

@@ -142,7 +142,8 @@ class AuditPane(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Audit trail"
         self.query_one("#audit-log", OptionList).tooltip = "enter or click: the whole record"
-        self.call_after_refresh(self._painted.set)
+        # After the callbacks of the first paint (the screen's own included), not among them.
+        self.call_after_refresh(self.call_after_refresh, self._painted.set)
         self.poll()
 
     def poke(self) -> None:

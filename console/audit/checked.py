@@ -62,7 +62,7 @@ class RecordingChecks:
         self._dirty = False
         self.hashed = 0  # files read (tests and the benchmark count them)
         self.bytes_hashed = 0
-        self._load()
+        self._loaded = False  # read on first use, in whichever thread checks (never while the app composes)
 
     _shared: dict[Path, RecordingChecks] = {}
     _shared_lock = threading.Lock()
@@ -77,6 +77,8 @@ class RecordingChecks:
             return cls._shared[state_dir]
 
     def _load(self) -> None:
+        """Called with the lock held, once."""
+        self._loaded = True
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
@@ -108,6 +110,8 @@ class RecordingChecks:
             return None
         name = str(path)
         with self._lock:
+            if not self._loaded:
+                self._load()
             entry = self._entries.get(name)
             if entry is None or entry[0] != key:
                 return None
@@ -145,6 +149,8 @@ class RecordingChecks:
         if key == _key(after) and began - max(before.st_mtime_ns, before.st_ctime_ns) >= SETTLED_NS:
             name = str(path)
             with self._lock:
+                if not self._loaded:
+                    self._load()
                 if self._entries.get(name) != (key, digest):
                     self._entries[name] = (key, digest)
                     self._dirty = True
@@ -159,6 +165,8 @@ class RecordingChecks:
 
     def _save(self, prune: bool) -> None:
         with self._lock:
+            if not self._loaded:
+                self._load()
             if prune:
                 gone = self._entries.keys() - self._used
                 for name in gone:
@@ -177,4 +185,7 @@ class RecordingChecks:
                 self._dirty = True
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            if not self._loaded:
+                self._load()
+            return len(self._entries)
