@@ -24,6 +24,8 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import ContentSwitcher, Log, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
@@ -163,7 +165,15 @@ class FollowLog(Log):
     scrolling back to the bottom) follows again.
     """
 
+    # New lines change only this log's scrollable size, never its place on the screen: a repaint and its
+    # scrollbars, not a layout of the whole screen (which a flood would ask for every flush while the log
+    # grows to MAX_LINES). A scrollbar that appears or goes still asks for a layout (``_scroll_update``).
+    virtual_size = Reactive(Size(0, 0), layout=False)
+
     _followed_y: float | None = None
+
+    def watch_virtual_size(self, size: Size) -> None:
+        self._scroll_update(size)
 
     @property
     def following(self) -> bool:
