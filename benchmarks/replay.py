@@ -77,12 +77,12 @@ def main() -> None:
         path = work / "flood.cast"
         size = make_recording(path, mb)
         log(f"replay: recording of {size / 1e6:.0f} MB, {DURATION:.0f} s")
-        cold = {}
+        cold, cold_cpu = {}, {}
         for name, at in (("end", DURATION - 0.5), ("middle", DURATION / 2)):  # the middle's Cast is used below
             cast = Cast(path)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             first_event(cast, at)
-            cold[name] = time.perf_counter() - start
+            cold[name], cold_cpu[name] = time.perf_counter() - start, time.process_time() - cpu
         cast.index  # the rest of the index: the seeks below measure seeking with it built
         rng = random.Random(8)
         times = []
@@ -105,7 +105,8 @@ def main() -> None:
             note=f"{len(times)} random seeks"),
         Row(f"replay first seek, {size / 1e6:.0f} MB (indexes as far as it needs)",
             f"middle {cold['middle'] * 1e3:.0f} ms, end {cold['end'] * 1e3:.0f} ms", target="< 200 ms anywhere",
-            met=max(cold.values()) < 0.2, note="a fresh Cast each; to the end is the whole file's scan"),
+            met=max(cold.values()) < 0.2, note=f"a fresh Cast each; to the end is the whole file's scan; CPU "
+            f"{cold_cpu['middle'] * 1e3:.0f} and {cold_cpu['end'] * 1e3:.0f} ms"),
         Row(f"replay screen seek + render, {size / 1e6:.0f} MB (pyte)",
             f"p50 {statistics.median(screen_times) * 1e3:.1f} ms, max {max(screen_times) * 1e3:.1f} ms",
             target="well under 1 s", met=max(screen_times) < 0.5,

@@ -146,6 +146,9 @@ class AuditPane(Vertical):
         self.call_after_refresh(self.call_after_refresh, self._painted.set)
         self.poll()
 
+    def on_unmount(self) -> None:
+        self._painted.set()  # an app gone before its first paint: the start's check need not wait for it
+
     def poke(self) -> None:
         """Read now rather than at the next poll (after our own run wrote records)."""
         self._wake.set()
@@ -200,6 +203,8 @@ class AuditPane(Vertical):
                 self.post_message(AuditVerified(False, report.count, report.problems[0]))
             if cached:
                 self._painted.wait(PAINT_WAIT)  # a stat per recording, and maybe reads: not while the app starts
+                if cancelled is not None and cancelled():
+                    return None
                 digest, known = partial(self._digest, report.count, cancelled), self.checks.known
             else:
                 digest, known = partial(self.checks.rehash, cancelled=cancelled), None
