@@ -212,6 +212,9 @@ class AuditPane(Vertical):
                 check_recordings_of(report, self.state_dir, digest=digest, known=known)
             except Cancelled:
                 return None
+            except Exception as e:  # as for the chain: a badge that says so, and polls go on
+                self.post_message(AuditVerified(False, report.count, str(e)))
+                return None
             self.checks.save(prune=cached and chain_ok)  # every recording the trail names was looked up
         with self._chain_lock:
             self.full_verifies += 1

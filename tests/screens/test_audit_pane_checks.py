@@ -131,3 +131,18 @@ async def test_v_reads_every_recording_and_new_runs_are_checked_as_they_arrive(s
         pane.poke()
         await wait_for(pilot, lambda: pane.verified is False, what="the new record's recording checked")
         assert "web-9.cast" in badge(pane) and pane.full_verifies == 2
+
+
+async def test_a_recording_path_the_os_refuses_breaks_the_badge_and_polling_goes_on(state):
+    trail = AuditTrail(state / AUDIT_FILE)
+    trail.append("action.target", operator="mallory", run="x", target="web-0", outcome="ok",
+                 recording="recordings/a\u0000b.cast", recording_sha256="0" * 64)
+    app = PaneApp(state)
+    async with app.run_test(size=(120, 30)) as pilot:
+        pane = app.query_one(AuditPane)
+        await wait_for(pilot, lambda: pane.verified is not None, what="the start's verify")
+        assert pane.verified is False and "null byte" in badge(pane)
+        seen = pane.records_seen
+        trail.append("note", operator="alice", text="later")
+        pane.poke()
+        await wait_for(pilot, lambda: pane.records_seen > seen, what="the next poll")
