@@ -156,10 +156,7 @@ class ConsoleScreen(Screen):
                 yield Static(id="filter-state")
                 yield ActionTable(self.config, id="actions")
             yield ActionDetail(self.config, plan_runbook=self._plan_runbook, id="detail")
-        with Horizontal(id="pause-bar"):
-            yield Static(id="pause-text")
-            yield Button("Continue", variant="warning", id="pause-continue", compact=True)
-            yield Button("Stop", variant="error", id="pause-stop", compact=True)
+        yield Horizontal(id="pause-bar")  # its text and buttons are mounted at the first runbook pause
         with Horizontal(id="bottom"):
             yield OutputPanel(id="output", clock=self.ctx.monotonic)
             yield AuditPane(self.ctx.audit, self.ctx.state_dir, id="audit")
@@ -615,9 +612,16 @@ class ConsoleScreen(Screen):
 
     # -- runbook pauses: the worker waits until the operator answers ------------------------------
 
-    def on_pause_asked(self, message: PauseAsked) -> None:
+    async def on_pause_asked(self, message: PauseAsked) -> None:
         if not self._is_current(message.run_id) or message.answer.done():
             return
+        bar = self.query_one("#pause-bar", Horizontal)
+        if not bar.children:  # the first pause of this console: its parts, not composed at start-up
+            await bar.mount_all([Static(id="pause-text"),
+                                 Button("Continue", variant="warning", id="pause-continue", compact=True),
+                                 Button("Stop", variant="error", id="pause-stop", compact=True)])
+            if not self._is_current(message.run_id) or message.answer.done() or not self.is_attached:
+                return
         self.pause = message
         text = Text.assemble((" ⏸ waiting for you ", "bold #2e2300 on #f2c94c"), "  ", (message.text, "bold"))
         text.append(f"  (step {message.step}" + (", skippable)" if message.skippable else ")"), style="dim")
