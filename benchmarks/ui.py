@@ -6,7 +6,8 @@ The console (`screens.app.make_app`) runs a low-risk action that `cat`s a 20 MB 
 of 10 targets of a loopback sshd (the real pipeline: audit, recordings, the output panel). While it
 streams, a key (down/up in the action list) is pressed every 50 ms; each latency is from just before
 the key is sent to the first screen refresh after the list's highlighted row changed
-(``call_after_refresh``). Reports p50/p99 over the presses made while output was streaming, and
+(``call_after_refresh``); the next key goes when that one painted, so a slow UI gets few presses and
+its p99 is about its slowest press. Reports p50/p99 over the presses made while output was streaming, and
 this process's peak RSS (``resource.getrusage``; the sshd is another process). Goals: p99 < 100 ms,
 RSS < 300 MB.
 
@@ -14,8 +15,10 @@ The same app, in the same process, first measures the same keys with no flood: f
 ("idle", reported), then during a run of ``sleep 4`` on the same 10 targets ("quiet": the same
 connections, audit and tabs, no output). The flood's p99 must be at most 1.3x the quiet run's p99. Both
 runs include their connection set-up (10 SSH handshakes in this process). ``--flood-only`` skips
-both baselines (for profiling). The latencies are logged on stderr in press order. Pilot drives the app in-process, so key handling competes with the run's threads for
-the GIL exactly as in the real console; terminal output (the driver) is not included.
+both baselines (for profiling). The latencies are logged on stderr in press order, and each run's CPU
+seconds per kind of thread (UI, fan-out readers, SSH transports). Pilot drives the app in-process, so key
+handling competes with the run's threads for the GIL exactly as in the real console; terminal output (the
+driver) is not included.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ class OutputBuffer:
         blocks.append((stream, block, count))
         slot.lines += count
         slot.size += len(block)
-        while len(blocks) > 1 and (slot.lines - blocks[0][2] >= limit or slot.size - len(blocks[0][1]) >= self.max_bytes):
+        while len(blocks) > 1 and (slot.lines - blocks[0][2] >= limit
+                                   or slot.size - len(blocks[0][1]) >= self.max_bytes):
             _stream, old, old_count = blocks.popleft()  # the newer blocks hold enough to show
             slot.lines -= old_count
             slot.size -= len(old)
@@ -489,8 +490,8 @@ class OutputPanel(Vertical):
         """Write what arrived since the last flush into the visible tab (into every tab if ``everything``).
 
         A hidden tab is not written while it is hidden: its output waits in the buffer (its last
-        ``MAX_PENDING`` lines at most) and is written when the tab is shown (``TabActivated``, ``select_step``), when
-        ``log_for`` hands its log out, and when the run finishes.
+        ``MAX_PENDING`` lines at most) and is written when the tab is shown (``TabActivated``,
+        ``select_step``), when ``log_for`` hands its log out, and when the run finishes.
         """
         if everything:
             keys = None
@@ -506,8 +507,7 @@ class OutputPanel(Vertical):
             if key not in self._panes:
                 continue
             try:
-                tabs_id, pane_id = self._panes[key]
-                log = self.query_one(f"#{pane_id}-log", Log)
+                log = self.query_one(f"#{self._panes[key][1]}-log", Log)
             except Exception:
                 continue
             if dropped:

@@ -1,6 +1,6 @@
 """The output panel's buffer and its tabs: feeds keep raw complete lines (bounded, older lines counted), drains
-cut to the last lines and sanitise; only the shown tab is written while a run streams, a hidden tab gets its tail when it is shown, and
-every tab ends with its target's last lines."""
+cut to the last lines and sanitise; only the shown tab is written while a run streams, a hidden tab gets its
+tail when it is shown, and every tab ends with its target's last lines."""
 
 from __future__ import annotations
 
