@@ -13,14 +13,16 @@ import os
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from opsgate.console import paths
 from opsgate.console.catalog.loader import load_config
 from opsgate.console.catalog.model import Config
 from opsgate.console.errors import ConfigError
 from opsgate.console.paths import AUDIT_FILE
-from opsgate.console.wiring import ConsoleParts, assemble
+
+if TYPE_CHECKING:
+    from opsgate.console.wiring import ConsoleParts
 
 
 def global_flags(default) -> argparse.ArgumentParser:
@@ -77,8 +79,11 @@ class Context:
         return self.state_dir / AUDIT_FILE
 
     @cached_property
-    def parts(self) -> ConsoleParts:
-        """The console for this command: grants persist in the state dir (``opsgate auth`` then ``run``)."""
+    def parts(self) -> "ConsoleParts":
+        """The console for this command: grants persist in the state dir (``opsgate auth`` then ``run``).
+        Imported here: ``list``, ``check`` and the audit commands never load the run pipeline."""
+        from opsgate.console.wiring import assemble
+
         authenticator = authenticator_from_env()
         parts = assemble(self.config, self.state_dir, persist_grants=True, authenticator=authenticator)
         # The software key may be enrolled only when it is asked for by name (the warning has been printed);
