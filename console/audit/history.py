@@ -477,7 +477,8 @@ def export_run(audit_path: Path, state_dir: Path, prefix: str, *,
     for ref, problem in check_recordings(summary, state_dir):
         recordings.append({
             "run": ref.run, "step": ref.step, "target": ref.target, "path": ref.path,
-            "absolute_path": str((state_dir / ref.path).resolve()) if isinstance(ref.path, str) else None,
+            "absolute_path": str((state_dir / ref.path).resolve())
+            if isinstance(ref.path, str) and "\0" not in ref.path else None,
             "sha256": ref.sha256, "record_seq": ref.seq, "verified": problem is None, "problem": problem,
         })
     records_ok = all(record_verified(r, report) for r in summary.records)

@@ -764,7 +764,7 @@ def recording_target(state_dir: Path, rel: str) -> Path | None:
 def _target(root: str, rel: str) -> Path | None:
     """``recording_target`` under ``root``, a resolved path. A plain ``a/b/c`` whose every step exists and is no
     symlink is ``root/a/b/c`` (an lstat per step); anything else is resolved in full, as ``Path.resolve`` does."""
-    if os.path.isabs(rel):
+    if os.path.isabs(rel) or "\0" in rel:  # no file has a NUL in its name: a forged record's path
         return None
     if _plain(rel):
         target = root
@@ -794,6 +794,8 @@ def _check_file(root: str, rel: object, expected: object, digest_of: Digest | No
     is wrong or None)."""
     if not isinstance(rel, str) or not isinstance(expected, str):
         return RecordingStatus.NOT_RECORDED, "the record does not name a recording path and sha256"
+    if "\x00" in rel:  # no file has such a name: a forged record, never a crash of the reviewer's verify
+        return RecordingStatus.NOT_RECORDED, "the record's recording path holds a NUL byte"
     digest = known(os.path.join(root, rel)) if known is not None and _plain(rel) else None
     if digest is None:
         target = _target(root, rel)

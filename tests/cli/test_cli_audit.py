@@ -94,6 +94,18 @@ def test_verify_reports_a_deleted_recording(state):
     assert result.returncode == 1 and "web1.cast: missing" in result.stdout
 
 
+def test_a_forged_record_naming_a_path_with_a_nul_byte_is_reported_not_a_crash(state):
+    """The chain is not a MAC: whoever can write the trail can add a well-chained record naming any path."""
+    AuditTrail(state / AUDIT_FILE).append("action.target", operator="mallory", run=RUN, action="restart-nginx",
+                                          target="web3", outcome="ok", exit_code=0,
+                                          recording="recordings/x\x00/../../etc/passwd", recording_sha256="0" * 64)
+    for args in (("audit", "verify"), ("audit", "export", RUN), ("audit", "show", RUN), ("replay", RUN, "--target", "web3")):
+        result = opsgate(state, *args)
+        assert "Traceback" not in result.stderr and "ValueError" not in result.stderr, result.stderr
+    result = opsgate(state, "audit", "verify")
+    assert result.returncode == 1 and "recording path holds a NUL byte" in result.stdout, result.stdout
+
+
 def test_verify_with_no_trail_fails(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir(mode=0o700)
