@@ -23,6 +23,7 @@ FORWARD_CURSOR = "forward.cursor"  # how far the syslog collector has the trail
 FORWARD_LOCK = "forward.lock"
 GATE_TRAIL_COPY = "gate-audit.jsonl"  # gate mode: a copy of the gate's trail, for verify and the history
 TRAIL_CHECKPOINT = "audit.verified"  # how far `opsgate run` has verified the trail (its incremental check)
+CONFIG_CACHE = "config.cache"  # the console's validated config, for its start-up (console/catalog/cache.py)
 RECORDING_CHECKS = "recordings.checked"  # the TUI's cache of recordings hashed (console/audit/checked.py)
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from opsgate.console.catalog import model, policy
 from opsgate.console.files import write_private
+from opsgate.console.paths import CONFIG_CACHE
 
-CACHE_FILE = "config.cache"
 MAGIC = b"opsgate-config-cache 1\n"
 # The modules whose code decides what a config file loads to (relative to opsgate.console).
 _SOURCES = ("catalog/loader.py", "catalog/model.py", "catalog/params.py", "catalog/template.py",
@@ -101,7 +101,7 @@ def read_cached(cache_dir: Path, key: str) -> model.Config | None:
     if not _private_dir(cache_dir):
         return None
     try:
-        fd = os.open(cache_dir / CACHE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(cache_dir / CONFIG_CACHE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -134,7 +134,7 @@ def write_cached(cache_dir: Path, key: str, config: model.Config) -> bool:
     try:
         payload = pickle.dumps(config, protocol=5)
         blob = MAGIC + key.encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n\n" + payload
-        write_private(cache_dir / CACHE_FILE, blob)
+        write_private(cache_dir / CONFIG_CACHE, blob)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         return False
     return True

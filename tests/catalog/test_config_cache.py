@@ -12,6 +12,7 @@ import pytest
 from opsgate.console.catalog import cache, loader
 from opsgate.console.catalog.loader import load_config
 from opsgate.console.errors import ConfigError
+from opsgate.console.paths import CONFIG_CACHE
 from tests.helpers import ROOT
 
 CONFIG = ROOT / "config.example.toml"
@@ -53,7 +54,7 @@ def same(a, b) -> bool:
 def test_second_load_comes_from_the_cache_and_equals_the_full_load(config_file, state, parses):
     first = load_config(config_file, cache_dir=state)
     assert parses == [str(config_file)]
-    mode = (state / cache.CACHE_FILE).stat().st_mode & 0o777
+    mode = (state / CONFIG_CACHE).stat().st_mode & 0o777
     assert mode == 0o600
     second = load_config(config_file, cache_dir=state)
     assert parses == [str(config_file)]  # no second parse
@@ -77,7 +78,7 @@ def test_an_invalid_config_is_never_cached_and_still_fails(config_file, state):
     for _ in range(2):
         with pytest.raises(ConfigError):
             load_config(config_file, cache_dir=state)
-    assert not (state / cache.CACHE_FILE).exists()
+    assert not (state / CONFIG_CACHE).exists()
 
 
 @pytest.mark.parametrize("change", ["operator", "env", "code", "filename"])
@@ -126,7 +127,7 @@ def corrupt_empty(path: Path) -> None:
 @pytest.mark.parametrize("corrupt", [corrupt_truncated, corrupt_flipped, corrupt_garbage, corrupt_empty])
 def test_a_damaged_cache_falls_back_silently_and_is_rewritten(config_file, state, parses, corrupt, capsys):
     expected = load_config(config_file, cache_dir=state)
-    corrupt(state / cache.CACHE_FILE)
+    corrupt(state / CONFIG_CACHE)
     assert same(load_config(config_file, cache_dir=state), expected)
     assert len(parses) == 2
     assert capsys.readouterr() == ("", "")
@@ -138,8 +139,8 @@ def forge(state: Path, key: str, payload: bytes) -> None:
     import hashlib
 
     blob = cache.MAGIC + key.encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n\n" + payload
-    (state / cache.CACHE_FILE).write_bytes(blob)
-    os.chmod(state / cache.CACHE_FILE, 0o600)
+    (state / CONFIG_CACHE).write_bytes(blob)
+    os.chmod(state / CONFIG_CACHE, 0o600)
 
 
 class Boom:
@@ -160,10 +161,10 @@ def test_the_unpickler_makes_only_the_model(config_file, state, parses, capfd):
 def test_a_cache_others_can_read_or_write_is_ignored(config_file, state, parses):
     load_config(config_file, cache_dir=state)
     for mode in (0o640, 0o604, 0o660):
-        os.chmod(state / cache.CACHE_FILE, mode)
+        os.chmod(state / CONFIG_CACHE, mode)
         load_config(config_file, cache_dir=state)
     assert len(parses) == 4
-    assert (state / cache.CACHE_FILE).stat().st_mode & 0o777 == 0o600  # the last full load rewrote it
+    assert (state / CONFIG_CACHE).stat().st_mode & 0o777 == 0o600  # the last full load rewrote it
 
 
 def test_a_cache_of_another_owner_is_ignored(config_file, state, parses, monkeypatch):
@@ -176,8 +177,8 @@ def test_a_cache_of_another_owner_is_ignored(config_file, state, parses, monkeyp
 def test_a_symlinked_cache_is_not_followed(config_file, state, parses, tmp_path):
     load_config(config_file, cache_dir=state)
     real = tmp_path / "elsewhere.cache"
-    (state / cache.CACHE_FILE).rename(real)
-    (state / cache.CACHE_FILE).symlink_to(real)
+    (state / CONFIG_CACHE).rename(real)
+    (state / CONFIG_CACHE).symlink_to(real)
     load_config(config_file, cache_dir=state)
     assert len(parses) == 2
 
@@ -186,12 +187,12 @@ def test_a_dir_others_can_write_gets_no_cache(config_file, state, parses):
     os.chmod(state, 0o770)
     load_config(config_file, cache_dir=state)
     load_config(config_file, cache_dir=state)
-    assert len(parses) == 2 and not (state / cache.CACHE_FILE).exists()
+    assert len(parses) == 2 and not (state / CONFIG_CACHE).exists()
 
 
 def test_cache_if_keeps_a_config_out_of_a_dir_that_is_not_its_own(config_file, state, parses):
     load_config(config_file, cache_dir=state, cache_if=lambda c: False)
-    assert not (state / cache.CACHE_FILE).exists()
+    assert not (state / CONFIG_CACHE).exists()
     load_config(config_file, cache_dir=state)  # written now
     load_config(config_file, cache_dir=state, cache_if=lambda c: False)  # but not read for this caller
     assert len(parses) == 3
@@ -222,5 +223,5 @@ def test_the_console_command_uses_and_fills_the_cache(config_file, state, monkey
     monkeypatch.delenv("OPSGATE_STATE_DIR", raising=False)
     ctx = Context(argparse.Namespace(config=str(config_file), state_dir=str(state)))
     _load_config_cached(ctx)
-    assert (state / cache.CACHE_FILE).exists()
+    assert (state / CONFIG_CACHE).exists()
     assert same(ctx.config, load_config(config_file))
