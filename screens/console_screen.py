@@ -578,6 +578,10 @@ class ConsoleScreen(Screen):
         output = self.query_one(OutputPanel)
         if output.steps:
             output.headline = output.headline.removesuffix(" · waiting for step-up")
+        recorded = message.executing.split(".")[0]  # a runbook step's id is RUN.N
+        if recorded and recorded != self.plan.run_id:  # gate mode: the gate's trail names the run, say that id
+            output.headline = output.headline.replace(f"run {self.plan.run_id}", f"run {recorded}", 1)
+            output.tick()
         for key in message.keys or list(output.statuses):
             output.set_status(key, "running", outcome="running")
         self.query_one(AuditPane).poke()

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 class RunStarted(Message):
     run_id: str  # the run the operator started (a runbook's own run id for its steps too)
     keys: tuple[str, ...] = ()  # the output panes that start now
+    executing: str = ""  # the id the run is recorded under (gate mode: the gate's; a step's is RUN.N)
 
 
 @dataclass
@@ -198,7 +199,8 @@ class TuiFrontend:
         return step_key(self._step, target) if self.runbook is not None and self._step is not None else target
 
     def on_start(self, plan: "Plan") -> None:
-        self.screen.post_message(RunStarted(self.plan.run_id, tuple(self._key(t) for t in plan.target_names)))
+        self.screen.post_message(RunStarted(self.plan.run_id, tuple(self._key(t) for t in plan.target_names),
+                                            plan.run_id))
 
     def on_output(self, chunk: "Chunk") -> None:
         self.buffer.feed(self._key(chunk.target), chunk.stream, chunk.data)

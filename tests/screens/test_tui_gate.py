@@ -10,6 +10,7 @@ from opsgate.console.audit.trail import AuditTrail
 from opsgate.screens.catalog import ActionTable
 from opsgate.screens.console_screen import ConsoleScreen
 from opsgate.screens.history import HistoryScreen, RunDetailScreen
+from opsgate.screens.output import OutputPanel
 from opsgate.screens.stepup_modals import ConfirmModal, TouchModal
 from tests.helpers.tui_fixtures import SIZE, choose, confirm_run, start_demo, wait_for
 
@@ -40,11 +41,17 @@ async def test_a_run_through_the_in_process_gate_shows_its_certificates(gate_dem
         screen = next(s for s in app.screen_stack if isinstance(s, ConsoleScreen))
         screen.select_action("disk-usage")
         screen.query_one(ActionTable).focus()
+        output = screen.query_one(OutputPanel)
+        shown: list[str] = []  # the status line each time it is drawn while the run is live
+        draw = output._refresh_status
+        output._refresh_status = lambda: (shown.append(output.headline) if output.running else None, draw())
         await pilot.press("enter")
         await wait_for(pilot, lambda: not screen.running and screen.last_report is not None, what="the run")
         report = screen.last_report
         assert report.exit_code == 0 and {r.outcome for r in report.results} == {"ok"}
         assert {c["target"] for c in report.certificates} == {"web-1", "web-2", "db-primary", "db-replica"}
+        # while it runs, the console names the run by the id the gate's trail records it under
+        assert f"run {report.run_id}" in shown[-1], shown
         events = [r["event"] for r in gate_records(gate_demo)]
         assert events.count("gate.certificate") == 4 and events[-1] == "action.end"
         await pilot.press("h")
