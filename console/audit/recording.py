@@ -16,7 +16,8 @@ the pipeline) and ``env`` {"TERM": "xterm-256color"}); then one event per line, 
   "end <outcome> exit <n>" with ``marker``; a Recording adds none of its own, so none appear twice.
 - Written incrementally: events are buffered and written in batches, when 64 KiB are pending or
   every 100 ms (one background thread, shared by every open recording, flushes a quiet command's last
-  output), so a crash keeps what was received up to the last batch. ``close`` fsyncs and returns the
+  output, and syncs a recording each time it grew by 16 MiB, so close has little left to sync), so a
+  crash keeps what was received up to the last batch. ``close`` fsyncs and returns the
   sha256 of the file's bytes, which the pipeline puts in the ``action.target`` audit record with the
   path relative to the state dir.
 - A write failure (disk full...) is kept in ``error`` and later events are dropped; ``close`` still
@@ -46,6 +47,7 @@ from opsgate.console.paths import RECORDINGS_DIR
 RECORDING_FAILED = "recording-failed"  # a target's outcome when its recording could not be written
 FLUSH_BYTES = 64 * 1024
 FLUSH_INTERVAL = 0.1
+SYNC_BYTES = 16 * 1024 * 1024  # the flusher syncs a recording that grew by this much, so close has little left
 IDLE_TIME_LIMIT = 2.0
 STREAMS = ("stdout", "stderr")
 _RED, _RESET = "\x1b[31m", "\x1b[0m"
@@ -97,6 +99,7 @@ class Recording:
         self._buf_len = 0
         self._sha = hashlib.sha256()
         self._digest: str | None = None
+        self._unsynced = 0  # bytes written since the flusher last synced the file
         self._last_t = 0.0
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in STREAMS}
         self._pending = dict.fromkeys(STREAMS, False)  # the decoder holds part of a character
@@ -242,6 +245,7 @@ class Recording:
             self._failed(f"{self.path}: cannot write the recording: {e.strerror or e}")
             return
         self._sha = sha
+        self._unsynced += sum(map(len, parts))
 
     def _failed(self, error: str) -> None:
         if self.error is None:
@@ -250,9 +254,23 @@ class Recording:
                 self._on_error(error)
 
     def _timed_flush(self) -> None:
+        """The flusher's tick: write what is pending and, once enough was written, sync it outside the
+        lock (on a duplicate of the descriptor, which close cannot pull away), the writers going on."""
         with self._lock:
-            if self._digest is None:
-                self._flush()
+            if self._digest is not None:
+                return
+            self._flush()
+            if self._unsynced < SYNC_BYTES or self.error is not None:
+                return
+            self._unsynced = 0
+            fd = os.dup(self._file.fileno())
+        try:
+            os.fdatasync(fd)
+        except OSError as e:  # the error is the file's: close's fsync would no longer hear of it
+            with self._lock:
+                self._failed(f"{self.path}: cannot sync the recording: {e.strerror or e}")
+        finally:
+            os.close(fd)
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:

@@ -5,11 +5,13 @@ thread serves every recording (a forked child gets its own)."""
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -195,3 +197,31 @@ def test_a_forked_child_flushes_its_own_recordings(tmp_path):
     _, status = os.waitpid(pid, 0)
     parent.close()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_large_recording_is_synced_as_it_grows_and_a_failed_sync_is_reported_at_once(tmp_path, monkeypatch):
+    """The flusher syncs a recording each SYNC_BYTES (close then has little left); a sync that fails
+    (an I/O error the disk reports late) is the recording's failure, heard while the command runs."""
+    synced = []
+    failed = threading.Event()
+
+    def fdatasync(fd):
+        synced.append(os.fstat(fd).st_size)
+        if len(synced) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(recording_module, "SYNC_BYTES", 1000)
+    monkeypatch.setattr(recording_module.os, "fdatasync", fdatasync)
+    heard = []
+    rec = Recording(tmp_path / "big.cast", run="r", action="a", target="t", command="c",
+                    on_error=lambda error: (heard.append(error), failed.set()))
+    rec.output("stdout", b"a" * 2000 + b"\n")  # below FLUSH_BYTES: the flusher writes it, then syncs
+    deadline = time.monotonic() + 30
+    while not synced and time.monotonic() < deadline:  # polling for the flusher's first sync
+        failed.wait(0.05)
+    rec.output("stdout", b"b" * 2000 + b"\n")
+    assert failed.wait(30), "the failed sync was never reported"
+    assert len(heard) == 1 and "cannot sync the recording: Input/output error" in heard[0]
+    assert synced[0] > 2000 and rec.error == heard[0]
+    rec.close()
+    assert rec.error == heard[0]
