@@ -141,7 +141,7 @@ async def test_a_recording_path_the_os_refuses_breaks_the_badge_and_polling_goes
     async with app.run_test(size=(120, 30)) as pilot:
         pane = app.query_one(AuditPane)
         await wait_for(pilot, lambda: pane.verified is not None, what="the start's verify")
-        assert pane.verified is False and "null byte" in badge(pane)
+        assert pane.verified is False and "NUL byte" in badge(pane)
         seen = pane.records_seen
         trail.append("note", operator="alice", text="later")
         pane.poke()
