@@ -191,7 +191,7 @@ input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="opsgate")
             return []
         return data[:data.rfind(b"\n") + 1].splitlines()
 
-    def wait_for(self, predicate, timeout: float = 15.0) -> list[bytes]:
+    def wait_for(self, predicate, timeout: float = 60.0) -> list[bytes]:
         """Poll the output until ``predicate(lines)`` holds; return the lines (assert on timeout)."""
         deadline = time.monotonic() + timeout
         while True:

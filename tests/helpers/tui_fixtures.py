@@ -30,7 +30,7 @@ def app_for(demo: Demo, **kwargs):
                     stepup=kwargs.pop("stepup", demo.stepup), demo=demo, **kwargs)
 
 
-async def wait_for(pilot, condition: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
+async def wait_for(pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "condition"):
     """Let the app run until ``condition()`` is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
