@@ -21,17 +21,8 @@ from opsgate.screens.stepup_modals import ConfirmModal, OtpModal, TouchModal
 
 from tests.helpers import ROOT
 from tests.helpers.cli import clean_env, popen_opsgate
-from tests.helpers.tui_fixtures import (SIZE, app_for, choose, confirm_run, current_code, start_demo, trail_events,
+from tests.helpers.tui_fixtures import (SIZE, app_for, choose, confirm_run, current_code, trail_events,
                                         trail_records, wait_for, wrong_code)
-
-
-@pytest.fixture
-def demo(tmp_path):
-    d = start_demo(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def console(app) -> ConsoleScreen:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from textual import events
 from textual.widgets import Input, Select
 
@@ -22,15 +21,6 @@ from opsgate.screens.stepup_modals import OtpModal
 
 from tests.helpers.tui_fixtures import (SIZE, app_for, choose, confirm_run, current_code, start_demo, trail_events,
                                         wait_for)
-
-
-@pytest.fixture
-def demo(tmp_path):
-    d = start_demo(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 async def select(pilot, action_id: str) -> ConsoleScreen:

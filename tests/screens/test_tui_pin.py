@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 from textual.widgets import Input
 
 from opsgate.console.catalog.loader import parse_config
 from opsgate.screens.stepup_modals import ConfirmModal, TouchModal
-from tests.helpers.tui_fixtures import SIZE, app_for, confirm_run, start_demo, trail_records, wait_for
+from tests.helpers.tui_fixtures import SIZE, app_for, confirm_run, trail_records, wait_for
 
 PIN = "Quokka-42"
-
-
-@pytest.fixture
-def demo(tmp_path):
-    d = start_demo(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def uv_app(demo):

@@ -12,16 +12,7 @@ from opsgate.screens.catalog import ActionTable
 from opsgate.screens.console_screen import ConsoleScreen
 from opsgate.screens.detail import ActionDetail
 
-from tests.helpers.tui_fixtures import SIZE, app_for, start_demo, trail_records, wait_for
-
-
-@pytest.fixture
-def demo(tmp_path):
-    d = start_demo(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
+from tests.helpers.tui_fixtures import SIZE, app_for, trail_records, wait_for
 
 
 @pytest.fixture

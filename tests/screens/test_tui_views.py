@@ -3,7 +3,6 @@ list's Home and End, the audit pane following the newest record (and as an overl
 
 from __future__ import annotations
 
-import pytest
 from textual.app import App
 from textual.widgets import DataTable
 
@@ -15,16 +14,7 @@ from opsgate.screens.detail import ActionDetail
 from opsgate.screens.history import HistoryScreen, RunDetailScreen
 
 from tests.helpers.history_fixtures import NOW_TS, reviewer_state
-from tests.helpers.tui_fixtures import app_for, start_demo, wait_for
-
-
-@pytest.fixture
-def demo(tmp_path):
-    d = start_demo(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
+from tests.helpers.tui_fixtures import app_for, wait_for
 
 
 class HistoryApp(App):
