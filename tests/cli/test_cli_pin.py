@@ -1,12 +1,11 @@
 """The security key's PIN on the command line: no echo on a terminal, one line from a script, never kept."""
 
 import os
-import pty
 
 import pytest
 
 from opsgate.console.demo.softkey import PIN_RETRIES, SoftKey
-from tests.helpers.cli import clean_env, popen_opsgate, read_until, run_opsgate
+from tests.helpers.cli import clean_env, opsgate_on_pty, read_until, run_opsgate
 
 PIN = "Quokka-42"
 
@@ -32,23 +31,13 @@ def env(tmp_path):
 
 def test_enroll_asks_the_pin_without_echo_on_a_terminal(env):
     config, state, softkey = env
-    master, slave = pty.openpty()
-    # A new session has no controlling terminal: getpass turns echo off on stdin, the pty.
-    proc = popen_opsgate("enroll", "fido2", "--name", "yubi", config=config, state=state,
-                         env=clean_env(OPSGATE_SOFTKEY=str(softkey)), stdin=slave, stdout=slave, stderr=slave,
-                         start_new_session=True)
-    os.close(slave)
-    try:
+    with opsgate_on_pty("enroll", "fido2", "--name", "yubi", config=config, state=state,
+                        env=clean_env(OPSGATE_SOFTKEY=str(softkey))) as (proc, master):
         shown = read_until(master, proc, b"attempts left: ")
         assert b"Enter the PIN of alice's security key, 8 attempts left: " in shown, shown
         os.write(master, PIN.encode() + b"\n")
         shown += read_until(master, proc, None)
         proc.wait(timeout=60)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     text = shown.decode()
     assert proc.returncode == 0, text
     assert "Security key 'yubi' enrolled for alice" in text

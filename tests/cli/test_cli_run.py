@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from opsgate.console.paths import AUDIT_FILE
-from tests.helpers.cli import clean_env, popen_opsgate, read_until, run_opsgate
+from tests.helpers.cli import clean_env, opsgate_on_pty, popen_opsgate, read_until, run_opsgate
 from tests.helpers.run_fixtures import enroll_otp, events, next_code, records, write_config
 from tests.helpers.ssh import remote_processes, wait_gone
 from tests.helpers.waiting import wait_until
@@ -293,23 +293,12 @@ def test_the_trail_check_waits_for_a_line_being_written(tmp_path):
 
 
 def test_ctrl_d_at_run_prompt_is_no_without_a_traceback(lab):
-    import pty
-
     config, state = lab
-    master, slave = pty.openpty()
-    proc = popen_opsgate("run", "restart", "--param", "service=nginx", config=config, state=state,
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    try:
+    with opsgate_on_pty("run", "restart", "--param", "service=nginx", config=config, state=state) as (proc, master):
         seen = read_until(master, proc, b"Run? [y/N]")
         os.write(master, b"\x04")  # Ctrl-D: end of input
         seen += read_until(master, proc, None)
         proc.wait(timeout=30)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     text = seen.decode(errors="replace")
     assert proc.returncode == 130, text
     assert "not run" in text and "Traceback" not in text and "EOFError" not in text

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.helpers.cli import popen_opsgate, read_until, run_opsgate
+from tests.helpers.cli import opsgate_on_pty, popen_opsgate, read_until, run_opsgate
 from tests.helpers.run_fixtures import events, records, write_config
 
 VALUE = "Hunter2SecretValue"
@@ -102,23 +102,12 @@ def test_a_secret_from_a_pipe(lab):
 
 
 def test_a_missing_secret_is_asked_without_echo_on_a_terminal(lab):
-    import pty
-
     config, state = lab
-    master, slave = pty.openpty()
-    proc = popen_opsgate("run", "probe", config=config, state=state,
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    try:
+    with opsgate_on_pty("run", "probe", config=config, state=state) as (proc, master):
         seen = read_until(master, proc, b"not shown: ")
         os.write(master, VALUE.encode() + b"\r")
         seen += read_until(master, proc, None)
         proc.wait(timeout=30)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     text = seen.decode(errors="replace")
     assert proc.returncode == 0, text
     assert "probe: secret param key (matches [A-Za-z0-9]{8,64}, secret), not shown: " in text

@@ -8,11 +8,14 @@ global ``--config``/``--state-dir`` options (put them in ``args`` to test them e
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -80,3 +83,21 @@ def read_until(master: int, proc: subprocess.Popen, marker: bytes | None, timeou
         elif proc.poll() is not None:
             break
     return data
+
+
+@contextlib.contextmanager
+def opsgate_on_pty(*args: str | Path, **kwargs) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``opsgate ARGS`` with a new pty as its terminal (stdin, stdout and stderr, in a session of its own: getpass
+    turns echo off there); yields the process and the pty's master side, to read with ``read_until`` and write
+    the operator's keys to. Afterwards the pty is closed and a child still running is killed. ``kwargs`` go to
+    ``popen_opsgate``."""
+    master, slave = pty.openpty()
+    proc = popen_opsgate(*args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, **kwargs)
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
