@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opsgate.console.audit.trail import hashed_prefix
+from opsgate.console.audit.trail import hashed_prefix, record_if
 from opsgate.console.events import ACTION_START, ACTION_TARGET, CONFIG_LOADED, RUNBOOK_START
 from opsgate.console.paths import RECORDINGS_DIR
 
@@ -106,13 +106,8 @@ def scan(path: Path, heads: tuple[str, ...] = ()) -> TrailFacts:
                 split = hashed_prefix(line)
                 if split is not None and split[1] in wanted:
                     facts.heads[wanted[split[1]]] = _seq(line, seq)
-            if not any(n in line for n in _NEEDLES):
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
+            record = record_if(line, _NEEDLES)
+            if record is None:
                 continue
             event = record.get("event")
             if event == ACTION_TARGET and isinstance(record.get("recording"), str):

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opsgate.actions.display import escape_line
+from opsgate.console.audit.trail import record_if
 from opsgate.console.events import ACTION_START, ENROLL_FIDO2, RUNBOOK_START, STEPUP_SUCCESS
 
-_NEEDLES = (b'"event":"' + ENROLL_FIDO2.encode() + b'"', b'"assertion":', b'"fido2_digest":"')
+_NEEDLES = (b'"event":"' + ENROLL_FIDO2.encode() + b'"', b'"assertion":', b'"fido2_digest":"', b'"factor":"fido2"')
 
 
 @dataclass
@@ -80,13 +81,8 @@ def check_assertions(path: Path) -> AssertionReport:
         return report
     with f:
         for line in f:
-            if not any(n in line for n in _NEEDLES) and b'"factor":"fido2"' not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
+            record = record_if(line, _NEEDLES)
+            if record is None:
                 continue
             event = record.get("event")
             run = record.get("run")

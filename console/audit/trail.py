@@ -119,6 +119,18 @@ def hashed_prefix(line: bytes) -> tuple[bytes, bytes] | None:
     return line[:-_SUFFIX_LEN] + b"}", line[-67:-3]
 
 
+def record_if(line: bytes, needles: tuple[bytes, ...]) -> dict | None:
+    """The record on ``line`` when it holds one of ``needles`` and parses as a JSON object, else None: a scan
+    that needs a few kinds of record tests the bytes first and parses only the lines that may matter."""
+    if not any(n in line for n in needles):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def preview(data: bytes, limit: int = _PREVIEW) -> str:
     """The first ``limit`` bytes, printable ASCII kept and everything else escaped (``\\xNN``)."""
     text = data[:limit].decode("ascii", "backslashreplace")
