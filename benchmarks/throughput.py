@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, alternate, cli, emit, log, sshd_server
+from common import Row, alternate, cli, emit, log, ssh_argv, sshd_server
 from pipeline_harness import NullFrontend, load, make_pipeline, write_config
 
 from opsgate.console.run import RunRequest
@@ -95,10 +95,7 @@ def main() -> None:
             def openssh() -> float:
                 start = time.perf_counter()
                 with open(out, "wb") as f:
-                    subprocess.run(["ssh", "-F", "none", "-o", "BatchMode=yes", "-o",
-                                    f"UserKnownHostsFile={server.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                                    "-o", "IdentitiesOnly=yes", "-i", server.identity_file, "-p", str(server.port),
-                                    f"{server.user}@{server.host}", f"cat {data}"], stdout=f, check=True)
+                    subprocess.run([*ssh_argv(server), f"cat {data}"], stdout=f, check=True)
                 elapsed = time.perf_counter() - start
                 assert out.stat().st_size == size
                 out.unlink()

@@ -100,18 +100,9 @@ values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_character
 @given(values)
 def test_a_parameter_value_reaches_the_remote_command_as_exactly_itself(connection, value):
     action = PRINTF.actions["echo"]
-    command = render_command(action, resolve_params(action, {"v": value})).command
-    out = bytearray()
-    lock = threading.Lock()
-
-    def sink(chunk):
-        if chunk.stream == "stdout":
-            with lock:
-                out.extend(chunk.data)
-
-    result = connection.run(command, sink, timeout=20)
-    assert result.outcome == "ok", result
-    assert bytes(out) == value.encode("utf-8")
+    out, code = _run(connection, render_command(action, resolve_params(action, {"v": value})).command)
+    assert code == 0
+    assert out == value.encode("utf-8")
 
 
 # -- OTP input: only valid current codes pass ----------------------------------------------------------
