@@ -123,6 +123,7 @@ def parse_config(data: bytes, filename: str = "config.toml", *, path: Path | Non
     actions = _actions(c, top.get("actions", {}), targets)
     runbooks = _runbooks(c, top.get("runbooks", {}), targets, actions)
     actions, runbooks = share_secrets(c, actions, runbooks)
+    _check_placements(c, actions, runbooks)
     forwarding = _audit(c, top.get("audit", {}))
     gate = _gate(c, top["gate"]) if "gate" in top else None
     if gate is None:
@@ -185,16 +186,6 @@ def share_secrets(c: _Checker, actions: dict[str, Action],
                for aid, a in actions.items()}
     runbooks = {rid: replace(r, params=new) if (new := shared("runbooks", rid, r.params)) else r
                 for rid, r in runbooks.items()}
-    # A secret is read from stdin into a shell variable, so even an int param stands only where a plain
-    # word does once it is secret: check again the commands of the int params made secret here.
-    for kind, owner, name in sorted(promoted):
-        if kind == "actions" and actions[owner].params[name].type == "int":
-            _check_command(c, actions[owner].command, f"actions.{owner}.command", actions[owner].params, only=name)
-        elif kind == "runbooks" and runbooks[owner].params[name].type == "int":
-            for step in runbooks[owner].steps:
-                if step.command is not None:
-                    _check_command(c, step.command, f"runbooks.{owner}.steps[{step.index - 1}].command",
-                                   runbooks[owner].params, only=name)
     return actions, runbooks
 
 
@@ -487,16 +478,24 @@ def _actions(c: _Checker, raw: dict, targets: dict[str, Target]) -> dict[str, Ac
     return actions
 
 
-def _check_command(c: _Checker, command: str, where: str, params: dict[str, Param], only: str | None = None) -> None:
-    """A command template must be non-empty, use only declared params, and only where the shell reads
-    plain words: a quoted value inside the template's own quotes (or a substitution, a comment...)
-    would not stay one literal word (template.py). ``only``: check that param's places, nothing else."""
-    if only is None and not command.strip():
+def _check_command(c: _Checker, command: str, where: str, params: dict[str, Param]) -> None:
+    """A command template must be non-empty and use only declared params (where they stand is checked once
+    secret-ness is final: ``_check_placements``)."""
+    if not command.strip():
         c.error(where, "must not be empty")
-    for name in sorted(template_fields(command) - set(params)) if only is None else ():
+    for name in sorted(template_fields(command) - set(params)):
         c.error(where, f"uses {{{name}}} but no param {name!r} is declared")
-    for name, why in unsafe_placeholders(command, inert_params(params)):
-        if only is None or name == only:
+
+
+def _check_placements(c: _Checker, actions: dict[str, Action], runbooks: dict[str, Runbook]) -> None:
+    """Every placeholder only where the shell reads plain words: a quoted value inside the template's own
+    quotes (or a substitution, a comment...) would not stay one literal word (template.py). Int params may
+    stand anywhere, unless secret (read from stdin into a variable): so this runs after ``share_secrets``."""
+    commands = [(a.command, f"actions.{a.id}.command", a.params) for a in actions.values()]
+    commands += [(step.command, f"runbooks.{rb.id}.steps[{step.index - 1}].command", rb.params)
+                 for rb in runbooks.values() for step in rb.steps if step.command is not None]
+    for command, where, params in commands:
+        for name, why in unsafe_placeholders(command, inert_params(params)):
             c.error(where, unsafe_message(name, why))
 
 
