@@ -153,10 +153,16 @@ def plain_stream(data: bytes) -> bytes | None:
     """``data`` (complete lines, ``\\r\\n`` read as ``\\n``) as bytes when it is only printable ASCII, tabs
     and newlines, so ``escape_stream`` would return it unchanged; else None. One ``bytes.translate``:
     for front ends that write bytes and want the common case without a decode and an encode."""
+    data, rest = _lines_and_rest(data)
+    return None if rest else data
+
+
+def _lines_and_rest(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` with ``\r\n`` read as ``\n``, and what in it is not printable ASCII, tab or newline."""
     data = bytes(data)
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
-    return None if data.translate(None, _SAFE_BYTES) else data
+    return data, data.translate(None, _SAFE_BYTES)
 
 
 def escape_stream(data: bytes, *, sgr: bool) -> str:
@@ -166,13 +172,9 @@ def escape_stream(data: bytes, *, sgr: bool) -> str:
     Afterwards an ESC can only be the start of an allowed SGR sequence. Output without controls (or
     with colours only) is checked with ``bytes.translate`` and one SGR pass: no per-character work.
     """
-    plain = plain_stream(data)
-    if plain is not None:
-        return plain.decode("ascii")
-    data = bytes(data)
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    rest = data.translate(None, _SAFE_BYTES)  # what is not printable ASCII, tab or newline
+    data, rest = _lines_and_rest(data)
+    if not rest:
+        return data.decode("ascii")
     controls = rest.translate(None, _HIGH_BYTES)
     # A UTF-8 sequence's bytes are all >= 0x80, so they stay next to each other in `rest`.
     if len(controls) < len(rest) and (b"\xc2" in rest or b"\xd8\x9c" in rest or b"\xe2\x80" in rest
