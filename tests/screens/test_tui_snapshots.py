@@ -117,14 +117,7 @@ def test_finished_runbook(snap_compare, frozen):
 
     async def run_before(pilot):
         screen = app.main_screen
-        screen.select_action("failover")
-        await wait_for(pilot, lambda: getattr(screen.query_one("#detail").action, "id", None) == "failover",
-                   what="the runbook in the detail pane")
-        await pilot.press("r")
-        await confirm_run(pilot)
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
-        await pilot.press(*"failover", "enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
+        await _runbook_to_the_touch(pilot, app)
         await pilot.press("t")
         await wait_for(pilot, lambda: screen.pause is not None, timeout=60, what="the pause")
         await pilot.click("#pause-continue")
@@ -157,6 +150,12 @@ def test_main_screen_80x24(snap_compare, frozen):
 
 
 async def _runbook_touch_modal(pilot, app) -> None:
+    await _runbook_to_the_touch(pilot, app)
+    await settle(pilot)
+
+
+async def _runbook_to_the_touch(pilot, app) -> None:
+    """The failover runbook, run and confirmed, up to its security-key touch."""
     screen = app.main_screen
     screen.select_action("failover")
     await wait_for(pilot, lambda: getattr(screen.query_one("#detail").action, "id", None) == "failover",
@@ -166,7 +165,6 @@ async def _runbook_touch_modal(pilot, app) -> None:
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
     await pilot.press(*"failover", "enter")
     await wait_for(pilot, lambda: isinstance(app.screen, TouchModal), what="the touch modal")
-    await settle(pilot)
 
 
 @pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "120x40"])
