@@ -11,6 +11,7 @@ import sys
 
 from opsgate.actions.display import escape_line
 from opsgate.cli.context import Context, global_flags
+from opsgate.cli.imports import defer_invoke
 from opsgate.console.errors import EXIT_CANCELLED, ConfigError, OpsgateError
 
 
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    defer_invoke()  # before any handler imports paramiko (cli/imports.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(args)

@@ -1,0 +1,74 @@
+"""What `opsgate` leaves out of its start-up must still be there when used: paramiko's `invoke`, for
+ssh_config's `Match exec`, is imported at its first use (cli/imports.py). Each case runs in a fresh
+interpreter: the test process has paramiko (and maybe invoke) loaded already."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run_python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_match_exec_still_runs_its_command_with_invoke_deferred():
+    pytest.importorskip("invoke")
+    out = run_python("""
+        import sys
+        from opsgate.cli.imports import defer_invoke
+        defer_invoke()
+        from opsgate.actions.sshconfig import _Config
+        print("before", type(sys.modules["invoke"]).__name__, "asyncio" in sys.modules)
+        config = _Config.from_text('Match exec "exit 0"\\n  User bob\\nMatch exec "exit 1"\\n  Port 2222\\n')
+        found = config.lookup("web-1")
+        print("lookup", found.get("user"), found.get("port"))
+        print("after", type(sys.modules["invoke"]).__name__, sys.modules["invoke"].__name__)
+    """)
+    assert "before _Deferred False" in out  # paramiko imported, invoke (and what it pulls in) not yet
+    assert "lookup bob None" in out  # the command ran: exit 0 matched, exit 1 did not
+    assert "after module invoke" in out
+
+
+def test_the_deferred_module_is_the_real_one_once_read():
+    pytest.importorskip("invoke")
+    out = run_python("""
+        import sys
+        from opsgate.cli.imports import defer_invoke
+        defer_invoke()
+        import paramiko.config
+        import invoke as real
+        print(paramiko.config.invoke.run is real.run, sys.modules["invoke"].run is real.run)
+    """)
+    assert out.split() == ["True", "True"]
+
+
+def test_nothing_is_deferred_when_invoke_is_loaded_or_missing():
+    out = run_python("""
+        import sys, importlib.util
+        from opsgate.cli import imports
+        real_find = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "invoke" else real_find(name, *a)
+        imports.defer_invoke()
+        print("missing", "invoke" in sys.modules)
+    """)
+    assert out.split() == ["missing", "False"]  # paramiko then keeps its ImportError for Match exec, as before
+    if importlib_util_has("invoke"):
+        out = run_python("""
+            import sys, invoke
+            from opsgate.cli.imports import defer_invoke
+            defer_invoke()
+            print(type(sys.modules["invoke"]).__name__)
+        """)
+        assert out.split() == ["module"]
+
+
+def importlib_util_has(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
