@@ -4,6 +4,7 @@ interpreter: the test process has paramiko (and maybe invoke) loaded already."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -72,3 +73,64 @@ def importlib_util_has(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def run_exit(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as to a file
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_exit_process_keeps_the_code_the_buffered_output_and_the_atexit_handlers():
+    out = run_exit("""
+        import atexit, sys
+        from opsgate.cli.main import exit_process
+        atexit.register(lambda: print("atexit ran"))
+        sys.stdout.write("x" * 100000 + "\\n")
+        print("last line")
+        sys.stderr.write("to stderr\\n")
+        exit_process(7)
+        print("not reached")
+    """)
+    assert out.returncode == 7
+    assert out.stdout == "x" * 100000 + "\nlast line\natexit ran\n"
+    assert out.stderr == "to stderr\n"
+
+
+def test_exit_process_leaves_a_live_thread_to_the_normal_exit():
+    out = run_exit("""
+        import sys, threading
+        from opsgate.cli.main import exit_process
+        go = threading.Event()
+        worker = threading.Thread(target=lambda: (go.wait(), print("worker finished")))
+        worker.start()
+        exit_process(5)
+        print("returned")
+        go.set()
+        sys.exit(5)
+    """)
+    assert out.returncode == 5
+    assert out.stdout == "returned\nworker finished\n"
+
+
+def test_exit_process_leaves_a_failing_flush_to_the_normal_exit():
+    out = run_exit("""
+        import io, sys
+        from opsgate.cli.main import exit_process
+
+        class Full(io.StringIO):
+            def flush(self):
+                raise OSError(28, "No space left on device")
+
+        real, sys.stdout = sys.stdout, Full()
+        exit_process(0)
+        sys.stdout = real
+        print("returned")
+    """)
+    assert out.returncode == 0 and out.stdout == "returned\n"
+
+
+def test_main_with_an_argv_returns_its_code(tmp_path):
+    from opsgate.cli.main import main
+
+    assert main(["--config", str(tmp_path / "missing.toml"), "run", "x", "--yes"]) == 2
