@@ -25,6 +25,21 @@ JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keep
 PARTIAL_MAX = 1 << 20  # a line without end is shown in pieces of this size rather than held
 
 
+# What the sanitiser's stream policy leaves unchanged: printable ASCII, tab and newline (display.plain_stream).
+_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"
+
+
+def _write_all(stream, data) -> None:
+    """Every byte of ``data`` to a binary stream: a raw one (``python -u``: stdout unbuffered) may write less."""
+    view = memoryview(data)
+    while view:
+        n = stream.write(view)
+        if n is None:  # a non-blocking stream that would block: the caller's flush waits for it
+            stream.flush()
+            continue
+        view = view[n:]
+
+
 def _isatty(stream) -> bool:
     try:
         return stream.isatty()
@@ -74,6 +89,11 @@ class CliFrontend:
         self.out_bytes = getattr(self.out, "buffer", None)
         self._lock = threading.Lock()
         self._partial: dict[tuple[str, str], bytes] = defaultdict(bytes)
+        # Lines go out as bytes, with no decoding, when not on a terminal (which needs _fit) and the stream has
+        # bytes under it. A stream whose carried partial line came through the text path is in _unplain.
+        self._bytes_out = not self.tty and self.out_bytes is not None
+        self._unplain: set[tuple[str, str]] = set()
+        self._prefixes: dict[tuple[str, str, int], bytes] = {}
         self.captured: dict[tuple[str, str], bytearray] = defaultdict(bytearray)
         self.width = 0
         self.columns: int | None = None  # the terminal's width; None: asked of the terminal at each write
@@ -138,25 +158,64 @@ class CliFrontend:
             return
         if self.raw_out is not None and chunk.stream == "stdout":
             with self._lock:
-                self.raw_out.write(chunk.data)  # --raw: the bytes as they came, to a file or a pipe
+                _write_all(self.raw_out, chunk.data)  # --raw: the bytes as they came, to a file or a pipe
                 self.raw_out.flush()
             return
         key = (chunk.target, chunk.stream)
+        data = chunk.data
         with self._lock:
-            data = self._partial.pop(key, b"") + chunk.data
+            carry = self._partial.pop(key, b"")
+            if self._bytes_out and key not in self._unplain and not data.translate(None, _PLAIN_BYTES):
+                self._write_plain(chunk.target, chunk.stream, carry, data)
+                return
+            self._unplain.discard(key)
+            data = carry + data
             cut = data.rfind(b"\n") + 1
             if cut == 0 and len(data) > PARTIAL_MAX:
                 cut, data = len(data) + 1, data + b"\n"
             if cut < len(data):
-                self._partial[key] = data[cut:]
+                rest = self._partial[key] = data[cut:]
+                if rest.translate(None, _PLAIN_BYTES):  # the line it begins is not for the byte path
+                    self._unplain.add(key)
             if cut:
                 self._write_lines(chunk.target, chunk.stream, data[:cut])
+
+    def _write_plain(self, target: str, stream: str, carry: bytes, data: bytes) -> None:
+        """The usual case, to a file or a pipe: ``data`` (and the line ``carry`` began) is printable ASCII, tabs
+        and newlines, which the sanitiser leaves as they are. Each complete line gets the target's prefix: one
+        ``replace`` over the chunk, then written from a view of it (no other copy of the chunk is made)."""
+        key = (target, stream)
+        prefix = self._prefix(target, stream)
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            carry += data
+            if len(carry) <= PARTIAL_MAX:
+                self._partial[key] = carry
+            else:  # a line without end is shown in pieces
+                _write_all(self.out_bytes, prefix + carry + b"\n")
+                self.out_bytes.flush()
+            return
+        body = data.replace(b"\n", b"\n" + prefix)  # after the chunk's last newline: its rest, unchanged
+        end = len(body) - (len(data) - cut) - len(prefix)  # up to and with the last newline
+        _write_all(self.out_bytes, prefix + carry)
+        _write_all(self.out_bytes, memoryview(body)[:end])
+        self.out_bytes.flush()
+        if cut < len(data):
+            self._partial[key] = data[cut:]
+
+    def _prefix(self, target: str, stream: str) -> bytes:
+        prefix = self._prefixes.get((target, stream, self.width))
+        if prefix is None:
+            prefix = f"{target:<{self.width}} {'|' if stream == 'stdout' else '!'} ".encode()
+            self._prefixes[(target, stream, self.width)] = prefix
+        return prefix
 
     def on_target_done(self, result: TargetResult) -> None:
         if not self.stream_output:
             return
         with self._lock:
             for stream in ("stdout", "stderr"):
+                self._unplain.discard((result.target, stream))
                 rest = self._partial.pop((result.target, stream), b"").rstrip(b"\r")
                 if rest:
                     self._write_lines(result.target, stream, rest + b"\n")
@@ -164,10 +223,10 @@ class CliFrontend:
     def _write_lines(self, target: str, stream: str, block: bytes) -> None:
         """Complete remote lines (``block`` ends with a newline), each with the target's prefix."""
         mark = "|" if stream == "stdout" else "!"
-        plain = None if self.tty or self.out_bytes is None else plain_stream(block)
-        if plain is not None:  # the usual case, to a file or a pipe: printable ASCII, kept as bytes
-            prefix_bytes = f"{target:<{self.width}} {mark} ".encode()
-            self.out_bytes.write(prefix_bytes + plain[:-1].replace(b"\n", b"\n" + prefix_bytes) + b"\n")
+        plain = plain_stream(block) if self._bytes_out else None
+        if plain is not None:  # printable ASCII once CRLF is read as LF: kept as bytes
+            prefix_bytes = self._prefix(target, stream)
+            _write_all(self.out_bytes, prefix_bytes + plain[:-1].replace(b"\n", b"\n" + prefix_bytes) + b"\n")
             self.out_bytes.flush()
             return
         text = escape_stream(block, sgr=True)[:-1]  # the block's last newline
