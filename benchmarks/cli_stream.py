@@ -47,11 +47,17 @@ def output_span(cast: Path) -> tuple[float, float]:
             if event[1] == "o":
                 first = event[0]
                 break
-        f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 20)))
-        for line in f.read().splitlines()[1:]:
-            event = json.loads(line)
-            if event[1] == "o":
-                last = event[0]
+        size, tail = os.fstat(f.fileno()).st_size, 4 << 20
+        while last is None:  # an event holds up to a 1 MiB chunk: read back until a whole "o" line is in view
+            f.seek(max(0, size - tail))
+            lines = f.read().splitlines()
+            for line in lines[1:]:  # the first is the header or a cut line
+                event = json.loads(line)
+                if event[1] == "o":
+                    last = event[0]
+            if size <= tail:
+                break
+            tail *= 2
     assert first is not None and last is not None, f"{cast}: no output events"
     return first, last
 
