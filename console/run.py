@@ -292,6 +292,9 @@ class Pipeline:
         self.config_recorded = False
         self._lock = threading.Lock()  # one audit append at a time from the fan-out threads
         self._cancel = threading.Event()
+        # How this console runs a command over SSH: in this process (the CLI), or in a worker process
+        # (the TUI: console.runner.IsolatedExecutor, set by wiring.assemble(isolated=True)).
+        self.executors: Callable[..., Executor] = LocalExecutor
         self.executor = executor or LocalExecutor(state_dir, config.settings)
 
     # -- planning: bad input stops here, before anything is asked or audited -----------------------

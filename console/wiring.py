@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.catalog.model import Config
 from opsgate.console.paths import AUDIT_FILE
-from opsgate.console.run import Pipeline
+from opsgate.console.run import LocalExecutor, Pipeline
 from opsgate.console.stepup.verifier import DEFAULT_TIMEOUT, StepUp
 
 if TYPE_CHECKING:
@@ -43,13 +43,14 @@ class ConsoleParts:
 def assemble(config: Config, state_dir: Path, *, persist_grants: bool | str, authenticator: Callable | None = None,
              clock: Callable[[], float] = time.time, touch_timeout: float = DEFAULT_TIMEOUT,
              stepup: StepUp | None = None, audit: AuditTrail | None = None,
-             pipeline: Pipeline | None = None) -> ConsoleParts:
+             pipeline: Pipeline | None = None, isolated: bool = False) -> ConsoleParts:
     """Build the console for ``config`` with its state in ``state_dir``; a part passed in is used as is.
 
     ``persist_grants``: grants kept in the state dir (``opsgate auth`` then ``run``), in memory only (False),
     or ``"read"`` (the TUI): the state dir's grants are used, the session's own step-ups are kept in memory
     and end with it. ``authenticator`` makes a FIDO2 device (the demo's
-    and the tests' software key); None means a USB security key.
+    and the tests' software key); None means a USB security key. ``isolated`` (the TUI): runs go over
+    SSH from a worker process (``console.runner``), so a flood of output never holds up the UI's keys.
     """
     state_dir = Path(state_dir)
     if pipeline is not None:
@@ -69,4 +70,9 @@ def assemble(config: Config, state_dir: Path, *, persist_grants: bool | str, aut
 
         pipeline = GatePipeline(config, state_dir, stepup=stepup, audit=audit)
     pipeline = pipeline or Pipeline(config, state_dir, stepup=stepup, audit=audit)
+    if isolated and type(pipeline.executor) is LocalExecutor:  # not an executor a test passed in
+        from opsgate.console.runner import IsolatedExecutor
+
+        pipeline.executors = IsolatedExecutor
+        pipeline.executor = IsolatedExecutor(state_dir, config.settings)
     return ConsoleParts(config, state_dir, stepup, audit, pipeline)

@@ -157,7 +157,7 @@ def make_app(config: Config, state_dir: Path, *, operator: str | None = None, st
 
     operator = operator or config.settings.operator
     parts = assemble(config, state_dir, persist_grants="read", authenticator=authenticator, clock=clock,
-                     stepup=stepup, audit=audit, pipeline=pipeline)
+                     stepup=stepup, audit=audit, pipeline=pipeline, isolated=True)
     state_dir, stepup, audit, pipeline = parts.state_dir, parts.stepup, parts.audit, parts.pipeline
     touch_timeout = getattr(getattr(stepup, "key", None), "timeout", None)
     return OpsgateApp(config, state_dir, operator=operator, stepup=stepup, pipeline=pipeline, audit=audit,

@@ -176,6 +176,9 @@ class ConsoleScreen(Screen):
         """The first frame is on the terminal: now fill the detail pane (its form is the costliest part)."""
         self._first_paint = True
         self.call_later(self._show_selected)
+        prewarm = getattr(self.ctx.pipeline.executor, "prewarm", None)
+        if prewarm is not None:  # the run's worker process, loaded before the operator asks for a run
+            self.call_later(prewarm)
 
     def on_unmount(self) -> None:
         # Closing the console stops what it started: remote processes, a pending key touch, a pause.

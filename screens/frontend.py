@@ -205,6 +205,10 @@ class TuiFrontend:
     def on_output(self, chunk: "Chunk") -> None:
         self.buffer.feed(self._key(chunk.target), chunk.stream, chunk.data)
 
+    def on_skipped(self, target: str, stream: str, lines: int) -> None:
+        """The run's worker process dropped ``lines`` of this stream to keep up (the recording has them)."""
+        self.buffer.skip(self._key(target), stream, lines)
+
     def on_target_done(self, result: "TargetResult") -> None:
         key = self._key(result.target)
         self.buffer.finish(key)

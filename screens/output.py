@@ -4,8 +4,9 @@ A runbook run adds a step list beside the tabs: each step with its status, and t
 own tabs (one per target) with its output. Panes are keyed by target for an action and by
 ``"STEP:target"`` (``step_key``) for a runbook.
 
-Fan-out threads call ``OutputBuffer.feed`` (thread-safe, no widget access, no work per line: it keeps
-complete raw lines). A 100 ms timer on the UI side drains the visible tab's pending output, sanitises it a
+The run's thread calls ``OutputBuffer.feed`` (thread-safe, no widget access, no work per line: it keeps
+complete raw lines) with the bounded tails the run's worker process sends (``console/runner.py``), and
+``skip`` with the lines the worker dropped to keep them bounded. A 100 ms timer on the UI side drains the visible tab's pending output, sanitises it a
 block at a time and writes it with one ``Log.write_lines``: at most 10 updates a second, whatever arrives.
 Hidden tabs are not written: each keeps its last ``MAX_PENDING`` lines in the buffer (raw), written when
 the tab is shown and when the run ends. A 50 MB flood costs bounded memory and bounded UI work (older lines
@@ -122,6 +123,16 @@ class OutputBuffer:
                 head = head[:cut]
             if cut:
                 self._add(target, stream, head)
+
+    def skip(self, target: str, stream: str, lines: int) -> None:
+        """``lines`` of ``target``'s ``stream`` were dropped before they got here: count them as skipped.
+        The unterminated line held for that stream ended among them (counted there), so it is dropped."""
+        with self._lock:
+            self._partial.pop((target, stream), None)
+            slot = self._pending.get(target)
+            if slot is None:
+                slot = self._pending[target] = _Pending(deque())
+            slot.skipped += lines
 
     def finish(self, target: str) -> None:
         """The target is done: its unterminated last lines become lines."""

@@ -28,7 +28,7 @@ from opsgate.console.errors import UsageError
 from opsgate.console.gate.ca import ephemeral_key
 from opsgate.console.paths import GATE_TRAIL_COPY
 from opsgate.console.gate.protocol import VERSION, Channel, GateError
-from opsgate.console.run import (Executed, LocalExecutor, Pipeline, Plan, RunbookPlan, RunReport, RunRequest,
+from opsgate.console.run import (Executed, Executor, Pipeline, Plan, RunbookPlan, RunReport, RunRequest,
                                  renderings)
 from opsgate.console.stepup.verifier import Prompt
 
@@ -142,7 +142,7 @@ class _Answers:
         self.certificates: list[dict] = []
         self._touch_cancel = threading.Event()
         self._device = None
-        self.executor: LocalExecutor | None = None
+        self.executor: Executor | None = None
 
     def __call__(self, name: str, args: dict, cid: int):
         handler = getattr(self, "call_" + name, None)
@@ -226,7 +226,7 @@ class _Answers:
                               for t in args["targets"]]
         settings = self.pipeline.config.settings
         known = tuple(str(p) for p in settings.known_hosts)
-        executor = LocalExecutor(self.pipeline.state_dir, settings, endpoint=lambda target: certificate_endpoint(
+        executor = self.pipeline.executors(self.pipeline.state_dir, settings, endpoint=lambda target: certificate_endpoint(
             self.private_key, by_name[target.name], known, settings.connect_timeout))
         self.executor = executor
         capture: dict | None = defaultdict(bytearray) if args.get("capture") else None

@@ -83,6 +83,9 @@ class Recorder:
             into = self.output if chunk.stream == "stdout" else self.errors
             into.setdefault(chunk.target, bytearray()).extend(chunk.data)
 
+    def on_skipped(self, target, stream, lines) -> None:  # a worker process's tails (console/runner.py)
+        pass
+
     def on_target_done(self, result) -> None:
         with self.lock:
             self.done.append(result)

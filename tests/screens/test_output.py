@@ -110,6 +110,14 @@ def test_finish_turns_the_unterminated_tails_into_lines():
     assert buffer.drain()["t"] == (["no newline", f"{STDERR_PREFIX}warn"], 0)
 
 
+def test_lines_the_worker_skipped_are_counted_and_a_line_cut_by_them_is_not_joined_to_another():
+    buffer = OutputBuffer()
+    buffer.feed("t", "stdout", b"one\ntwo-start")
+    buffer.skip("t", "stdout", 41)  # two's end and 40 more lines never got here (console/runner.py)
+    buffer.feed("t", "stdout", b"line 42\n")
+    assert buffer.drain()["t"] == (["one", "line 42"], 41)
+
+
 def test_drain_takes_only_the_panes_asked_for():
     buffer = OutputBuffer(max_pending=3)
     buffer.feed("a", "stdout", numbered(0, 2))

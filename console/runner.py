@@ -1,0 +1,340 @@
+"""The TUI's runs in a worker process: connections, readers and recorders outside the UI process.
+
+A run's SSH transports decrypt every byte, its readers and recorders handle every chunk: in the console's
+own process they share the interpreter lock with the UI thread, and a flood of output from ten targets
+makes every key wait. ``IsolatedExecutor`` runs the same ``LocalExecutor`` (the same fan-out, the same
+recordings in the state dir) in a child process of this console and gets back only:
+
+- each target's output as a bounded tail, at most ``TAIL_INTERVAL`` apart (the recording has every byte);
+- each target's result and recording, as it ends (the pipeline audits it here, as for a local run);
+- the run's results.
+
+The child is this console's own: started with ``sys.executable -m opsgate.console.runner``, it talks over
+two anonymous pipes (``multiprocessing.connection`` framing), never a terminal: its standard streams are
+/dev/null, it has a session of its own (the terminal's signals reach the console, which sends
+``cancel``), and it stops its run and exits when the console's end of the pipe closes (the console
+exited or died). Nothing reaches it through argv or the environment but the pipes' numbers: the
+plan (with any secret lines the command reads) travels on the pipe. A warm child is kept ready
+(``prewarm``), so a run does not wait for the interpreter and paramiko to load.
+
+A runbook's steps share one child (its ``ConnectionPool`` lives there), so a step reuses the connections
+of the step before it, as in-process. If the child dies in a run, every target it had not reported ends
+with the recording marked lost: what ran is not all on record (exit 4), never a silent gap.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import defaultdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from opsgate.actions.outcome import Chunk, Endpoint, TargetResult
+from opsgate.console.audit.recording import recording_path
+from opsgate.console.catalog.model import Settings, Target
+from opsgate.console.run import Executed, Frontend, LocalExecutor, Plan, target_endpoint
+
+if TYPE_CHECKING:
+    from opsgate.actions.fanout import ConnectionPool
+
+TAIL_INTERVAL = 0.1  # seconds between two batches of tails: the output pane draws at most 10 times a second
+TAIL_MAX = 96 * 1024  # a stream's unsent output beyond this is cut to its last TAIL_KEEP bytes of whole lines
+TAIL_KEEP = 48 * 1024  # more than the pane draws per update (MAX_PENDING lines of a usual width)
+
+
+class WorkerDied(RuntimeError):
+    """The run's worker process ended without reporting every target."""
+
+
+# -- the console's side ---------------------------------------------------------------------------------
+
+
+class _Child:
+    """One worker process and its two pipes; ``send`` is thread-safe, ``recv`` is the run's thread's."""
+
+    def __init__(self) -> None:
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "opsgate.console.runner", str(down_r), str(up_w)],
+                pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        finally:
+            os.close(down_r)
+            os.close(up_w)
+        self._down = Connection(down_w, readable=False)
+        self._up = Connection(up_r, writable=False)
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: tuple) -> None:
+        with self._lock:
+            if not self.closed:
+                self._down.send(message)
+
+    def recv(self):
+        return self._up.recv()
+
+    def close(self) -> None:
+        """End the child: it stops what it runs and exits when its pipe closes."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._down.close()
+        self._up.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_spare_lock = threading.Lock()
+_spare: _Child | None = None
+
+
+def prewarm() -> None:
+    """Start a worker now, so the next run finds it loaded (the console calls this after its first paint)."""
+    global _spare
+    with _spare_lock:
+        if _spare is None or _spare.proc.poll() is not None:
+            _spare = _Child()
+
+
+def _take_child() -> _Child:
+    global _spare
+    with _spare_lock:
+        child, _spare = _spare, None
+    if child is None or child.proc.poll() is not None:
+        child = _Child()
+    return child
+
+
+class IsolatedExecutor:
+    """``LocalExecutor`` in a worker process; same arguments, same reports (see the module docstring)."""
+
+    def __init__(self, state_dir: Path, settings: Settings, endpoint: Callable[[Target], Endpoint] | None = None):
+        self.state_dir = Path(state_dir)
+        self.settings = settings
+        self.endpoint = endpoint or (lambda target: target_endpoint(target, settings))
+        self._child: _Child | None = None
+        self._pool_ref: weakref.ref | None = None  # the ConnectionPool whose steps share self._child
+
+    prewarm = staticmethod(prewarm)
+
+    def _child_for(self, pool: "ConnectionPool | None") -> _Child:
+        if self._child is not None and (pool is None or self._pool_ref is None or self._pool_ref() is not pool):
+            self._release()
+        if self._child is None or self._child.proc.poll() is not None:
+            self._child = _take_child()
+            self._pool_ref = None
+            if pool is not None:  # the runbook's steps share this child until its pool goes away
+                self._pool_ref = weakref.ref(pool)
+                weakref.finalize(pool, self._child.close)
+        return self._child
+
+    def _release(self) -> None:
+        child, self._child, self._pool_ref = self._child, None, None
+        if child is not None:
+            child.close()
+        prewarm()  # between runs, while the machine is quiet
+
+    def run(self, plan: Plan, frontend: Frontend, marker: str | None,
+            on_result: Callable[[TargetResult, Executed], None], *, cancel: threading.Event,
+            pool: "ConnectionPool | None" = None, capture: dict | None = None) -> list[TargetResult]:
+        child = self._child_for(pool)
+        endpoints = {t.name: self.endpoint(t) for t in plan.targets}
+        env = dict(os.environ)  # as a run from this process would see them now (HOME, SSH_AUTH_SOCK, ...)
+        start = time.monotonic()
+        reported: set[str] = set()
+        results: list[TargetResult] | None = None
+        try:
+            child.send(("run", plan, endpoints, marker, capture is not None, pool is not None, str(self.state_dir),
+                        self.settings, env, os.getcwd()))
+            if cancel.is_set():
+                child.send(("cancel",))
+            while results is None:
+                message = child.recv()
+                kind = message[0]
+                if kind == "out":
+                    skipped_to = getattr(frontend, "on_skipped", None)
+                    now = time.monotonic()
+                    for target, stream, data, skipped in message[1]:
+                        if skipped and skipped_to is not None:
+                            skipped_to(target, stream, skipped)
+                        if data:
+                            frontend.on_output(Chunk(target, stream, data, now))
+                elif kind == "done":
+                    _kind, result, executed, captured = message
+                    reported.add(result.target)
+                    if capture is not None and captured:
+                        capture[result.target] += captured
+                    on_result(result, executed)
+                elif kind == "end":
+                    results = message[1]
+                elif kind == "error":
+                    raise WorkerDied(f"the run's worker process failed: {message[1]}")
+        except (EOFError, OSError) as e:
+            results = self._lost(plan, reported, on_result, start, f"it ended unexpectedly ({type(e).__name__})")
+        finally:
+            if pool is None or results is None:
+                self._release()
+        return results
+
+    def _lost(self, plan: Plan, reported: set[str], on_result, start: float, why: str) -> list[TargetResult]:
+        """The child died mid-run: every target it had not reported ends with its recording lost."""
+        self._release()
+        results = []
+        for target in plan.targets:
+            if target.name in reported:
+                continue
+            error = f"the run's worker process stopped: {why}; what the command did is not all on record"
+            result = TargetResult(target.name, "failed", None, time.monotonic() - start, 0, 0, error)
+            path = recording_path(self.state_dir, plan.run_id, target.name)
+            relative = str(path.relative_to(self.state_dir)) if path.exists() else None
+            on_result(result, Executed(relative, None, error))
+            results.append(result)
+        return results
+
+    def cancel(self) -> None:
+        child = self._child
+        if child is not None:
+            try:
+                child.send(("cancel",))
+            except OSError:
+                pass
+
+
+# -- the worker's side -----------------------------------------------------------------------------------
+
+
+class _Tails:
+    """The child's stand-in for the console's front end: each stream's newest output, sent in batches."""
+
+    def __init__(self, send: Callable[[tuple], None]):
+        self._send = send
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], list] = {}  # (target, stream) -> [bytearray, lines skipped]
+
+    def on_output(self, chunk: Chunk) -> None:
+        with self._lock:
+            slot = self._pending.get((chunk.target, chunk.stream))
+            if slot is None:
+                slot = self._pending[(chunk.target, chunk.stream)] = [bytearray(), 0]
+            buf = slot[0]
+            buf += chunk.data
+            if len(buf) > TAIL_MAX:  # keep the last whole lines; count the ones dropped
+                cut = buf.find(b"\n", len(buf) - TAIL_KEEP) + 1 or len(buf) - TAIL_KEEP
+                slot[1] += buf.count(b"\n", 0, cut)
+                del buf[:cut]
+
+    def flush(self, target: str | None = None) -> None:
+        """Send what is pending (``target``'s only, before its result), in one message."""
+        with self._lock:  # held while sending: a target's output always arrives before its result
+            batch = []
+            for key, (buf, skipped) in list(self._pending.items()):
+                if target is None or key[0] == target:
+                    batch.append((key[0], key[1], bytes(buf), skipped))
+                    del self._pending[key]
+            if batch:
+                self._send(("out", batch))
+
+
+def _serve(down: Connection, up: Connection) -> None:
+    from opsgate.actions.fanout import ConnectionPool
+
+    send_lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with send_lock:
+            up.send(message)
+
+    executor: LocalExecutor | None = None
+    pool: ConnectionPool | None = None
+    cancel = threading.Event()
+    runs: list[threading.Thread] = []
+
+    def run_one(plan, endpoints, marker, capturing, pooled, state_dir, settings) -> None:
+        nonlocal executor
+        tails = _Tails(send)
+        capture = defaultdict(bytearray) if capturing else None
+        executor = LocalExecutor(Path(state_dir), settings, endpoint=lambda target: endpoints[target.name])
+
+        def done(result: TargetResult, executed: Executed) -> None:
+            tails.flush(result.target)
+            send(("done", result, executed, bytes(capture[result.target]) if capture is not None else b""))
+
+        stop = threading.Event()
+
+        def flusher() -> None:
+            while not stop.wait(TAIL_INTERVAL):
+                tails.flush()
+
+        thread = threading.Thread(target=flusher, name="tails", daemon=True)
+        thread.start()
+        try:
+            results = executor.run(plan, tails, marker, done, cancel=cancel, pool=pool if pooled else None,
+                                   capture=capture)
+        except BaseException as e:  # noqa: BLE001 - reported to the console, which raises it there
+            stop.set()
+            send(("error", f"{type(e).__name__}: {e}"))
+            return
+        finally:
+            stop.set()
+            thread.join()
+        tails.flush()
+        send(("end", results))
+
+    while True:
+        try:
+            message = down.recv()
+        except (EOFError, OSError):  # the console closed its end or exited: stop what runs, then leave
+            break
+        kind = message[0]
+        if kind == "run":
+            _kind, plan, endpoints, marker, capturing, pooled, state_dir, settings, env, cwd = message
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(cwd)
+            if pooled and pool is None:  # a runbook: its steps share the connections, as in-process
+                pool = ConnectionPool()
+            cancel.clear()
+            thread = threading.Thread(target=run_one, name="run",
+                                      args=(plan, endpoints, marker, capturing, pooled, state_dir, settings))
+            runs.append(thread)
+            thread.start()
+        elif kind == "cancel":
+            cancel.set()
+            if executor is not None:
+                executor.cancel()
+    cancel.set()
+    if executor is not None:
+        executor.cancel()
+    for thread in runs:
+        thread.join()
+    if pool is not None:
+        pool.close()
+
+
+def main(argv: list[str]) -> int:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console owns Ctrl-C; it sends "cancel"
+    down = Connection(int(argv[0]), writable=False)
+    up = Connection(int(argv[1]), readable=False)
+    import opsgate.actions.fanout  # noqa: F401 - loaded while the worker waits for its first run
+
+    _serve(down, up)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
