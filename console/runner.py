@@ -303,7 +303,10 @@ def _serve(down: Connection, up: Connection) -> None:
             _kind, plan, endpoints, marker, capturing, pooled, state_dir, settings, env, cwd = message
             os.environ.clear()
             os.environ.update(env)
-            os.chdir(cwd)
+            try:
+                os.chdir(cwd)
+            except OSError:  # the console's directory is gone: the config's paths are absolute
+                pass
             if pooled and pool is None:  # a runbook: its steps share the connections, as in-process
                 pool = ConnectionPool()
             cancel.clear()
