@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     # by name (on_run_started, ...).
     from opsgate.screens.frontend import PauseAsked, RunStarted, StepChanged, TargetDone, TuiFrontend
 
+WORKER_PREWARM = 1.0  # seconds after the first paint: its imports do not compete with the detail pane's
 DETAIL_SETTLE = 0.12  # seconds the cursor rests before the detail pane follows it (each move restarts the wait)
 
 
@@ -177,8 +178,8 @@ class ConsoleScreen(Screen):
         self._first_paint = True
         self.call_later(self._show_selected)
         prewarm = getattr(self.ctx.pipeline.executor, "prewarm", None)
-        if prewarm is not None:  # the run's worker process, loaded before the operator asks for a run
-            self.call_later(prewarm)
+        if prewarm is not None:  # the run's worker process, loaded once the panes are filled, before a run
+            self.set_timer(WORKER_PREWARM, prewarm, name="worker-prewarm")
 
     def on_unmount(self) -> None:
         # Closing the console stops what it started: remote processes, a pending key touch, a pause.
