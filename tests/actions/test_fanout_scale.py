@@ -46,3 +46,16 @@ def test_a_shared_pool_reads_known_hosts_once_across_runs(sshd, monkeypatch):
             results = FanOut(endpoints, command, max_parallel=2, sink=lambda chunk: None, pool=pool).run()
             assert [r.outcome for r in results] == ["ok"] * 4
     assert len(reads) == 1
+
+
+def test_close_ends_the_transport_thread_even_when_its_read_has_no_timeout(sshd):
+    """close() shuts the socket down, which wakes the transport thread's blocked read: with paramiko's 0.1 s
+    read timeout removed, closing the descriptor alone would leave the thread reading after close() returned."""
+    from opsgate.actions.ssh import connect
+
+    connection = connect(endpoint(sshd))
+    transport = connection._transport
+    transport.sock.settimeout(None)  # from its next read on, the reader blocks in recv until the socket says otherwise
+    assert connection.run("true", lambda chunk: None).outcome == "ok"  # the reader's reads since are such reads
+    connection.close()
+    assert not transport.is_alive()
