@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -61,7 +62,14 @@ _WIDE = "\u1100-\u115f\u231a\u231b\u23e9-\u23f3\u25fd\u25fe\u2614\u2615\u2648-\u
         "\u274e\u2753-\u2757\u2795-\u2797\u27b0\u27bf\u2b1b\u2b1c\u2b50\u2b55\u2e80-\u303e\u3041-\u33ff" \
         "\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60" \
         "\uffe0-\uffe6\U0001f000-\U0001faff\U00020000-\U0003fffd"
-_WIDE_CHAR = re.compile(f"[{_WIDE}]")
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
+    """The terminal-width patterns (_WIDE_CHAR, _SGR, _ROW_TOKENS), compiled when a terminal first needs them:
+    the two with every wide range take about 6 ms to compile, which output to a file or a pipe never uses."""
+    return (re.compile(f"[{_WIDE}]"), re.compile("\x1b\\[[0-9;:]*m"),
+            re.compile(f"\x1b\\[[0-9;:]*m|[{_WIDE}]|[^\x1b{_WIDE}]+|\x1b"))
 
 
 class CliFrontend:
@@ -256,8 +264,9 @@ class CliFrontend:
         if "\t" not in text:
             if max(map(len, lines)) <= room // 2:
                 return text  # nothing can reach the edge, even if every character were wide
-            plain = _SGR.sub("", text) if "\x1b" in text else text  # colours take no cell
-            narrow = plain.isascii() or max(plain) < _WIDE[0] or _WIDE_CHAR.search(plain) is None
+            wide_char, sgr, _ = _patterns()
+            plain = sgr.sub("", text) if "\x1b" in text else text  # colours take no cell
+            narrow = plain.isascii() or max(plain) < _WIDE[0] or wide_char.search(plain) is None
             if narrow and max(map(len, plain.split("\n"))) <= room:
                 return text  # the usual case, decided without a loop over the lines
         fitted = []
@@ -276,15 +285,14 @@ class CliFrontend:
 
 
 _ROW = "\x00"  # joins the rows of a cut line (no NUL is left in sanitised text)
-_SGR = re.compile("\x1b\\[[0-9;:]*m")
-_ROW_TOKENS = re.compile(f"\x1b\\[[0-9;:]*m|[{_WIDE}]|[^\x1b{_WIDE}]+|\x1b")
 
 
 def _cells(line: str) -> int:
     """Terminal cells ``line`` takes (sanitised: no controls but SGR; tabs expanded)."""
-    width = len(line) + len(_WIDE_CHAR.findall(line))
+    wide_char, sgr, _ = _patterns()
+    width = len(line) + len(wide_char.findall(line))
     if "\x1b" in line:
-        width -= sum(map(len, _SGR.findall(line)))
+        width -= sum(map(len, sgr.findall(line)))
     return width
 
 
@@ -293,11 +301,12 @@ def _rows(line: str, room: int) -> list[str]:
     rows: list[str] = []
     row: list[str] = []
     used = 0
-    for token in _ROW_TOKENS.findall(line):
+    wide_char, _, row_tokens = _patterns()
+    for token in row_tokens.findall(line):
         if token.startswith("\x1b"):
             row.append(token)
             continue
-        cells = 2 if len(token) == 1 and _WIDE_CHAR.match(token) else 1
+        cells = 2 if len(token) == 1 and wide_char.match(token) else 1
         if cells == 2:
             if used + 2 > room:
                 rows.append("".join(row))

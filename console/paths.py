@@ -6,8 +6,6 @@ import os
 import stat
 from pathlib import Path
 
-import platformdirs
-
 from opsgate.console.errors import ConfigError, UsageError
 
 APP = "opsgate"
@@ -37,6 +35,8 @@ def find_config(flag: str | None) -> Path:
     local = Path("opsgate.toml")
     if local.exists():
         return local
+    import platformdirs  # only here and for the default state dir: most runs name both (a few ms saved)
+
     user = Path(platformdirs.user_config_dir(APP)) / "config.toml"
     if user.exists():
         return user
@@ -56,6 +56,8 @@ def state_dir(flag: str | None, configured: Path | None) -> Path:
     elif configured is not None:
         path = configured
     else:
+        import platformdirs
+
         path = Path(platformdirs.user_state_dir(APP))
     return ensure_private_dir(path)
 
