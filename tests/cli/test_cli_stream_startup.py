@@ -134,3 +134,34 @@ def test_main_with_an_argv_returns_its_code(tmp_path):
     from opsgate.cli.main import main
 
     assert main(["--config", str(tmp_path / "missing.toml"), "run", "x", "--yes"]) == 2
+
+
+def test_the_trail_check_says_the_same_while_the_transport_is_imported(tmp_path, capsys, monkeypatch):
+    """`opsgate run` checks the trail in a thread while it imports paramiko: same verdict, same warning, and an
+    error of the check is raised as before."""
+    from types import SimpleNamespace
+
+    import opsgate.cli.run as run_module
+    from opsgate.console.audit.trail import AuditTrail
+    from opsgate.console.paths import AUDIT_FILE
+
+    trail = AuditTrail(tmp_path / AUDIT_FILE)
+    trail.append("note", operator="alice", text="one")
+    trail.append("note", operator="alice", text="two")
+    ctx = SimpleNamespace(config=SimpleNamespace(gate=None), state_dir=tmp_path)
+    run_module.warn_if_trail_broken(ctx, import_transport=True)
+    assert capsys.readouterr().err == ""
+    trail.path.write_text(trail.path.read_text().replace('"text":"one"', '"text":"0ne"'))
+    (tmp_path / "audit.verified").unlink(missing_ok=True)
+    expected = run_module.trail_problem(trail.path, tmp_path)
+    assert expected is not None
+    assert run_module._check_while_importing(trail.path, tmp_path) == expected
+    run_module.warn_if_trail_broken(ctx, import_transport=True)
+    assert "does not verify" in capsys.readouterr().err
+
+    def broken(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(run_module, "trail_problem", broken)
+    with pytest.raises(PermissionError):
+        run_module.warn_if_trail_broken(ctx, import_transport=True)
