@@ -9,6 +9,11 @@ exit, like OpenSSH's `ssh host 'cat FILE' > file`. The remote data is base64 tex
 `--raw` writes exactly the file's bytes (sha256); the default mode writes one `t0 | ` line per line of
 the file.
 
+Each mode is timed twice per round: with a fresh state dir (the first run ever: no trail to check yet) and in
+a steady state, the same state dir run after run as a user's (each run's trail check then hashes the recording
+of the run before, 140 MB for a 100 MB output; recordings older than that are deleted between rounds, as they
+were checked already).
+
 The children run with bytecode caching on (PYTHONDONTWRITEBYTECODE removed) after one untimed warm-up
 round of each mode, so opsgate's .pyc files exist as after installing it and no round compiles source.
 Besides the whole-process figure, the note gives opsgate's streaming phase (first byte to last byte, from
@@ -71,7 +76,7 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     work = Path(tempfile.mkdtemp(prefix="opsgate-bench-cli-"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    phases: dict[str, dict[str, list[float]]] = {"default": {}, "raw": {}}
+    phases: dict[str, dict[str, list[float]]] = {}
     try:
         data = work / "data.b64"
         size, digest = make_data(data, mb)
@@ -83,9 +88,10 @@ def main() -> None:
             out = work / "out"
             counter = [0]
 
-            def opsgate(*extra: str, keep: bool = True) -> float:
+            def opsgate(*extra: str, keep: bool = True, steady: bool = False) -> float:
                 counter[0] += 1
-                state = work / f"state{counter[0]}"
+                mode = ("raw" if extra else "default") + (" steady" if steady else "")
+                state = work / (mode.replace(" ", "-") if steady else f"state{counter[0]}")
                 argv = [sys.executable, "-m", "opsgate.cli", "--config", str(config), "--state-dir", str(state),
                         "run", "dump", "--yes", *extra]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -101,15 +107,17 @@ def main() -> None:
                     with open(out, "rb") as f:
                         got = sum(1 for line in f if line.startswith(b"t0 | "))
                     assert got == lines, f"{got} prefixed lines, expected {lines}"
-                (cast,) = (state / "recordings").glob("*/t0.cast")
-                first, last = output_span(cast)
+                casts = sorted((state / "recordings").glob("*/t0.cast"), key=lambda p: p.stat().st_mtime)
+                first, last = output_span(casts[-1])
                 if keep:
-                    mode = phases["raw" if extra else "default"]
                     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
                     for name, value in (("stream", last - first), ("cpu", cpu)):
-                        mode.setdefault(name, []).append(value)
+                        phases.setdefault(mode, {}).setdefault(name, []).append(value)
                 out.unlink()
-                shutil.rmtree(state)
+                if not steady:
+                    shutil.rmtree(state)
+                for cast in casts[:-1]:  # checked by this run's trail check: the next run checks the last one
+                    shutil.rmtree(cast.parent)
                 return elapsed
 
             def openssh() -> float:
@@ -123,20 +131,27 @@ def main() -> None:
 
             opsgate(keep=False)  # warm-up: writes the .pyc files, as installing opsgate does
             opsgate("--raw", keep=False)
-            med = alternate(rounds, {"default": opsgate, "raw": lambda: opsgate("--raw"), "openssh": openssh},
+            for _ in range(2):  # the first run leaves a trail; the second checks it and leaves the first checkpoint
+                opsgate(keep=False, steady=True)
+                opsgate("--raw", keep=False, steady=True)
+            med = alternate(rounds, {"default": opsgate, "raw": lambda: opsgate("--raw"),
+                                     "default steady": lambda: opsgate(steady=True),
+                                     "raw steady": lambda: opsgate("--raw", steady=True), "openssh": openssh},
                             log=log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     theirs = size / med["openssh"] / 1e6
     rows = []
-    for mode, target in (("default", 0.8), ("raw", 0.9)):
+    for mode, target in (("default", 0.8), ("raw", 0.9), ("default steady", 0.8), ("raw steady", 0.9)):
         ours = size / med[mode] / 1e6
         stream = statistics.median(phases[mode]["stream"])
         cpu = statistics.median(phases[mode]["cpu"])
         note = (f"median of {rounds}, whole process; streaming phase {size / stream / 1e6:.0f} MB/s "
                 f"({stream:.2f} s first to last byte, {ours / (size / stream / 1e6):.0%} of the wall time); "
                 f"process CPU {cpu:.2f} s; OpenSSH whole transfer {med['openssh']:.2f} s")
-        rows.append(Row(f"opsgate run > file, {mode} mode, {size / 1e6:.0f} MB (recorded)", f"{ours:.0f} MB/s",
+        name = mode.replace(" steady", " mode, steady state (the trail check hashes the run before)")
+        name = name if "steady" in mode else f"{mode} mode"
+        rows.append(Row(f"opsgate run > file, {name}, {size / 1e6:.0f} MB (recorded)", f"{ours:.0f} MB/s",
                         f"OpenSSH ssh > file {theirs:.0f} MB/s", ours / theirs, f">= {target}x OpenSSH (throughput)",
                         ours / theirs >= target, note))
     emit(rows, args.json)
