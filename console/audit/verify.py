@@ -341,7 +341,7 @@ def _canonical_by_template(records: list, text: str):
 # quote, backslash or control character; ensure_ascii=False writes every other character as it is), an int
 # with no leading zero, no sign on zero and at most 18 digits (far below the int parsing limit), null, true,
 # false. Floats, lists and objects are not here: a block holding one goes to _verify_batch.
-_STRING_SLOT = rb'"[^"\\\x00-\x1f]*"'
+_STRING_SLOT = rb'"[^"\\\x00-\x1f]*+"'
 _INT_SLOT = rb"(?:0|-?[1-9][0-9]{0,17})"
 _SLOTS = {str: _STRING_SLOT, int: _INT_SLOT, type(None): b"null", bool: b"(?:true|false)"}
 _SEQ_SLOT = b"(" + _INT_SLOT + b")"
@@ -353,9 +353,9 @@ _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _SHAPES: dict[tuple, tuple[re.Pattern, bool] | None] = {}  # shape -> (its line pattern, has a recording), or None
 _SHAPES_MAX = 64
 _DIGEST = methodcaller("digest")
-# In a line of a shape, what says _note may have something to say (it decides, on the parsed record): the
-# event audit.recovered (no escape can spell it otherwise there), or the shape's recording field.
-_RECOVERED = b'"event":' + ENCODER.encode(AUDIT_RECOVERED).encode("ascii")
+# The event slot refuses the one spelling a line of a shape can give audit.recovered (a string with no escape),
+# so a block holding one goes to _verify_batch, and _note has nothing to say about the others but recordings.
+_EVENT_SLOT = b"(?!" + re.escape(ENCODER.encode(AUDIT_RECOVERED).encode("ascii")) + b")"
 
 
 def _shape_pattern(text: bytes) -> tuple[re.Pattern, bool] | None:
@@ -365,7 +365,7 @@ def _shape_pattern(text: bytes) -> tuple[re.Pattern, bool] | None:
 
     The pattern matches one whole line (up to and with its newline) whose hashed bytes are the canonical JSON
     of a record with exactly these keys, in this order, each value one ``_SLOTS`` spells (of any of those
-    types, the first record's first), and captures (hashed bytes less their ``}``, prev, seq, stored hash);
+    types, the first record's first; the event not audit.recovered), and captures (hashed bytes less their ``}``, prev, seq, stored hash);
     and whether the shape has a ``recording`` field.
     """
     try:
@@ -395,6 +395,8 @@ def _shape_pattern(text: bytes) -> tuple[re.Pattern, bool] | None:
                 slot = _PREV_SLOT
             else:
                 slot = b"(?:" + b"|".join([_SLOTS[kind], *(v for k, v in _SLOTS.items() if k is not kind)]) + b")"
+                if key == "event":
+                    slot = _EVENT_SLOT + slot
             parts.append(re.escape(spelt.encode("utf-8")) + b":" + slot)
         if parts is not None:
             pattern = re.compile(b"(\\{" + b",".join(parts) + _LINE_END), "recording" in record
@@ -423,8 +425,8 @@ def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None) -> tuple |
       (all compared at once, each 64 characters long: so each is 64 hex digits and the text is canonical);
       the first prev is ``prev`` (64 hex digits too), or 64 hex digits when the block starts the chunk; the
       seqs count up by one; the first is ``seq`` + 1.
-    - Each line that may hold a recording or an ``audit.recovered`` is parsed for ``_note``, as the reference
-      does (a superset: ``_note`` decides).
+    - No line is an ``audit.recovered`` (the pattern refuses that event); when the shape has a recording
+      field, every line is parsed for ``_note``, as the reference does.
     """
     end = block.find(b"\n")
     if end <= _TAIL:
@@ -455,10 +457,9 @@ def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None) -> tuple |
         return None
     recordings: list = []
     notes: list = []
-    if recorded or _RECOVERED in block:
+    if recorded:
         for i, body in enumerate(bodies):
-            if recorded or _RECOVERED in body:
-                _note(_DECODER.decode((body + b"}").decode("utf-8")), numbers[i], i + 1, recordings, notes)
+            _note(_DECODER.decode((body + b"}").decode("utf-8")), numbers[i], i + 1, recordings, notes)
     return n, first, prevs[0].decode("ascii"), numbers[-1], hexes[-64:], recordings, notes
 
 
@@ -636,8 +637,10 @@ def _read_exactly(stream, size: int) -> bytes:
 
 def _serve() -> None:
     """A worker's loop (``_Workers``): answer ``_verify_range`` tasks from stdin on stdout until stdin closes."""
+    import gc
     import sys
 
+    gc.disable()  # verifying makes no cycles, but many short-lived tuples; this process does nothing else
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
