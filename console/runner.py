@@ -14,11 +14,12 @@ two anonymous pipes (``multiprocessing.connection`` framing), never a terminal: 
 /dev/null, it has a session of its own (the terminal's signals reach the console, which sends
 ``cancel``), and it stops its run and exits when the console's end of the pipe closes (the console
 exited or died). Nothing reaches it through argv or the environment but the pipes' numbers: the
-plan (with any secret lines the command reads) travels on the pipe. A warm child is kept ready
-(``prewarm``), so a run does not wait for the interpreter and paramiko to load.
+plan (with any secret lines the command reads) travels on the pipe. A worker serves one run at a time
+and waits, loaded, for the next (``prewarm`` starts the first), so a run does not wait for the
+interpreter and paramiko to load.
 
-A runbook's steps share one child (its ``ConnectionPool`` lives there), so a step reuses the connections
-of the step before it, as in-process. If the child dies in a run, every target it had not reported ends
+A runbook's steps share one worker (its ``ConnectionPool`` lives there), so a step reuses the connections
+of the step before it, as in-process; when the runbook's pool goes, the worker closes them. If the child dies in a run, every target it had not reported ends
 with the recording marked lost: what ran is not all on record (exit 4), never a silent gap.
 """
 
@@ -97,25 +98,37 @@ class _Child:
             self.proc.wait()
 
 
-_spare_lock = threading.Lock()
-_spare: _Child | None = None
+_idle_lock = threading.Lock()
+_idle: list[_Child] = []  # loaded workers waiting for a run
+IDLE_MAX = 2
 
 
 def prewarm() -> None:
-    """Start a worker now, so the next run finds it loaded (the console calls this after its first paint)."""
-    global _spare
-    with _spare_lock:
-        if _spare is None or _spare.proc.poll() is not None:
-            _spare = _Child()
+    """Have a loaded worker ready, so the next run does not wait for one (the console calls this after its
+    first paint; a run gives its worker back when it ends)."""
+    with _idle_lock:
+        if any(child.proc.poll() is None for child in _idle):
+            return
+        _idle.append(_Child())
 
 
 def _take_child() -> _Child:
-    global _spare
-    with _spare_lock:
-        child, _spare = _spare, None
-    if child is None or child.proc.poll() is not None:
-        child = _Child()
-    return child
+    with _idle_lock:
+        while _idle:
+            child = _idle.pop()
+            if child.proc.poll() is None:
+                return child
+            child.close()
+    return _Child()
+
+
+def _give_back(child: _Child) -> None:
+    """A worker whose run ended cleanly waits for the next run (of any console in this process)."""
+    with _idle_lock:
+        if not child.closed and child.proc.poll() is None and len(_idle) < IDLE_MAX:
+            _idle.append(child)
+            return
+    child.close()
 
 
 class IsolatedExecutor:
@@ -125,40 +138,34 @@ class IsolatedExecutor:
         self.state_dir = Path(state_dir)
         self.settings = settings
         self.endpoint = endpoint or (lambda target: target_endpoint(target, settings))
-        self._child: _Child | None = None
-        self._pool_ref: weakref.ref | None = None  # the ConnectionPool whose steps share self._child
+        self._child: _Child | None = None  # the worker of the run going on, for cancel()
+        self._pooled: tuple[weakref.ref, _Child] | None = None  # a runbook's pool and the worker its steps share
 
     prewarm = staticmethod(prewarm)
 
     def _child_for(self, pool: "ConnectionPool | None") -> _Child:
-        if self._child is not None and (pool is None or self._pool_ref is None or self._pool_ref() is not pool):
-            self._release()
-        if self._child is None or self._child.proc.poll() is not None:
-            self._child = _take_child()
-            self._pool_ref = None
-            if pool is not None:  # the runbook's steps share this child until its pool goes away
-                self._pool_ref = weakref.ref(pool)
-                weakref.finalize(pool, self._child.close)
-        return self._child
-
-    def _release(self) -> None:
-        child, self._child, self._pool_ref = self._child, None, None
-        if child is not None:
-            child.close()
-        prewarm()  # between runs, while the machine is quiet
+        if pool is None:
+            return _take_child()
+        if self._pooled is not None and self._pooled[0]() is pool and self._pooled[1].proc.poll() is None:
+            return self._pooled[1]
+        child = _take_child()
+        self._pooled = (weakref.ref(pool), child)
+        # The runbook is over when its pool goes: the worker closes the pool's connections and is free again.
+        weakref.finalize(pool, _end_pool, child, id(pool))
+        return child
 
     def run(self, plan: Plan, frontend: Frontend, marker: str | None,
             on_result: Callable[[TargetResult, Executed], None], *, cancel: threading.Event,
             pool: "ConnectionPool | None" = None, capture: dict | None = None) -> list[TargetResult]:
-        child = self._child_for(pool)
+        child = self._child = self._child_for(pool)
         endpoints = {t.name: self.endpoint(t) for t in plan.targets}
         env = dict(os.environ)  # as a run from this process would see them now (HOME, SSH_AUTH_SOCK, ...)
         start = time.monotonic()
         reported: set[str] = set()
         results: list[TargetResult] | None = None
         try:
-            child.send(("run", plan, endpoints, marker, capture is not None, pool is not None, str(self.state_dir),
-                        self.settings, env, os.getcwd()))
+            child.send(("run", plan, endpoints, marker, capture is not None, None if pool is None else id(pool),
+                        str(self.state_dir), self.settings, env, os.getcwd()))
             if cancel.is_set():
                 child.send(("cancel",))
             while results is None:
@@ -183,15 +190,18 @@ class IsolatedExecutor:
                 elif kind == "error":
                     raise WorkerDied(f"the run's worker process failed: {message[1]}")
         except (EOFError, OSError) as e:
+            child.close()
             results = self._lost(plan, reported, on_result, start, f"it ended unexpectedly ({type(e).__name__})")
         finally:
-            if pool is None or results is None:
-                self._release()
+            self._child = None
+            if results is None:  # an error: this worker is not used again
+                child.close()
+            elif pool is None:
+                _give_back(child)
         return results
 
     def _lost(self, plan: Plan, reported: set[str], on_result, start: float, why: str) -> list[TargetResult]:
         """The child died mid-run: every target it had not reported ends with its recording lost."""
-        self._release()
         results = []
         for target in plan.targets:
             if target.name in reported:
@@ -211,6 +221,15 @@ class IsolatedExecutor:
                 child.send(("cancel",))
             except OSError:
                 pass
+
+
+def _end_pool(child: _Child, key: int) -> None:
+    try:
+        child.send(("end_pool", key))
+    except OSError:
+        child.close()
+        return
+    _give_back(child)
 
 
 # -- the worker's side -----------------------------------------------------------------------------------
@@ -258,11 +277,11 @@ def _serve(down: Connection, up: Connection) -> None:
             up.send(message)
 
     executor: LocalExecutor | None = None
-    pool: ConnectionPool | None = None
+    pools: dict[int, ConnectionPool] = {}  # a runbook's connections, by the console's key for its pool
     cancel = threading.Event()
     runs: list[threading.Thread] = []
 
-    def run_one(plan, endpoints, marker, capturing, pooled, state_dir, settings) -> None:
+    def run_one(plan, endpoints, marker, capturing, pool, state_dir, settings) -> None:
         nonlocal executor
         tails = _Tails(send)
         capture = defaultdict(bytearray) if capturing else None
@@ -281,8 +300,7 @@ def _serve(down: Connection, up: Connection) -> None:
         thread = threading.Thread(target=flusher, name="tails", daemon=True)
         thread.start()
         try:
-            results = executor.run(plan, tails, marker, done, cancel=cancel, pool=pool if pooled else None,
-                                   capture=capture)
+            results = executor.run(plan, tails, marker, done, cancel=cancel, pool=pool, capture=capture)
         except BaseException as e:  # noqa: BLE001 - reported to the console, which raises it there
             stop.set()
             send(("error", f"{type(e).__name__}: {e}"))
@@ -300,30 +318,38 @@ def _serve(down: Connection, up: Connection) -> None:
             break
         kind = message[0]
         if kind == "run":
-            _kind, plan, endpoints, marker, capturing, pooled, state_dir, settings, env, cwd = message
+            _kind, plan, endpoints, marker, capturing, pool_key, state_dir, settings, env, cwd = message
             os.environ.clear()
             os.environ.update(env)
             try:
                 os.chdir(cwd)
             except OSError:  # the console's directory is gone: the config's paths are absolute
                 pass
-            if pooled and pool is None:  # a runbook: its steps share the connections, as in-process
-                pool = ConnectionPool()
+            pool = None
+            if pool_key is not None:  # a runbook: its steps share the connections, as in-process
+                pool = pools.get(pool_key) or pools.setdefault(pool_key, ConnectionPool())
+            for thread in runs:  # one run at a time: the one before it has sent its "end"
+                thread.join()
+            runs.clear()
             cancel.clear()
             thread = threading.Thread(target=run_one, name="run",
-                                      args=(plan, endpoints, marker, capturing, pooled, state_dir, settings))
+                                      args=(plan, endpoints, marker, capturing, pool, state_dir, settings))
             runs.append(thread)
             thread.start()
         elif kind == "cancel":
             cancel.set()
             if executor is not None:
                 executor.cancel()
+        elif kind == "end_pool":
+            ended = pools.pop(message[1], None)
+            if ended is not None:
+                ended.close()
     cancel.set()
     if executor is not None:
         executor.cancel()
     for thread in runs:
         thread.join()
-    if pool is not None:
+    for pool in pools.values():
         pool.close()
 
 

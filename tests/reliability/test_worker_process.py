@@ -195,3 +195,38 @@ def test_a_console_that_dies_takes_its_worker_and_the_remote_commands_with_it(tm
     worker = int(proc.stdout.split()[0])
     wait_until(lambda: not alive(worker), 60, "the worker to exit")
     wait_until(lambda: not pids_running(marker), 60, "the remote command to end")
+
+
+def test_a_runbooks_steps_share_one_worker_and_its_connections_and_the_next_run_reuses_the_worker(tmp_path,
+                                                                                                   start_sshd):
+    server = start_sshd()
+    extra = textwrap.dedent("""
+        [runbooks.two]
+        title = "two steps"
+        steps = [
+          { title = "one", command = "echo conn=$PPID", targets = ["a"], risk = "low", expect_output = "conn=" },
+          { title = "two", command = "echo conn=$PPID", targets = ["a"], risk = "low", expect_output = "conn=" },
+        ]
+        """)
+    pipe = isolated(load(config_text(server, [("a", "127.0.0.1", server.port)], {"hello": ("echo hi", "30s")},
+                                     extra=extra), tmp_path), tmp_path / "state")
+    front = Recorder()
+    seen = []
+    real_run = pipe.executor.run
+
+    def run(plan, *args, **kwargs):  # which worker ran each step
+        results = real_run(plan, *args, **kwargs)
+        seen.append(pipe.executor._pooled[1].proc.pid)
+        return results
+
+    pipe.executor.run = run
+    report = pipe.execute(pipe.plan(RunRequest("two")), front)
+    assert report.exit_code == 0, report.results
+    pipe.executor.run = real_run
+    assert len(seen) == 2 and seen[0] == seen[1]  # one worker for the runbook
+    sshd_sessions = front.text("a").decode().split()
+    assert len(sshd_sessions) == 2 and sshd_sessions[0] == sshd_sessions[1]  # the same SSH connection
+    workers = []
+    front.on_target_done = lambda result: workers.append(pipe.executor._child.proc.pid)
+    assert pipe.execute(pipe.plan(RunRequest("hello")), front).exit_code == 0
+    assert workers == [seen[0]]  # the runbook over, its worker ran the next run
