@@ -4,13 +4,16 @@
 
 The append figures depend on the disk's fsync latency (run it where the state dir lives); verify
 streams the file, so its figure is CPU-bound once the file is in the page cache. Verify runs --rounds
-times in each mode, the modes taking turns (so drift hits both alike); the rows give the medians.
+times in each mode, the modes taking turns (so drift hits both alike); the rows give the medians, and
+the CPU time it took (this process and its worker processes): what other load on the machine moves
+least.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -59,6 +62,12 @@ def generate(path: Path, n: int) -> None:
             f.write(line)
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have exited."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> int:
     parser = cli(__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=2000, help="records per append run (split over writers)")
@@ -85,17 +94,20 @@ def main() -> int:
         log(f"generated {records} records in {gen:.1f}s ({size / records:.0f} B/record)")
         modes = (("1 process", 1), (f"default: {os.cpu_count()} cpus", None))
         times: dict[str, list[float]] = {label: [] for label, _ in modes}
+        cpus: dict[str, list[float]] = {label: [] for label, _ in modes}
         oks = {label: True for label, _ in modes}
         for round_no in range(1, rounds + 1):
             for label, workers in modes:
                 # the CLI's code path: `opsgate audit verify` calls verify() with the default workers
+                cpu = _cpu_seconds()
                 started = time.perf_counter()
                 report = verify(path, check_recordings=False, workers=workers)
                 elapsed = time.perf_counter() - started
+                cpus[label].append(_cpu_seconds() - cpu)  # verify has waited for its workers
                 oks[label] = oks[label] and report.ok and report.count == records
                 times[label].append(elapsed)
                 log(f"verify round {round_no}, {label}: {records / elapsed:,.0f} r/s "
-                    f"({size / elapsed / 1e6:,.0f} MB/s), ok: {oks[label]}")
+                    f"({size / elapsed / 1e6:,.0f} MB/s, CPU {cpus[label][-1]:.2f} s), ok: {oks[label]}")
         for label, _ in modes:
             elapsed = statistics.median(times[label])
             rate = records / elapsed
@@ -103,7 +115,8 @@ def main() -> int:
                       if rounds > 1 else "")
             rows.append(Row(f"audit verify, {records:,} records, {label}", f"{rate:,.0f} records/s",
                             ratio=None, target=">= 200,000/s (stretch 500,000)", met=oks[label] and rate >= 200_000,
-                            note=f"{elapsed:.2f} s, {size / elapsed / 1e6:,.0f} MB/s{spread}"))
+                            note=f"{elapsed:.2f} s, {size / elapsed / 1e6:,.0f} MB/s, "
+                                 f"CPU {statistics.median(cpus[label]):.2f} s{spread}"))
     emit(rows, args.json)
     return 0
 

@@ -365,8 +365,8 @@ def _shape_pattern(text: bytes) -> tuple[re.Pattern, bool] | None:
 
     The pattern matches one whole line (up to and with its newline) whose hashed bytes are the canonical JSON
     of a record with exactly these keys, in this order, each value one ``_SLOTS`` spells (of any of those
-    types, the first record's first; the event not audit.recovered), and captures (hashed bytes less their ``}``, prev, seq, stored hash);
-    and whether the shape has a ``recording`` field.
+    types, the first record's first; the event not audit.recovered), and captures (the hashed bytes less
+    their ``}``, prev, seq, the stored hash). Also returned: whether the shape has a ``recording`` field.
     """
     try:
         record = _DECODER.decode(text.decode("utf-8"))
@@ -409,15 +409,16 @@ def _shape_pattern(text: bytes) -> tuple[re.Pattern, bool] | None:
 def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None) -> tuple | None:
     """``_verify_batch`` for a block whose lines all have its first line's shape (see ``_shape_pattern``):
     every check ``_verify_lines`` makes, on the block's bytes, without building its records; None unless
-    every line passes them all (the caller then asks ``_verify_batch``). Same result as ``_verify_batch``.
+    every line passes them all (the caller then asks ``_verify_batch``). Returns what ``_verify_batch`` does
+    (which declines some blocks this accepts: a DEL in a line).
 
     Why it is exactly as strict as the reference:
 
     - One ``findall`` of the shape's line pattern. Nothing it matches holds a newline but the one that ends
       it, so each match lies inside one line and ends at its newline, one match a line at most: matches
       whose lengths add up to the block's cover it, so they are its lines, each matched whole.
-    - A matched line ends in ``,"hash":"<64 characters>"}`` and its hashed bytes (the first capture and ``}``) are
-      ``{"k1":v1,...,"kn":vn}``: the shape's keys, sorted, each once, in the encoder's spelling, every value
+    - A matched line ends in ``,"hash":"<64 characters>"}`` and its hashed bytes (the first capture and
+      ``}``) are ``{"k1":v1,...,"kn":vn}``: the shape's keys, sorted, each once, in the encoder's spelling, every value
       in the one spelling the encoder gives it (``_SLOTS``). The block is valid UTF-8 (checked at once: no
       line decodes differently alone), so such text parses (strict JSON) to a dict that the canonical
       encoder writes back as the very same text, with every REQUIRED field, an int seq and a str prev.

@@ -172,7 +172,8 @@ def hostile_lines() -> dict[str, list[bytes]]:
     head = body[0].replace(b'"prev":"' + GENESIS.encode(), b'"prev":"0","run":"' + b"r" * 54, 1)
     assert head != body[0]
     cases["a duplicate key inside the first prev's 64 characters"] = [rehashed(head)]
-    cases["... and the chain goes on"] = [rehashed(head), *relinked(body[1:], hashlib.sha256(head).hexdigest().encode())]
+    cases["... and the chain goes on"] = [rehashed(head),
+                                          *relinked(body[1:], hashlib.sha256(head).hexdigest().encode())]
     return cases
 
 
