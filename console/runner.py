@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from opsgate.actions.fanout import ConnectionPool
 
 TAIL_INTERVAL = 0.1  # seconds between two batches of tails: the output pane draws at most 10 times a second
-TAIL_MAX = 96 * 1024  # a stream's unsent output beyond this is cut to its last TAIL_KEEP bytes of whole lines
-TAIL_KEEP = 48 * 1024  # more than the pane draws per update (MAX_PENDING lines of a usual width)
+TAIL_LINES = 400  # per stream and batch, unless the front end says what it draws (``tail``: lines, bytes)
+TAIL_BYTES = 1024 * 1024
 
 
 class WorkerDied(RuntimeError):
@@ -159,13 +159,14 @@ class IsolatedExecutor:
             pool: "ConnectionPool | None" = None, capture: dict | None = None) -> list[TargetResult]:
         child = self._child = self._child_for(pool)
         endpoints = {t.name: self.endpoint(t) for t in plan.targets}
+        tail = getattr(frontend, "tail", None) or (TAIL_LINES, TAIL_BYTES)
         env = dict(os.environ)  # as a run from this process would see them now (HOME, SSH_AUTH_SOCK, ...)
         start = time.monotonic()
         reported: set[str] = set()
         results: list[TargetResult] | None = None
         try:
             child.send(("run", plan, endpoints, marker, capture is not None, None if pool is None else id(pool),
-                        str(self.state_dir), self.settings, env, os.getcwd()))
+                        str(self.state_dir), self.settings, env, os.getcwd(), tail))
             if cancel.is_set():
                 child.send(("cancel",))
             while results is None:
@@ -236,32 +237,57 @@ def _end_pool(child: _Child, key: int) -> None:
 
 
 class _Tails:
-    """The child's stand-in for the console's front end: each stream's newest output, sent in batches."""
+    """The child's stand-in for the console's front end: each stream's newest output, sent in batches.
 
-    def __init__(self, send: Callable[[tuple], None]):
+    Each stream keeps at most what the console's pane would draw of it at its next update: its last
+    ``lines`` lines, at most ``size`` bytes of them (cut when twice that is waiting, and before sending).
+    The lines dropped are counted and sent with the rest, so the pane says how many it never got."""
+
+    def __init__(self, send: Callable[[tuple], None], lines: int = TAIL_LINES, size: int = TAIL_BYTES):
         self._send = send
+        self.lines = lines
+        self.size = size
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], list] = {}  # (target, stream) -> [bytearray, lines skipped]
+        self._pending: dict[tuple[str, str], list] = {}  # (target, stream) -> [bytearray, lines in it, skipped]
 
     def on_output(self, chunk: Chunk) -> None:
         with self._lock:
             slot = self._pending.get((chunk.target, chunk.stream))
             if slot is None:
-                slot = self._pending[(chunk.target, chunk.stream)] = [bytearray(), 0]
-            buf = slot[0]
-            buf += chunk.data
-            if len(buf) > TAIL_MAX:  # keep the last whole lines; count the ones dropped
-                cut = buf.find(b"\n", len(buf) - TAIL_KEEP) + 1 or len(buf) - TAIL_KEEP
-                slot[1] += buf.count(b"\n", 0, cut)
-                del buf[:cut]
+                slot = self._pending[(chunk.target, chunk.stream)] = [bytearray(), 0, 0]
+            slot[0] += chunk.data
+            slot[1] += chunk.data.count(b"\n")
+            if slot[1] > 2 * self.lines or len(slot[0]) > 2 * self.size:
+                self._cut(slot)
+
+    def _cut(self, slot: list) -> None:
+        """Keep the last whole lines within the bounds (and a last line without end); count the rest."""
+        buf = slot[0]
+        dropped = 0
+        if slot[1] > self.lines:
+            head = buf.rsplit(b"\n", self.lines + 1)[0]  # what comes before the last `lines` line ends
+            dropped = slot[1] - self.lines
+            del buf[:len(head) + 1]
+        if len(buf) > self.size:
+            cut = buf.find(b"\n", len(buf) - self.size) + 1
+            count = 0
+            if not cut:  # the last line is longer than the bound: its start goes, counted as a line skipped
+                cut, count = len(buf) - self.size, 1
+            count += buf.count(b"\n", 0, cut)
+            dropped += count
+            del buf[:cut]
+        slot[1] = buf.count(b"\n") if dropped else slot[1]
+        slot[2] += dropped
 
     def flush(self, target: str | None = None) -> None:
         """Send what is pending (``target``'s only, before its result), in one message."""
         with self._lock:  # held while sending: a target's output always arrives before its result
             batch = []
-            for key, (buf, skipped) in list(self._pending.items()):
+            for key, slot in list(self._pending.items()):
                 if target is None or key[0] == target:
-                    batch.append((key[0], key[1], bytes(buf), skipped))
+                    if slot[1] > self.lines or len(slot[0]) > self.size:
+                        self._cut(slot)
+                    batch.append((key[0], key[1], bytes(slot[0]), slot[2]))
                     del self._pending[key]
             if batch:
                 self._send(("out", batch))
@@ -281,9 +307,9 @@ def _serve(down: Connection, up: Connection) -> None:
     cancel = threading.Event()
     runs: list[threading.Thread] = []
 
-    def run_one(plan, endpoints, marker, capturing, pool, state_dir, settings) -> None:
+    def run_one(plan, endpoints, marker, capturing, pool, state_dir, settings, tail) -> None:
         nonlocal executor
-        tails = _Tails(send)
+        tails = _Tails(send, *tail)
         capture = defaultdict(bytearray) if capturing else None
         executor = LocalExecutor(Path(state_dir), settings, endpoint=lambda target: endpoints[target.name])
 
@@ -318,7 +344,7 @@ def _serve(down: Connection, up: Connection) -> None:
             break
         kind = message[0]
         if kind == "run":
-            _kind, plan, endpoints, marker, capturing, pool_key, state_dir, settings, env, cwd = message
+            _kind, plan, endpoints, marker, capturing, pool_key, state_dir, settings, env, cwd, tail = message
             os.environ.clear()
             os.environ.update(env)
             try:
@@ -333,7 +359,7 @@ def _serve(down: Connection, up: Connection) -> None:
             runs.clear()
             cancel.clear()
             thread = threading.Thread(target=run_one, name="run",
-                                      args=(plan, endpoints, marker, capturing, pool, state_dir, settings))
+                                      args=(plan, endpoints, marker, capturing, pool, state_dir, settings, tail))
             runs.append(thread)
             thread.start()
         elif kind == "cancel":

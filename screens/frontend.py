@@ -205,6 +205,11 @@ class TuiFrontend:
     def on_output(self, chunk: "Chunk") -> None:
         self.buffer.feed(self._key(chunk.target), chunk.stream, chunk.data)
 
+    @property
+    def tail(self) -> tuple[int, int] | None:
+        """What the output pane draws of a stream per update (lines, bytes): all a worker process sends."""
+        return None if self.buffer is None else (self.buffer.max_pending, self.buffer.max_bytes)
+
     def on_skipped(self, target: str, stream: str, lines: int) -> None:
         """The run's worker process dropped ``lines`` of this stream to keep up (the recording has them)."""
         self.buffer.skip(self._key(target), stream, lines)

@@ -83,7 +83,9 @@ class Recorder:
             into = self.output if chunk.stream == "stdout" else self.errors
             into.setdefault(chunk.target, bytearray()).extend(chunk.data)
 
-    def on_skipped(self, target, stream, lines) -> None:  # a worker process's tails (console/runner.py)
+    tail = None  # a worker process (console/runner.py) sends its default tails
+
+    def on_skipped(self, target, stream, lines) -> None:  # lines the worker dropped to keep its tails bounded
         pass
 
     def on_target_done(self, result) -> None:

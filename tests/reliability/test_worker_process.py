@@ -13,13 +13,17 @@ import textwrap
 import threading
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opsgate.actions.outcome import Chunk
 from opsgate.console.audit.recording import RECORDING_FAILED
 from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import verify
 from opsgate.console.errors import EXIT_AUDIT, EXIT_CANCELLED
 from opsgate.console.paths import AUDIT_FILE
 from opsgate.console.run import RunRequest
-from opsgate.console.runner import TAIL_MAX, IsolatedExecutor
+from opsgate.console.runner import TAIL_BYTES, TAIL_LINES, IsolatedExecutor, _Tails
 from opsgate.console.wiring import assemble
 from tests.helpers.reliability import Recorder, config_text, load, pids_running, run_in_thread
 from tests.helpers.waiting import wait_until
@@ -56,12 +60,14 @@ class Tails(Recorder):
     def __init__(self):
         super().__init__()
         self.pieces: list[int] = []
+        self.lines: list[int] = []
         self.skipped = 0
         self.threads: set[str] = set()
 
     def on_output(self, chunk) -> None:
         with self.lock:
             self.pieces.append(len(chunk.data))
+            self.lines.append(chunk.data.count(b"\n"))
             self.threads.add(threading.current_thread().name)
         super().on_output(chunk)
 
@@ -81,7 +87,8 @@ def test_a_flood_reaches_the_console_as_bounded_tails_every_line_accounted_and_r
     assert report.exit_code == 0, report.results
     got = front.text("a")
     assert got.endswith(b"last-line\n")
-    assert max(front.pieces) <= TAIL_MAX  # never more than a tail per batch, whatever the flood
+    assert max(front.pieces) <= TAIL_BYTES  # never more than a tail per batch, whatever the flood
+    assert max(front.lines) <= TAIL_LINES
     assert len(got) < lines * (width + 1) // 10  # the console was spared nearly all of it
     assert got.count(b"\n") + front.skipped == lines + 1  # every line shown or counted as skipped
     assert front.threads == {threading.current_thread().name}  # handed over by the run's own thread
@@ -230,3 +237,43 @@ def test_a_runbooks_steps_share_one_worker_and_its_connections_and_the_next_run_
     front.on_target_done = lambda result: workers.append(pipe.executor._child.proc.pid)
     assert pipe.execute(pipe.plan(RunRequest("hello")), front).exit_code == 0
     assert workers == [seen[0]]  # the runbook over, its worker ran the next run
+
+
+def sent_pieces(sent: list) -> tuple[bytes, int]:
+    pieces = [(piece, skipped) for _kind, batch in sent for (_t, _s, piece, skipped) in batch]
+    return b"".join(p for p, _ in pieces), sum(n for _, n in pieces)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.integers(0, 20), max_size=200), cuts=st.lists(st.integers(0, 2000), max_size=8),
+       keep=st.integers(1, 6), size=st.integers(24, 120), flush_every=st.integers(1, 40))
+def test_tails_send_bounded_batches_and_count_every_line_they_drop(lines, cuts, keep, size, flush_every):
+    """Lines shorter than the byte bound, fed in arbitrary pieces, flushed at arbitrary times: each batch
+    holds at most ``keep`` lines and ``size`` bytes, and lines received + lines skipped = lines sent."""
+    data = b"".join(b"x" * n + b"\n" for n in lines) + b"tail"
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    sent: list = []
+    tails = _Tails(sent.append, keep, size)
+    for i, (a, b) in enumerate(zip(points, points[1:])):
+        tails.on_output(Chunk("t", "stdout", data[a:b], 0.0))
+        if i % flush_every == 0:
+            tails.flush()
+    tails.flush()
+    for _kind, batch in sent:
+        for _t, _s, piece, _n in batch:
+            assert piece.count(b"\n") <= keep and len(piece) <= size
+    got, skipped = sent_pieces(sent)
+    assert got.count(b"\n") + skipped == len(lines)
+    pieces = [(piece, n) for _kind, batch in sent for (_t, _s, piece, n) in batch]
+    since = max((i for i, (_p, n) in enumerate(pieces) if n), default=0)  # contiguous after the last gap
+    newest = b"".join(p for p, _ in pieces[since:])
+    assert data.endswith(newest) and newest.endswith(b"tail") and (skipped or newest == data)
+
+
+def test_a_line_longer_than_the_bound_loses_its_start_counted_as_one_line():
+    sent: list = []
+    tails = _Tails(sent.append, 10, 100)
+    tails.on_output(Chunk("t", "stdout", b"ok\n" + b"y" * 500, 0.0))
+    tails.flush()
+    got, skipped = sent_pieces(sent)
+    assert got == b"y" * 100 and skipped == 2  # "ok" and the start of the long line
