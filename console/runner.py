@@ -162,7 +162,7 @@ class IsolatedExecutor:
         tail = getattr(frontend, "tail", None) or (TAIL_LINES, TAIL_BYTES)
         env = dict(os.environ)  # as a run from this process would see them now (HOME, SSH_AUTH_SOCK, ...)
         start = time.monotonic()
-        reported: set[str] = set()
+        reported: dict[str, TargetResult] = {}
         results: list[TargetResult] | None = None
         try:
             child.send(("run", plan, endpoints, marker, capture is not None, None if pool is None else id(pool),
@@ -182,7 +182,7 @@ class IsolatedExecutor:
                             frontend.on_output(Chunk(target, stream, data, now))
                 elif kind == "done":
                     _kind, result, executed, captured = message
-                    reported.add(result.target)
+                    reported[result.target] = result
                     if capture is not None and captured:
                         capture[result.target] += captured
                     on_result(result, executed)
@@ -201,11 +201,13 @@ class IsolatedExecutor:
                 _give_back(child)
         return results
 
-    def _lost(self, plan: Plan, reported: set[str], on_result, start: float, why: str) -> list[TargetResult]:
+    def _lost(self, plan: Plan, reported: dict[str, TargetResult], on_result, start: float,
+              why: str) -> list[TargetResult]:
         """The child died mid-run: every target it had not reported ends with its recording lost."""
         results = []
         for target in plan.targets:
             if target.name in reported:
+                results.append(reported[target.name])
                 continue
             error = f"the run's worker process stopped: {why}; what the command did is not all on record"
             result = TargetResult(target.name, "failed", None, time.monotonic() - start, 0, 0, error)

@@ -129,25 +129,29 @@ def test_the_plan_and_its_secret_lines_reach_the_worker_on_a_pipe_never_its_argv
     assert box["result"].exit_code == EXIT_CANCELLED
 
 
-def test_a_worker_killed_mid_run_ends_every_target_as_not_on_record_exit_4(tmp_path, start_sshd):
+def test_a_worker_killed_mid_run_ends_every_unreported_target_as_not_on_record_exit_4(tmp_path, start_sshd):
     server = start_sshd(addresses=("127.0.0.1", "127.0.0.2"))
     marker = f"sleep 3{os.getpid() % 1000:03d}7"
+    command = f'echo started; case "$SSH_CONNECTION" in *" 127.0.0.2 "*) {marker};; esac'  # b runs on
     text = config_text(server, [("a", "127.0.0.1", server.port), ("b", "127.0.0.2", server.port)],
-                       {"long": (f"echo started; {marker}", "120s")})
+                       {"long": (command, "120s")})
     pipe = isolated(load(text, tmp_path), tmp_path / "state")
     front = Recorder()
     thread, box = run_in_thread(lambda: pipe.execute(pipe.plan(RunRequest("long")), front))
-    wait_until(lambda: b"started" in front.text("a") and b"started" in front.text("b"), 60, "both targets to start")
+    wait_until(lambda: [r.target for r in front.done] == ["a"] and b"started" in front.text("b"), 60,
+               "a to end and b to start")
     os.kill(pipe.executor._child.proc.pid, signal.SIGKILL)
     thread.join(60)
     report = box["result"]
     assert report.exit_code == EXIT_AUDIT  # what ran is not all on record
-    assert {r.outcome for r in report.results} == {RECORDING_FAILED}
-    assert all("worker process stopped" in r.error for r in report.results)
+    assert [(r.target, r.outcome) for r in report.results] == [("a", "ok"), ("b", RECORDING_FAILED)]
+    assert "worker process stopped" in report.results[1].error
     records = list(AuditTrail(tmp_path / "state" / AUDIT_FILE).records())
     targets = {r["target"]: r for r in records if r["event"] == "action.target"}
-    assert sorted(targets) == ["a", "b"] and all(r["recording_error"] for r in targets.values())
+    assert targets["a"]["outcome"] == "ok" and targets["a"]["recording_sha256"]
+    assert targets["b"]["recording_error"] and not targets["b"]["recording_sha256"]
     assert records[-1]["event"] == "action.end" and records[-1]["exit_code"] == EXIT_AUDIT
+    assert records[-1]["outcomes"] == {"ok": 1, RECORDING_FAILED: 1}
     # sshd does not end a no-pty command whose client vanished (as when a console is killed with -9);
     # the exit 4 and the trail say the run is not all on record. Clean up the test's own.
     for pid in pids_running(marker):
