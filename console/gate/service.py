@@ -333,7 +333,7 @@ class EnrollTokens:
         return json.loads(raw) if raw else {}
 
     def create(self, operator: str) -> str:
-        token = secrets.token_urlsafe(18)
+        token = secrets.token_hex(16)  # 128 bits; never starts with "-", so `--token TOKEN` always parses
         with file_lock(self.lock_path, exclusive=True):
             data = {k: v for k, v in self._load().items() if v["expires"] > self.clock()}
             data[hashlib.sha256(token.encode()).hexdigest()] = {"operator": operator,
