@@ -30,9 +30,14 @@ def write_private(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    sync_dir(path.parent)  # the rename itself must survive a crash
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a directory: the names created, renamed or removed in it survive a crash."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(dfd)  # the rename itself must survive a crash
+        os.fsync(dfd)
     finally:
         os.close(dfd)
 

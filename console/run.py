@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from opsgate.actions.outcome import Chunk, Endpoint, TargetResult
 
 from opsgate.console.audit.trail import AuditTrail
+from opsgate.console.files import sync_dir
 from opsgate.console.catalog.model import Action, Config, Runbook, Settings, Step, Target, param_ref
 from opsgate.console.errors import (EXIT_AUDIT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, AuditWriteError, StepUpDenied,
                                     UsageError)
@@ -224,6 +225,17 @@ class LocalExecutor:
             if marker:
                 rec.marker(marker)
             recordings[target.name] = rec
+        if recordings:  # the new names (and the run's directory) survive a crash before any command starts
+            run_dir = next(iter(recordings.values())).path.parent
+            try:
+                sync_dir(run_dir)
+                sync_dir(run_dir.parent)
+            except OSError as e:
+                uncreated.update((name, f"{rec.path}: cannot sync its directory: {e.strerror or e}")
+                                 for name, rec in recordings.items())
+                for rec in recordings.values():
+                    rec.close()
+                recordings.clear()
 
         def sink(chunk: Chunk) -> None:
             rec = recordings.get(chunk.target)

@@ -55,6 +55,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._@:+=-]")
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps builds one per call
 # Bytes the JSON encoder would escape as \\uXXXX (or \\t, \\b, \\f): a chunk holding one takes the slow path.
 _OTHER_CONTROLS = bytes(c for c in range(0x20) if c not in (0x0A, 0x0D))
+_ALL_BUT_OTHER_CONTROLS = bytes(c for c in range(256) if c not in _OTHER_CONTROLS)
 _RED_J, _RESET_J = _encode(_RED)[1:-1].encode(), _encode(_RESET)[1:-1].encode()  # as they appear escaped
 _IOV_MAX = 1024
 _COPY_BELOW = 16 * 1024  # a smaller chunk's event is one bytes object; a larger one is written in place
@@ -133,7 +134,7 @@ class Recording:
         with self._lock:
             self._check_open()
             if data and not self._pending[stream] and data.isascii() \
-                    and len(data.translate(None, _OTHER_CONTROLS)) == len(data):
+                    and not data.translate(None, _ALL_BUT_OTHER_CONTROLS):  # no copy of the chunk
                 self._ascii(stream, data, t)
                 return
             decoder = self._decoders[stream]
