@@ -33,7 +33,8 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from operator import itemgetter, methodcaller
+from itertools import compress, repeat
+from operator import add, and_, itemgetter, methodcaller
 from pathlib import Path
 
 from opsgate.actions.display import escape_line
@@ -106,11 +107,14 @@ def _verify_chunk(data: bytes) -> _Chunk:
     seq: int | None = None
     prev: bytes | None = None
     pos, size = 0, len(data)
+    head = data[:_PARALLEL_BLOCK]
+    _vocabulary(head[:head.rfind(b"\n") + 1])
     try:
         while pos < size:
             end = data.find(b"\n", min(pos + _SUB_BLOCK, size) - 1) + 1 or size
             block = data[pos:end]
-            batch = _verify_shaped(block, seq, prev)
+            batch = _verify_shaped(block, seq, prev, chunk.lines)
+            rebase = batch is None and chunk.lines
             if batch is None:
                 batch = _verify_batch(block, seq, prev)
             if batch is None:
@@ -121,7 +125,8 @@ def _verify_chunk(data: bytes) -> _Chunk:
                 n, first_seq, first_prev, seq, prev, recordings, notes = batch
                 if not chunk.count:
                     chunk.first_seq, chunk.first_prev = first_seq, first_prev
-                chunk.recordings += [(s, chunk.lines + line, *rest) for s, line, *rest in recordings]
+                chunk.recordings += [(s, chunk.lines + line, *rest) for s, line, *rest in recordings] if rebase \
+                    else recordings
                 chunk.notes += notes
                 chunk.count += n
                 chunk.lines += n
@@ -335,119 +340,208 @@ def _canonical_by_template(records: list, text: str):
     return columns[where["seq"]], columns[where["event"]], columns[where["prev"]], "recording" in where
 
 
-# -- a block of lines of one shape, checked on their bytes (_verify_shaped) ---------------------------------
+# -- a block of lines checked on their bytes against one pattern (_verify_shaped) -------------------------------
 
-# A value as the canonical encoder writes it and as nothing else spells it: a string with nothing to escape (no
-# quote, backslash or control character; ensure_ascii=False writes every other character as it is), an int
-# with no leading zero, no sign on zero and at most 18 digits (far below the int parsing limit), null, true,
-# false. Floats, lists and objects are not here: a block holding one goes to _verify_batch.
-_STRING_SLOT = rb'"[^"\\\x00-\x1f]*+"'
-_INT_SLOT = rb"(?:0|-?[1-9][0-9]{0,17})"
-_SLOTS = {str: _STRING_SLOT, int: _INT_SLOT, type(None): b"null", bool: b"(?:true|false)"}
-_SEQ_SLOT = b"(" + _INT_SLOT + b")"
+# A value as the canonical encoder writes it and as nothing else spells it. A string: characters with nothing to
+# escape as they are (ensure_ascii=False: all but the quote, the backslash and control characters), those as the
+# encoder escapes them (\" \\ \b \f \n \r \t, any other control character \u00XX in lowercase hex), nothing else
+# escaped. An int with no leading zero, no sign on zero and at most 18 digits (far below the int parsing limit),
+# not followed by what would make it a float. A float in the encoder's spelling (``float.__repr__``) when it is
+# in fixed notation with at most 15 significant digits: at most 16 characters with the point (leading zeros
+# included, so fewer digits than that for 0.0x), no trailing zero but in ``X.0``, no more than three zeros after
+# ``0.`` (repr writes 1e-05 for 0.00001), fewer than 16 digits before the point (repr writes 1e+16); such a
+# decimal d names the double x nearest it, and repr(x) is the shortest decimal that names x: it has at most 15
+# digits too, and two decimals of at most 15 significant digits never name one double (DBL_DIG), so it is d,
+# spelt as above. Any other float (an exponent, more digits) is not here: its line goes to _verify_batch.
+# null, true, false. A flat list of those ([a,b], no trailing comma).
+_STRING_SLOT = rb'"[^"\\\x00-\x1f]*+(?:\\(?:["\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))[^"\\\x00-\x1f]*+)*+"'
+_INT_SLOT = rb"(?:0|-?[1-9][0-9]{0,17})(?![.eE0-9])"
+_FLOAT_SLOT = (rb"(?=-?[0-9.]{3,16}[,}\]])-?(?:0\.(?:0|0{0,3}[1-9](?:[0-9]*[1-9])?)|[1-9][0-9]*\.(?:0|(?:[0-9]*[1-9])?))"
+               rb"(?![0-9])")
+_SCALAR_SLOT = b"(?:" + _STRING_SLOT + b"|" + _INT_SLOT + b"|null|true|false|" + _FLOAT_SLOT + b")"
+_FLAT_SLOT = rb"\[(?:" + _SCALAR_SLOT + rb"(?:,(?!\])|(?=\])))*+\]"
+# A value of one kind (JSON type), as the slots above spell it: a key's slot takes the kinds seen for it only
+_KINDS = {str: _STRING_SLOT, int: _INT_SLOT, type(None): b"null", bool: b"true|false", float: _FLOAT_SLOT,
+          list: _FLAT_SLOT}
+_SEQ_SLOT = rb"(0|-?[1-9][0-9]{0,17})"
 # prev and the stored hash: any 64 characters but a newline (``.``: much faster than a class), as every one of
 # them must then equal a sha256 hex digest that _verify_shaped computed (the first prev: be 64 hex digits)
 _PREV_SLOT = rb'"(.{64})"'
 _LINE_END = rb'),"hash":"(.{64})"\}\n'
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
-_SHAPES: dict[tuple, tuple[re.Pattern, bool] | None] = {}  # shape -> (its line pattern, has a recording), or None
-_SHAPES_MAX = 64
 _DIGEST = methodcaller("digest")
-# The event slot refuses the one spelling a line of a shape can give audit.recovered (a string with no escape),
-# so a block holding one goes to _verify_batch, and _note has nothing to say about the others but recordings.
-_EVENT_SLOT = b"(?!" + re.escape(ENCODER.encode(AUDIT_RECOVERED).encode("ascii")) + b")"
+# The event slot refuses the one spelling of audit.recovered (a string with nothing to escape), so a block holding
+# one goes to _verify_batch, and _note has nothing to say about the others but recordings.
+_EVENT_SLOT = b"(?!" + re.escape(ENCODER.encode(AUDIT_RECOVERED).encode("ascii")) + b")("
+_ACTION_TARGET_TEXT = ENCODER.encode(ACTION_TARGET).encode("ascii")
+_RECORDING_KEYS = ("recording", "recording_error", "recording_sha256")  # what _note reads: captured, in this order
+_VOCABULARY_MAX = 96  # keys a line may have; beyond, lines with other keys go to _verify_batch
+_NESTED_MAX = 32  # keys an object value may have (per key)
+_LEARN_MAX = 24  # how many times a process recompiles its pattern for keys it had not seen
 
 
-def _shape_pattern(text: bytes) -> tuple[re.Pattern, bool] | None:
-    """The pattern of a line of ``text``'s shape (``text``: a line's hashed bytes), or None when that shape has
-    none (not a record with sorted keys, every REQUIRED field, an int seq, a str prev and values that are
-    strings, ints, null or booleans; or a key that the encoder escapes).
+class _Vocabulary:
+    """The keys lines may have and the kinds of their values, learned from the lines themselves, and the one
+    pattern built from them.
 
-    The pattern matches one whole line (up to and with its newline) whose hashed bytes are the canonical JSON
-    of a record with exactly these keys, in this order, each value one ``_SLOTS`` spells (of any of those
-    types, the first record's first; the event not audit.recovered), and captures (the hashed bytes less
-    their ``}``, prev, seq, the stored hash). Also returned: whether the shape has a ``recording`` field.
+    ``kinds``: for each key of a record, the kinds (JSON types: str, int, float, None, bool, list, dict) its values
+    had; for a key whose value was an object or a list of objects, ``nested`` holds the keys those objects had,
+    with the kinds of their values (no object: one level deep).
+    The pattern matches one whole line whose hashed bytes are ``{"k1":v1,...}`` with keys from ``kinds`` in sorted
+    order, each at most once, every REQUIRED one present; each value one of its key's kinds as ``_KINDS`` spells
+    it, or (dict) an object of its nested keys, sorted, each at most once, each value one of that nested key's
+    kinds, or a list of those objects. Captured: (the hashed bytes less their ``}``, event, prev, recording, recording_error,
+    recording_sha256, seq, the stored hash), in that order: the order of the keys, as groups are numbered.
     """
-    try:
-        record = _DECODER.decode(text.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-    if type(record) is not dict:
-        return None
-    shape = tuple((key, type(value)) for key, value in record.items())
-    try:
-        return _SHAPES[shape]
-    except KeyError:
-        pass
-    keys = list(record)
-    pattern = None
-    if (keys == sorted(keys) and _REQUIRED_SET.issubset(keys) and type(record["seq"]) is int
-            and type(record["prev"]) is str and all(kind in _SLOTS for _, kind in shape)):
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, frozenset] = {key: frozenset((str,)) for key in (*REQUIRED, *_RECORDING_KEYS)}
+        self.kinds["seq"] = frozenset((int,))
+        self.kinds["run"] = frozenset((str, type(None)))
+        self.kinds["recording_error"] = frozenset((str, type(None)))
+        self.nested: dict[str, dict[str, frozenset]] = {}
+        self.learned = 0
+        self.pattern = self._compile()
+
+    def _compile(self) -> re.Pattern:
         parts = []
-        for key, kind in shape:
-            spelt = _CANONICAL.encode(key)
-            if "\\" in spelt:
-                parts = None
-                break
+        before_event = True
+        for key in sorted(self.kinds):
+            spelt = re.escape(_CANONICAL.encode(key).encode("utf-8")) + b":"
             if key == "seq":
                 slot = _SEQ_SLOT
             elif key == "prev":
                 slot = _PREV_SLOT
             else:
-                slot = b"(?:" + b"|".join([_SLOTS[kind], *(v for k, v in _SLOTS.items() if k is not kind)]) + b")"
-                if key == "event":
-                    slot = _EVENT_SLOT + slot
-            parts.append(re.escape(spelt.encode("utf-8")) + b":" + slot)
-        if parts is not None:
-            pattern = re.compile(b"(\\{" + b",".join(parts) + _LINE_END), "recording" in record
-    if len(_SHAPES) >= _SHAPES_MAX:
-        _SHAPES.clear()
-    _SHAPES[shape] = pattern
-    return pattern
+                slot = self._slot(key)
+                if key in _RECORDING_KEYS:
+                    slot = b"(" + slot + b")"
+                elif key == "event":
+                    slot = _EVENT_SLOT + slot + b")"
+            if key == "event":
+                parts.append(spelt + slot)
+                before_event = False
+            elif key in _REQUIRED_SET:
+                parts.append(b"," + spelt + slot)
+            elif before_event:  # every key before event is followed by a comma: event follows
+                parts.append(b"(?:" + spelt + slot + b",)?+")
+            else:
+                parts.append(b"(?:," + spelt + slot + b")?+")
+        return re.compile(b"(\\{" + b"".join(parts) + _LINE_END)
+
+    def _slot(self, key: str) -> bytes:
+        kinds = self.kinds[key]
+        slots = [slot for kind, slot in _KINDS.items() if kind in kinds]
+        if dict in kinds:
+            members = b"".join(b"(?:" + re.escape(_CANONICAL.encode(k).encode("utf-8")) + b":"
+                               + b"(?:" + b"|".join(slot for kind, slot in _KINDS.items() if kind in member) + b")"
+                               + rb'(?:,(?=")|(?=\})))?+' for k, member in sorted(self.nested[key].items()))
+            obj = rb"\{" + members + rb"\}"
+            slots += [obj, rb"\[(?:" + obj + rb"(?:,(?!\])|(?=\])))*+\]"]
+        return b"(?:" + b"|".join(slots) + b")"
+
+    def learn(self, texts: list[bytes]) -> bool:
+        """Add the keys and kinds of the records in ``texts`` (hashed bytes of lines the pattern did not match)
+        that it can take (keys spelt without escapes, objects one level deep); True if the pattern changed."""
+        if self.learned >= _LEARN_MAX:
+            return False
+        kinds, nested = dict(self.kinds), {key: dict(members) for key, members in self.nested.items()}
+        for text in texts:
+            try:
+                record = _DECODER.decode(text.decode("utf-8"))
+            except (ValueError, RecursionError):
+                continue
+            if type(record) is not dict:
+                continue
+            for key, value in record.items():
+                kind = type(value)
+                objects = [value] if kind is dict else [v for v in value if type(v) is dict] if kind is list else []
+                if not _plain_key(key) or kind not in _KINDS and kind is not dict or not all(
+                        _plain_key(k) and type(v) in _KINDS for obj in objects for k, v in obj.items()):
+                    continue
+                if objects or kind is dict:
+                    kind = dict
+                    members = nested.setdefault(key, {})
+                    for obj in objects:
+                        for k, v in obj.items():
+                            members[k] = members.get(k, frozenset()) | {type(v)}
+                kinds[key] = kinds.get(key, frozenset()) | {kind}
+        if kinds == self.kinds and nested == self.nested:
+            return False
+        if len(kinds) > _VOCABULARY_MAX or any(len(members) > _NESTED_MAX for members in nested.values()):
+            return False
+        self.kinds, self.nested = kinds, nested
+        self.learned += 1
+        self.pattern = self._compile()
+        return True
 
 
-def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None) -> tuple | None:
-    """``_verify_batch`` for a block whose lines all have its first line's shape (see ``_shape_pattern``):
-    every check ``_verify_lines`` makes, on the block's bytes, without building its records; None unless
-    every line passes them all (the caller then asks ``_verify_batch``). Returns what ``_verify_batch`` does
-    (which declines some blocks this accepts: a DEL in a line).
+def _plain_key(key: str) -> bool:
+    """A key the encoder spells as it is, between quotes."""
+    return '"' not in key and "\\" not in key and not any(c < " " for c in key)
+
+
+_VOCABULARY: _Vocabulary | None = None  # built on first need (a worker process builds its own)
+
+
+def _vocabulary(data: bytes) -> _Vocabulary:
+    """This process's vocabulary; the first time, it learns from every line of ``data`` (complete lines) that
+    the pattern does not match yet, so one compile usually serves the whole trail."""
+    global _VOCABULARY
+    if _VOCABULARY is None:
+        _VOCABULARY = _Vocabulary()
+        _VOCABULARY.learn(_unmatched(_VOCABULARY.pattern, data))
+    return _VOCABULARY
+
+
+def _unmatched(pattern: re.Pattern, data: bytes) -> list[bytes]:
+    """The hashed bytes of the lines of ``data`` (complete lines) that ``pattern`` does not match."""
+    return [line[:-_TAIL] + b"}" for line in data.split(b"\n")[:-1]
+            if len(line) > _TAIL and not pattern.fullmatch(line + b"\n")]
+
+
+def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None, base: int = 0) -> tuple | None:
+    """``_verify_batch`` for a block whose lines the vocabulary's pattern matches (``_Vocabulary``: lines of any
+    shapes whose keys it has seen, values strings, ints, short floats, null, booleans, flat lists, objects one
+    level deep): every check ``_verify_lines`` makes, on the block's bytes, without building records; None unless
+    every line passes them all (the caller then asks ``_verify_batch``). When some line does not match, its keys
+    are learned and the block tried once more. Returns what ``_verify_batch`` does (which declines some blocks this
+    accepts: a DEL in a line), but for the line numbers of recordings: ``base`` more (the lines before the block).
 
     Why it is exactly as strict as the reference:
 
-    - One ``findall`` of the shape's line pattern. Nothing it matches holds a newline but the one that ends
-      it, so each match lies inside one line and ends at its newline, one match a line at most: matches
-      whose lengths add up to the block's cover it, so they are its lines, each matched whole.
-    - A matched line ends in ``,"hash":"<64 characters>"}`` and its hashed bytes (the first capture and
-      ``}``) are ``{"k1":v1,...,"kn":vn}``: the shape's keys, sorted, each once, in the encoder's spelling, every value
-      in the one spelling the encoder gives it (``_SLOTS``). The block is valid UTF-8 (checked at once: no
-      line decodes differently alone), so such text parses (strict JSON) to a dict that the canonical
-      encoder writes back as the very same text, with every REQUIRED field, an int seq and a str prev.
+    - One ``findall`` of the pattern. Nothing it matches holds a newline but the one that ends it, so each
+      match lies inside one line and ends at its newline, one match a line at most: matches whose lengths add up
+      to the block's cover it, so they are its lines, each matched whole.
+    - A matched line ends in ``,"hash":"<64 characters>"}`` and its hashed bytes (the first capture and ``}``)
+      are ``{"k1":v1,...,"kn":vn}``: keys in strictly ascending order (code points: UTF-8 bytes sort alike), so
+      each once, in the encoder's spelling, every REQUIRED one; every value in the one spelling the encoder gives
+      it (the slots above), an object's keys likewise sorted, each once. The block is valid UTF-8 (checked at
+      once: no line decodes differently alone), so such text parses (strict JSON) to a dict that the canonical
+      encoder writes back as the very same text, with an int seq and a str prev.
     - sha256 of each line's hashed bytes is its stored hash; the prevs are the hashes of the lines before
       (all compared at once, each 64 characters long: so each is 64 hex digits and the text is canonical);
       the first prev is ``prev`` (64 hex digits too), or 64 hex digits when the block starts the chunk; the
       seqs count up by one; the first is ``seq`` + 1.
-    - No line is an ``audit.recovered`` (the pattern refuses that event); when the shape has a recording
-      field, every line is parsed for ``_note``, as the reference does.
+    - No line is an ``audit.recovered`` (the pattern refuses that event); the recording fields of every
+      action.target line are the values its captures parse to, as the reference's ``_note`` reads them.
     """
-    end = block.find(b"\n")
-    if end <= _TAIL:
-        return None
-    shape = _shape_pattern(block[:end - _TAIL] + b"}")
-    if shape is None:
-        return None
-    pattern, recorded = shape
-    found = pattern.findall(block)
-    if not found:
-        return None
-    n = len(found)
-    bodies, prevs, seqs, stored = zip(*found)
-    if sum(map(len, bodies)) + (_TAIL + 1) * n != len(block):
-        return None
+    vocabulary = _vocabulary(block)
+    for attempt in range(2):
+        found = vocabulary.pattern.findall(block)
+        n = len(found)
+        if n:
+            bodies, events, prevs, recorded, lost, digests, seqs, stored = zip(*found)
+            if sum(map(len, bodies)) + (_TAIL + 1) * n == len(block):
+                break
+        if attempt or not block.endswith(b"\n") or not vocabulary.learn(_unmatched(vocabulary.pattern, block)):
+            return None
     try:
         block.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    hexes = b"".join(map(_DIGEST, map(hashlib.sha256, [body + b"}" for body in bodies]))).hex().encode("ascii")
+    hexes = b"".join(map(_DIGEST, map(hashlib.sha256, map(bytes.__add__, bodies, repeat(b"}", n))))).hex()
+    hexes = hexes.encode("ascii")
     if b"".join(stored) != hexes or b"".join(prevs[1:]) != hexes[:-64]:
         return None
     numbers = list(map(int, seqs))
@@ -457,11 +551,15 @@ def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None) -> tuple |
     if (prevs[0] != prev or first != seq + 1) if seq is not None else _HEX64.fullmatch(prevs[0]) is None:
         return None
     recordings: list = []
-    notes: list = []
-    if recorded:
-        for i, body in enumerate(bodies):
-            _note(_DECODER.decode((body + b"}").decode("utf-8")), numbers[i], i + 1, recordings, notes)
-    return n, first, prevs[0].decode("ascii"), numbers[-1], hexes[-64:], recordings, notes
+    if any(recorded):
+        lines = list(compress(range(n), map(and_, map(_ACTION_TARGET_TEXT.__eq__, events), map(bool, recorded))))
+        texts = [*map(recorded.__getitem__, lines), *[text or b"null" for text in map(digests.__getitem__, lines)],
+                 *[text or b"null" for text in map(lost.__getitem__, lines)]]
+        values = _DECODER.decode("[" + b",".join(texts).decode("utf-8") + "]")
+        k = len(lines)
+        recordings = list(zip(map(numbers.__getitem__, lines), map(add, lines, repeat(base + 1)), values[:k],
+                              values[k:2 * k], values[2 * k:]))
+    return n, first, prevs[0].decode("ascii"), numbers[-1], hexes[-64:], recordings, []
 
 
 def shown_value(value: object, limit: int = 40) -> str:
