@@ -443,6 +443,8 @@ class ActionDetail(VerticalScroll, can_focus=False):
         targets = self.query_one("#targets", SelectionList)
         now = set(targets.selected)
         before = self._last_selected
+        if now == before:  # the echo of this method's own select()/deselect(), or of add_options
+            return
         allowed = self.config.targets_for(draft.action)
         chosen = {v for v in now if not v.startswith(TAG_PREFIX)}
         for tag in self._tags:

@@ -138,3 +138,24 @@ async def test_at_80x24_the_audit_pane_is_an_overlay_toggled_by_o(demo):
                        what="the overlay over the output")
         await pilot.press("o")
         assert not pane.display
+
+
+async def test_showing_an_action_draws_its_preview_at_most_twice_not_once_per_echoed_target_event(demo, monkeypatch):
+    """The target list's own select()/deselect() calls come back as SelectedChanged events; each used to
+    redraw the preview (and lay the screen out again): 70 times during one benchmark run."""
+    drawn = []
+    real = ActionDetail._update_preview
+    monkeypatch.setattr(ActionDetail, "_update_preview", lambda self: (drawn.append(self.draft), real(self)))
+    app = app_for(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.main_screen
+        for action_id in ("tail-log", "restart-service"):
+            drawn.clear()
+            screen.select_action(action_id)
+            detail = screen.query_one(ActionDetail)
+            await wait_for(pilot, lambda: detail.action is not None and detail.action.id == action_id,
+                           what=f"{action_id} shown")
+            await pilot.pause()
+            await pilot.pause()
+            assert len(drawn) <= 2, len(drawn)  # shown, then the form's first Changed event (was 8)
+            assert "$ " in str(screen.query_one("#preview").render())
