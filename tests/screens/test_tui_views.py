@@ -158,4 +158,5 @@ async def test_showing_an_action_draws_its_preview_at_most_twice_not_once_per_ec
             await pilot.pause()
             await pilot.pause()
             assert len(drawn) <= 2, len(drawn)  # shown, then the form's first Changed event (was 8)
-            assert "$ " in str(screen.query_one("#preview").render())
+            preview = str(screen.query_one("#preview").render())
+            assert ("$ tail" if action_id == "tail-log" else "✗ not ready: param service") in preview
