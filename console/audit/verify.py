@@ -356,7 +356,7 @@ def _canonical_by_template(records: list, text: str):
 # null, true, false. A flat list of those ([a,b], no trailing comma).
 _STRING_SLOT = rb'"[^"\\\x00-\x1f]*+(?:\\(?:["\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))[^"\\\x00-\x1f]*+)*+"'
 _INT_SLOT = rb"(?:0|-?[1-9][0-9]{0,17})(?![.eE0-9])"
-_FLOAT_SLOT = (rb"(?=-?[0-9.]{3,16}[,}\]])-?(?:0\.(?:0|0{0,3}[1-9](?:[0-9]*[1-9])?)|[1-9][0-9]*\.(?:0|(?:[0-9]*[1-9])?))"
+_FLOAT_SLOT = (rb"(?=-?[0-9.]{3,16}[,}\]])-?(?:0\.(?:0|0{0,3}[1-9](?:[0-9]*[1-9])?)|[1-9][0-9]*\.(?:0|[0-9]*[1-9]))"
                rb"(?![0-9])")
 _SCALAR_SLOT = b"(?:" + _STRING_SLOT + b"|" + _INT_SLOT + b"|null|true|false|" + _FLOAT_SLOT + b")"
 _FLAT_SLOT = rb"\[(?:" + _SCALAR_SLOT + rb"(?:,(?!\])|(?=\])))*+\]"

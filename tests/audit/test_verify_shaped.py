@@ -18,6 +18,12 @@ from opsgate.console.events import ACTION_TARGET, AUDIT_RECOVERED
 from opsgate.console.paths import AUDIT_FILE
 
 
+@pytest.fixture(autouse=True)
+def fresh_vocabulary(monkeypatch):
+    """Each test's lines teach their own vocabulary (the process's is shared, and stops learning at a bound)."""
+    monkeypatch.setattr(audit_verify, "_VOCABULARY", None)
+
+
 def reference(data: bytes) -> _Chunk:
     """What the per-line reference alone reports for ``data``."""
     chunk = _Chunk()
@@ -276,3 +282,228 @@ def test_a_forged_or_cut_trail_of_one_shape_fails(tmp_path, monkeypatch, workers
     trail.path.write_bytes(b"".join(lines)[:-5])  # truncated
     report = verify(trail.path, workers=workers)
     assert not report.ok and report.count == 79 and "truncated last line" in report.problems[0]
+
+
+# -- many shapes in one block: the vocabulary's pattern (floats, objects, lists, escapes) -------------------------
+
+def run_records(n_targets: int, run: str) -> list[tuple[str, dict]]:
+    """(event, fields) as the pipeline writes them for one run (console/run.py)."""
+    targets = [f"web-{i}" for i in range(n_targets)]
+    records = [
+        ("config.loaded", {"run": None, "path": "/etc/opsgate.toml", "sha256": "ab" * 32}),
+        ("stepup.success", {"run": run, "action": "restart", "factor": "otp", "purpose": "step-up"}),
+        ("action.start", {"run": run, "action": "restart", "risk": "medium", "targets": targets,
+                          "command": 'grep -E "a|b" /var/log/x\\y', "params": {"service": "nginx", "lines": 50},
+                          "requirement": "OTP within 15m", "approvals": [], "fido2_digest": None,
+                          "grant": {"auth_time": "2026-11-27T22:00:00+00:00", "factor": "otp", "fresh": True},
+                          "config_sha256": "cd" * 32}),
+    ]
+    for i, target in enumerate(targets):
+        records.append(("action.target", {
+            "run": run, "action": "restart", "target": target, "outcome": "ok" if i % 3 else "failed",
+            "exit_code": 0 if i % 3 else 1, "duration": [0.5, 12.345678, 0.0001, 100.0][i % 4], "bytes_out": i * 999,
+            "bytes_err": 0, "error": None if i % 3 else "exit 1", "recording": f"recordings/{run}/{target}.cast",
+            "recording_sha256": hashlib.sha256(target.encode()).hexdigest(), "recording_error": None}))
+    records.append(("action.end", {"run": run, "action": "restart", "outcomes": {"failed": 1, "ok": n_targets - 1},
+                                   "exit_code": 1}))
+    records.append(("runbook.end", {"run": run, "runbook": "rb", "steps": {"1": "ok", "2": "failed"}, "exit_code": 1}))
+    records.append(("runbook.start", {"run": run, "runbook": "rb", "targets": targets, "params": {},
+                                      "steps": [{"step": 1, "title": "t\u00e9", "kind": "command", "run": f"{run}.1",
+                                                 "targets": targets[:2], "command": "ls", "pause": None}]}))
+    return records
+
+
+def mixed_trail(tmp_path, runs: int = 6) -> bytes:
+    """A trail of runs written by the real AuditTrail: many shapes, interleaved."""
+    trail = AuditTrail(tmp_path / AUDIT_FILE)
+    for r in range(runs):
+        for event, fields in run_records(1 + r % 5, f"run-{r}"):
+            run = fields.pop("run")
+            trail.append(event, operator="zo\u00eb" if r % 2 else "alice", run=run, **fields)
+    return trail.path.read_bytes()
+
+
+def test_a_trail_of_many_shapes_takes_the_shaped_path(tmp_path):
+    data = mixed_trail(tmp_path)
+    shaped = _verify_shaped(data, None, None)
+    assert shaped is not None and shaped[0] == data.count(b"\n")
+    agrees(data)
+    assert len(reference(data).recordings) == 16
+
+
+def chain_of(records: list[dict]) -> list[bytes]:
+    """Lines for ``records`` (each its own event and fields): a valid chain."""
+    out, prev = [], GENESIS
+    for seq, fields in enumerate(records, 1):
+        record = {"seq": seq, "time": "2026-11-28T14:50:01.123456Z", "event": "action.start", "operator": "alice",
+                  "run": "r1", **fields, "prev": prev}
+        line, prev = _encode_line(record)
+        out.append(line)
+    return out
+
+
+NEW_VALUES = [
+    0.5, -0.0, 0.0, 1.0, 100.0, 0.0001, 0.00001, 1e-7, 1e15, 1e16, 123456789012345.0, 1234567890123456.0,
+    0.1 + 0.2, 12.345678, -3.25, 2.5e-5, 1.7976931348623157e308, 5e-324,
+    {}, {"a": 1}, {"b": 1, "a": 2}, {"a": {"b": 1}}, {"a": [1, 2.5, None, "x"]}, {"": 0}, {"\u00e9": 1, "z": 2},
+    {"a\"b": 1}, {"a\\b": 1}, {"\n": 1}, [], [[]], [{"a": 1}, {"b": 2}], [{"a": 1}, 2], [1.5, "a", True],
+    [{"a": [1]}], ["\"", "\\", "\n", "\x1f", "\x7f", "\u2028"], "a\"b", "a\\b", "\x00\x08\x09\x0a\x0b\x0c\x0d\x1f",
+    "\x7f", "/", "\u00e9\U0001f600", "audit.recovered",
+]
+
+
+@pytest.mark.parametrize("value", NEW_VALUES, ids=repr)
+def test_floats_objects_lists_and_escapes_get_the_reference_report(value):
+    plain = {"action": "restart", "targets": ["web-1"], "command": "ls"}
+    records = [{**plain, "params": value}, {**plain, "params": {"x": 1}}, plain, {**plain, "params": value}]
+    agrees(b"".join(chain_of(records)))
+    agrees(b"".join(chain_of([{**plain, "params": value}] * 3)))
+    agrees(b"".join(chain_of([{"params": value}, {"duration": value}, {"zz": [value]}, {"params": [value]}])))
+
+
+def test_the_vocabulary_takes_the_values_it_proves_canonical(fresh_vocabulary):
+    """The slots are not needlessly narrow: floats in repr's fixed notation, objects, lists of objects and escaped
+    strings take the shaped path."""
+    for value in (0.5, -0.0, 0.0001, 12345678901234.0, 12.345678, {"b": [1, "x"], "a": None}, [{"a": 1}, {}],
+                  "a\"b\\c\n\x01\x7f\u00e9", ["\t"], {"\u00e9": "\u2028"}):
+        data = b"".join(chain_of([{"params": value}, {"params": value, "x": 1}]))
+        assert _verify_shaped(data, None, None) is not None, value
+        agrees(data)
+    # beyond what the slots take (an exponent, 16 or more digits, objects two deep, lists of lists, 19 digits)
+    for value in (0.00001, 1e16, 123456789012345.0, 0.1 + 0.2, {"a": {"b": 1}}, [[1]], 10**19):
+        data = b"".join(chain_of([{"params": value}]))
+        assert _verify_shaped(data, None, None) is None, value
+        agrees(data)
+
+
+def new_hostile_lines() -> dict[str, list[bytes]]:
+    """Chains of many shapes, each with one line edited so the reference refuses it or reads it differently."""
+    good = chain_of([
+        {"action": "restart", "duration": 12.5, "params": {"a": 1, "b": "x"}, "targets": ["w1", "w2"],
+         "command": 'say "hi"\\n', "steps": [{"k": 1, "t": [1]}, {"k": 2, "t": []}]},
+        {"action": "restart", "outcomes": {"failed": 1, "ok": 2}},
+        {"action": "restart", "duration": 0.25, "params": {"a": 1, "b": "x"}, "targets": ["w1", "w2"],
+         "command": 'say "hi"\\n', "steps": [{"k": 1, "t": [1]}, {"k": 2, "t": []}]},
+        {"action": "restart", "outcomes": {"ok": 3}},
+    ])
+    body = [line[:-76] + b"}" for line in good]
+    edits = {
+        "float trailing zero": lambda b: b.replace(b'"duration":0.25', b'"duration":0.250', 1),
+        "float leading zero": lambda b: b.replace(b'"duration":0.25', b'"duration":00.25', 1),
+        "float exponent": lambda b: b.replace(b'"duration":0.25', b'"duration":2.5e-1', 1),
+        "float upper exponent": lambda b: b.replace(b'"duration":0.25', b'"duration":2.5E-1', 1),
+        "float no fraction digit": lambda b: b.replace(b'"duration":0.25', b'"duration":0.', 1),
+        "float no integer digit": lambda b: b.replace(b'"duration":0.25', b'"duration":.25', 1),
+        "float 17 digits": lambda b: b.replace(b'"duration":0.25', b'"duration":0.30000000000000004', 1),
+        "float too many digits": lambda b: b.replace(b'"duration":0.25', b'"duration":0.25000000000000001', 1),
+        "float plus": lambda b: b.replace(b'"duration":0.25', b'"duration":+0.25', 1),
+        "float point last": lambda b: b.replace(b'"duration":0.25', b'"duration":12.', 1),
+        "float trailing zero after a whole part": lambda b: b.replace(b'"duration":0.25', b'"duration":12.50', 1),
+        "float two zeros": lambda b: b.replace(b'"duration":0.25', b'"duration":12.00', 1),
+        "float five zeros": lambda b: b.replace(b'"duration":0.25', b'"duration":0.00001', 1),
+        "float minus zero point": lambda b: b.replace(b'"duration":0.25', b'"duration":-0.', 1),
+        "nested keys swapped": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"b":"x","a":1}', 1),
+        "nested duplicate key": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"a":1,"a":1,"b":"x"}', 1),
+        "nested trailing comma": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"a":1,"b":"x",}', 1),
+        "nested leading comma": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{,"a":1,"b":"x"}', 1),
+        "nested space": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"a": 1,"b":"x"}', 1),
+        "nested missing value": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"a":,"b":"x"}', 1),
+        "nested unknown key": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"a":1,"c":"x"}', 1),
+        "nested escaped key": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"\\u0061":1,"b":"x"}', 1),
+        "nested float": lambda b: b.replace(b'{"a":1,"b":"x"}', b'{"a":1.0,"b":"x"}', 1),
+        "list trailing comma": lambda b: b.replace(b'["w1","w2"]', b'["w1","w2",]', 1),
+        "list empty slot": lambda b: b.replace(b'["w1","w2"]', b'["w1",,"w2"]', 1),
+        "list unclosed": lambda b: b.replace(b'["w1","w2"]', b'["w1","w2"', 1),
+        "list of objects swapped keys": lambda b: b.replace(b'{"k":2,"t":[]}', b'{"t":[],"k":2}', 1),
+        "list of objects trailing comma": lambda b: b.replace(b'{"k":2,"t":[]}]', b'{"k":2,"t":[]},]', 1),
+        "escape not needed": lambda b: b.replace(b'say \\"hi\\"', b'say \\"h\\u0069\\"', 1),
+        "escape as \\u": lambda b: b.replace(b'\\"hi\\"', b'\\u0022hi\\"', 1),
+        "uppercase \\u": lambda b: b.replace(b'\\"hi\\"', b'\\u001Fhi\\"', 1),
+        "\\u for \\n": lambda b: b.replace(b'hi\\"\\\\n', b'hi\\"\\u000a', 1),
+        "escaped slash": lambda b: b.replace(b'hi\\"\\\\n', b'hi\\"\\/', 1),
+        "unknown escape": lambda b: b.replace(b'hi\\"\\\\n', b'hi\\"\\q', 1),
+        "lone backslash": lambda b: b.replace(b'hi\\"\\\\n', b'hi\\"\\', 1),
+        "quote unescaped": lambda b: b.replace(b'say \\"hi', b'say "hi', 1),
+        "escaped surrogate": lambda b: b.replace(b'say \\"hi', b'say \\ud800hi', 1),
+        "outcomes swapped": lambda b: b.replace(b'{"failed":1,"ok":2}', b'{"ok":2,"failed":1}', 1),
+    }
+    cases = {}
+    for name, edit in edits.items():
+        target = 2 if edit(body[2]) != body[2] else 1
+        changed = edit(body[target])
+        assert changed != body[target], name
+        cases[name] = [*good[:target], changed[:-1] + good[target][-76:], *good[target + 1:]]
+        cases[name + " (rehashed)"] = [*good[:target], rehashed(changed), *good[target + 1:]]
+        cases[name + " (the chain rewritten from there)"] = relinked([*body[:target], changed, *body[target + 1:]])
+    return cases
+
+
+@pytest.mark.parametrize("name", sorted(new_hostile_lines()))
+def test_hostile_floats_objects_lists_and_escapes_get_the_reference_report(name):
+    data = b"".join(new_hostile_lines()[name])
+    agrees(data)  # a vocabulary that learns from these very lines
+    audit_verify._VOCABULARY = None
+    good = b"".join(chain_of([{"action": "restart", "duration": 12.5, "params": {"a": 1, "b": "x", "c": 2.5},
+                               "targets": ["w1"], "command": "\\", "outcomes": {"ok": 1},
+                               "steps": [{"k": 1, "t": [1]}]}]))
+    assert _verify_shaped(good, None, None) is not None
+    agrees(data)  # one that learned the good lines' shapes first
+
+
+def test_recording_fields_of_other_events_are_not_noted():
+    recorded = {"recording": "recordings/r/w.cast", "recording_sha256": "ab" * 32, "recording_error": None}
+    records = [{**recorded, "event": "action.start"}, {**recorded, "event": ACTION_TARGET},
+               {"recording": None, "event": ACTION_TARGET}, {"recording": "x", "event": "action.targets"},
+               {"recording_sha256": "cd", "event": ACTION_TARGET}]
+    data = b"".join(chain_of(records))
+    assert _verify_shaped(data, None, None) is not None
+    agrees(data)
+    assert [r[0] for r in reference(data).recordings] == [2, 3]
+
+
+SCALARS = st.one_of(st.text(max_size=5), st.integers(-(10**19), 10**19), st.none(), st.booleans(),
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.sampled_from([0.5, -0.0, 0.0001, 0.00001, 12.345678, 1e16, "\x7f", '"', "\\", "\n"]))
+NESTED = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.sampled_from(["a", "b", "\u00e9", "", "a\"", "seq"]), inner, max_size=3),
+                      max_leaves=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 6), data=st.data())
+def test_byte_edits_of_many_shapes_get_the_same_report_from_every_path(n, data):
+    audit_verify._VOCABULARY = None  # each example learns afresh (the bound on learning is per process)
+    records = []
+    for _ in range(n):
+        keys = data.draw(st.sets(st.sampled_from(KEYS), max_size=3))
+        record = {key: data.draw(NESTED) for key in sorted(keys)}
+        if data.draw(st.booleans()):
+            record["event"] = data.draw(st.sampled_from(["action.target", "audit.recovered", "x"]))
+        if data.draw(st.booleans()):
+            record.update(recording=data.draw(NESTED), recording_sha256=data.draw(SCALARS))
+        records.append(record)
+    try:
+        lines = chain(records)
+    except ValueError:  # a value the writer refuses
+        return
+    relink = data.draw(st.booleans())
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, n - 1))
+        body = lines[i][:-76] + b"}"
+        at = data.draw(st.integers(0, len(body)))
+        op = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+        byte = data.draw(st.sampled_from(BYTES))
+        if op == "replace":
+            body = body[:at] + byte + body[at + 1:]
+        elif op == "insert":
+            body = body[:at] + byte + body[at:]
+        else:
+            body = body[:at] + body[at + 1:]
+        if data.draw(st.booleans()) and body.endswith(b"}"):
+            lines[i] = rehashed(body)
+        else:
+            lines[i] = body[:-1] + lines[i][-76:]
+    if relink:
+        lines = relinked([line[:-76] + b"}" for line in lines])
+    agrees(b"".join(lines))
+    audit_verify._VOCABULARY = None
