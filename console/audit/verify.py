@@ -4,10 +4,10 @@ What holds (``trail.py`` describes the record and line format): each line's ``ha
 of the exact bytes before it, the line is the canonical JSON of its record, ``seq`` counts up by
 one and ``prev`` is the previous record's hash (``GENESIS`` for the first). ``verify`` streams the
 file in blocks and never holds more than a few of them. A block is checked a sub-block at a time, all its
-lines at once: first ``_verify_shaped`` (lines of one shape, with string, int, null and boolean values: one
-pattern over the bytes, hashes in a row, no records built), else ``_verify_batch`` (one parse, one canonical
-text, hashes in a row); a sub-block that neither passes is checked line by line (``_verify_lines``, the
-reference), which finds and words the problem.
+lines at once: first ``_verify_shaped`` (lines of any shapes whose keys and kinds of value this process has
+learned from the trail, ``_Vocabulary``: one pattern over the bytes, hashes in a row, no records built), else
+``_verify_batch`` (one parse, one canonical text, hashes in a row); a sub-block that neither passes is checked
+line by line (``_verify_lines``, the reference), which finds and words the problem.
 From ``PARALLEL_MIN_BYTES`` on, blocks are verified in worker processes that read the file themselves,
 and linked in file order (benchmarks/audit.py measures both). ``verify_from`` goes on from an earlier
 report's end, for a pane that follows the trail.
@@ -857,7 +857,9 @@ def verify(path: Path, *, state_dir: Path | None = None, check_recordings: bool 
                 seq, prev = chunk.last_seq, chunk.last_hash
             report.count += chunk.count
             report.notes += chunk.notes
-            recordings += [(s, number + n, rel, sha, lost) for s, n, rel, sha, lost in chunk.recordings]
+            if chunk.recordings:  # line numbers made absolute, the tuples built in C (many per chunk)
+                seqs, lines, *rest = zip(*chunk.recordings)
+                recordings += zip(seqs, map(add, lines, repeat(number)), *rest)
             if chunk.problem:
                 bad(chunk.problem[0], chunk.problem[1], number + chunk.lines, offset + chunk.bytes)
                 offset += chunk.bytes  # the good records of this block stay verified
