@@ -446,6 +446,7 @@ class _Vocabulary:
         if self.learned >= _LEARN_MAX:
             return False
         kinds, nested = dict(self.kinds), {key: dict(members) for key, members in self.nested.items()}
+        known = {(key, kind) for key, key_kinds in kinds.items() for kind in key_kinds}  # the common case, at once
         for text in texts:
             try:
                 record = _DECODER.decode(text.decode("utf-8"))
@@ -455,6 +456,8 @@ class _Vocabulary:
                 continue
             for key, value in record.items():
                 kind = type(value)
+                if (key, kind) in known and kind is not dict and kind is not list:
+                    continue
                 objects = [value] if kind is dict else [v for v in value if type(v) is dict] if kind is list else []
                 if not _plain_key(key) or kind not in _KINDS and kind is not dict or not all(
                         _plain_key(k) and type(v) in _KINDS for obj in objects for k, v in obj.items()):
@@ -466,6 +469,7 @@ class _Vocabulary:
                         for k, v in obj.items():
                             members[k] = members.get(k, frozenset()) | {type(v)}
                 kinds[key] = kinds.get(key, frozenset()) | {kind}
+                known.add((key, kind))
         if kinds == self.kinds and nested == self.nested:
             return False
         if len(kinds) > _VOCABULARY_MAX or any(len(members) > _NESTED_MAX for members in nested.values()):
@@ -478,7 +482,10 @@ class _Vocabulary:
 
 def _plain_key(key: str) -> bool:
     """A key the encoder spells as it is, between quotes."""
-    return '"' not in key and "\\" not in key and not any(c < " " for c in key)
+    return _ESCAPED.search(key) is None
+
+
+_ESCAPED = re.compile('["\\\\\x00-\x1f]')
 
 
 _VOCABULARY: _Vocabulary | None = None  # built on first need (a worker process builds its own)
