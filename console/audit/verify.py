@@ -107,8 +107,9 @@ def _verify_chunk(data: bytes) -> _Chunk:
     seq: int | None = None
     prev: bytes | None = None
     pos, size = 0, len(data)
-    head = data[:_PARALLEL_BLOCK]
-    _vocabulary(head[:head.rfind(b"\n") + 1])
+    if _VOCABULARY is None:  # the first chunk of this process: learn from its first lines, at most a range's
+        head = data[:_PARALLEL_BLOCK]
+        _vocabulary(head[:head.rfind(b"\n") + 1])
     try:
         while pos < size:
             end = data.find(b"\n", min(pos + _SUB_BLOCK, size) - 1) + 1 or size
