@@ -38,6 +38,7 @@ from opsgate.console.audit.trail import AuditTrail
 from opsgate.console.audit.verify import VerifyReport, check_recordings_of, verify, verify_from
 from opsgate.console.events import CONFIG_LOADED, RUNBOOK_STEP
 
+BURST_SETTLE = 0.25  # seconds a poke waits for the rest of a burst of records before the pane reads them
 POLL_INTERVAL = 0.25
 SHOWN = 300  # lines kept in the pane; `opsgate audit show/tail` has the rest
 PAINT_WAIT = 5.0  # the start's recording check waits for the first paint at most this long
@@ -127,6 +128,7 @@ class AuditPane(Vertical):
         self.verified: bool | None = None
         self.full_verifies = 0  # full verifies done (start, v); the rest are incremental
         self._wake = threading.Event()
+        self._unmounted = threading.Event()
         # Where the chain is verified up to: a full verify sets it, each poll verifies only what follows.
         self._chain_lock = threading.Lock()
         self._chain: VerifyReport | None = None
@@ -148,6 +150,7 @@ class AuditPane(Vertical):
 
     def on_unmount(self) -> None:
         self._painted.set()  # an app gone before its first paint: the start's check need not wait for it
+        self._unmounted.set()
 
     def poke(self) -> None:
         """Read now rather than at the next poll (after our own run wrote records)."""
@@ -165,7 +168,10 @@ class AuditPane(Vertical):
             self.post_message(AuditRecords(records))
         self.verify_full(cached=True)
         while not worker.is_cancelled:
-            self._wake.wait(POLL_INTERVAL)
+            if self._wake.wait(POLL_INTERVAL):
+                # Woken by a run's record: let the records written with it (the other targets') come too,
+                # so a burst makes one update of the pane, one layout, rather than one per record.
+                self._unmounted.wait(BURST_SETTLE)
             self._wake.clear()
             if worker.is_cancelled:
                 return
