@@ -470,7 +470,9 @@ class Pipeline:
             return self.stepup.ensure(plan.operator, requirement, request, frontend,
                                       self.stepup_audit(plan.operator, plan, action=label))
         except StepUpDenied as e:
-            self._record(ACTION_DENIED, plan, **denied_fields, reason=str(e))
+            fields = dict(denied_fields)
+            why = fields.pop("reason", None)  # the operator's reason; a denial's "reason" says why it was denied
+            self._record(ACTION_DENIED, plan, **fields, reason=str(e), **({"operator_reason": why} if why else {}))
             raise
 
     def _run_plan(self, plan: Plan, frontend: Frontend, outcome: StepUpOutcome, *, pool: ConnectionPool | None = None,

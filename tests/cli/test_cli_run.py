@@ -142,6 +142,17 @@ def test_wrong_code_is_denied_exit_3_and_audited(lab):
     assert "stepup.failure" in ev and ev[-1] == "action.denied" and "action.start" not in ev
 
 
+def test_a_denied_step_up_of_a_run_with_a_reason_is_audited_with_both_reasons(lab):
+    config, state = lab
+    enroll_otp(config, state)
+    r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--reason", "INC-42 stuck workers",
+                "--yes", stdin="000000\n")
+    assert r.returncode == 3, r.stdout + r.stderr  # was a TypeError: "reason" given twice to the record
+    denied = records(state)[-1]
+    assert denied["event"] == "action.denied" and denied["operator_reason"] == "INC-42 stuck workers"
+    assert "code" in denied["reason"]
+
+
 def test_no_enrolled_factor_says_how_to_enroll(lab):
     config, state = lab
     r = opsgate(config, state, "run", "restart", "--param", "service=nginx", "--yes", stdin="123456\n")
