@@ -26,22 +26,21 @@ with the recording marked lost: what ran is not all on record (exit 4), never a 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections import defaultdict
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from opsgate.actions.outcome import Chunk, Endpoint, TargetResult
-from opsgate.console.audit.recording import recording_path
 from opsgate.console.catalog.model import Settings, Target
 from opsgate.console.run import Executed, Frontend, LocalExecutor, Plan, target_endpoint
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # subprocess and multiprocessing load with the first worker, not with the console
+    from multiprocessing.connection import Connection
+
     from opsgate.actions.fanout import ConnectionPool
 
 TAIL_INTERVAL = 0.1  # seconds between two batches of tails: the output pane draws at most 10 times a second
@@ -60,6 +59,9 @@ class _Child:
     """One worker process and its two pipes; ``send`` is thread-safe, ``recv`` is the run's thread's."""
 
     def __init__(self) -> None:
+        import subprocess
+        from multiprocessing.connection import Connection
+
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
         try:
@@ -91,6 +93,8 @@ class _Child:
             self.closed = True
             self._down.close()
         self._up.close()
+        import subprocess
+
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -211,6 +215,8 @@ class IsolatedExecutor:
                 continue
             error = f"the run's worker process stopped: {why}; what the command did is not all on record"
             result = TargetResult(target.name, "failed", None, time.monotonic() - start, 0, 0, error)
+            from opsgate.console.audit.recording import recording_path
+
             path = recording_path(self.state_dir, plan.run_id, target.name)
             relative = str(path.relative_to(self.state_dir)) if path.exists() else None
             on_result(result, Executed(relative, None, error))
@@ -383,6 +389,7 @@ def _serve(down: Connection, up: Connection) -> None:
 
 def main(argv: list[str]) -> int:
     import signal
+    from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console owns Ctrl-C; it sends "cancel"
     down = Connection(int(argv[0]), writable=False)
