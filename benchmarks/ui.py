@@ -14,11 +14,11 @@ RSS < 300 MB.
 The same app, in the same process, first measures the same keys with no flood: for 4 s with no run
 ("idle", reported), then during a run of ``sleep 4`` on the same 10 targets ("quiet": the same
 connections, audit and tabs, no output). The flood's p99 must be at most 1.3x the quiet run's p99. Both
-runs include their connection set-up (10 SSH handshakes in this process). ``--flood-only`` skips
-both baselines (for profiling). The latencies are logged on stderr in press order, and each run's CPU
-seconds per kind of thread (UI, fan-out readers, SSH transports). Pilot drives the app in-process, so key
-handling competes with the run's threads for the GIL exactly as in the real console; terminal output (the
-driver) is not included.
+runs include their connection set-up (10 SSH handshakes, in the console's worker process as in the real
+console: ``console/runner.py``). ``--flood-only`` skips both baselines (for profiling). The latencies are
+logged on stderr in press order, and each run's CPU seconds per kind of thread of this process (the UI,
+the others). Pilot drives the app in-process, as the real console runs it; terminal output (the driver)
+is not included.
 """
 
 from __future__ import annotations
