@@ -309,14 +309,14 @@ class AuditPane(Vertical):
             text = Text.assemble((" ✓ CHAIN OK ", "bold #0b2e13 on #7ccf8a"), f"  {message.count} records")
         else:
             text = Text.assemble((" ✗ CHAIN BROKEN ", "bold #ffffff on #b3123a"), f"  {escape_line(message.problem or '')}")
-        badge.update(text)
+        badge.update(text, layout=False)  # one line (height 1): repainted, not a layout of the screen
         self.set_class(not message.ok, "broken")
 
     def on_audit_checking(self, message: AuditChecking) -> None:
         if self.verified is None:
             self.query_one("#audit-badge", Static).update(Text(
                 f"audit  … {message.count} records chained; reading the recordings new or changed since the last "
-                "check", style="dim"))
+                "check", style="dim"), layout=False)
 
     def on_audit_unreadable(self, message: AuditUnreadable) -> None:
         self.verified = False

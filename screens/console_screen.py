@@ -240,7 +240,8 @@ class ConsoleScreen(Screen):
             parts.append((3, forwarding))
         parts.append((4, Text.assemble("operator ", (self.ctx.operator, "bold"))))
         parts.append((5, Text(f"{len(self.config.actions)} actions{runbooks}, {len(self.config.targets)} targets")))
-        self.query_one("#topbar", Static).update(fit_parts(self.size.width or 200, parts))
+        # One line whatever it says (height 1, the screen's width): repainted, never a layout of the screen.
+        self.query_one("#topbar", Static).update(fit_parts(self.size.width or 200, parts), layout=False)
 
     def forward_status_text(self) -> Text | None:
         """"fwd ✓", "fwd backlog 12" (records not yet at the collector), or None without [audit.forward]."""
