@@ -307,7 +307,7 @@ class Pipeline:
         # How this console runs a command over SSH: in this process (the CLI), or in a worker process
         # (the TUI: console.runner.IsolatedExecutor, set by wiring.assemble(isolated=True)).
         self.executors: Callable[..., Executor] = LocalExecutor
-        self.executor = executor or LocalExecutor(state_dir, config.settings)
+        self.executor = executor or self.executors(state_dir, config.settings)
 
     # -- planning: bad input stops here, before anything is asked or audited -----------------------
 

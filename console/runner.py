@@ -164,6 +164,7 @@ class IsolatedExecutor:
         child = self._child = self._child_for(pool)
         endpoints = {t.name: self.endpoint(t) for t in plan.targets}
         tail = getattr(frontend, "tail", None) or (TAIL_LINES, TAIL_BYTES)
+        skipped_to = getattr(frontend, "on_skipped", None)
         env = dict(os.environ)  # as a run from this process would see them now (HOME, SSH_AUTH_SOCK, ...)
         start = time.monotonic()
         reported: dict[str, TargetResult] = {}
@@ -177,7 +178,6 @@ class IsolatedExecutor:
                 message = child.recv()
                 kind = message[0]
                 if kind == "out":
-                    skipped_to = getattr(frontend, "on_skipped", None)
                     now = time.monotonic()
                     for target, stream, data, skipped in message[1]:
                         if skipped and skipped_to is not None:
@@ -313,7 +313,7 @@ def _serve(down: Connection, up: Connection) -> None:
     executor: LocalExecutor | None = None
     pools: dict[int, ConnectionPool] = {}  # a runbook's connections, by the console's key for its pool
     cancel = threading.Event()
-    runs: list[threading.Thread] = []
+    running: threading.Thread | None = None  # one run at a time
 
     def run_one(plan, endpoints, marker, capturing, pool, state_dir, settings, tail) -> None:
         nonlocal executor
@@ -361,15 +361,15 @@ def _serve(down: Connection, up: Connection) -> None:
                 pass
             pool = None
             if pool_key is not None:  # a runbook: its steps share the connections, as in-process
-                pool = pools.get(pool_key) or pools.setdefault(pool_key, ConnectionPool())
-            for thread in runs:  # one run at a time: the one before it has sent its "end"
-                thread.join()
-            runs.clear()
+                pool = pools.get(pool_key)
+                if pool is None:
+                    pool = pools[pool_key] = ConnectionPool()
+            if running is not None:  # the run before it has sent its "end"
+                running.join()
             cancel.clear()
-            thread = threading.Thread(target=run_one, name="run",
-                                      args=(plan, endpoints, marker, capturing, pool, state_dir, settings, tail))
-            runs.append(thread)
-            thread.start()
+            running = threading.Thread(target=run_one, name="run",
+                                       args=(plan, endpoints, marker, capturing, pool, state_dir, settings, tail))
+            running.start()
         elif kind == "cancel":
             cancel.set()
             if executor is not None:
@@ -381,8 +381,8 @@ def _serve(down: Connection, up: Connection) -> None:
     cancel.set()
     if executor is not None:
         executor.cancel()
-    for thread in runs:
-        thread.join()
+    if running is not None:
+        running.join()
     for pool in pools.values():
         pool.close()
 

@@ -74,5 +74,5 @@ def assemble(config: Config, state_dir: Path, *, persist_grants: bool | str, aut
         from opsgate.console.runner import IsolatedExecutor
 
         pipeline.executors = IsolatedExecutor
-        pipeline.executor = IsolatedExecutor(state_dir, config.settings)
+        pipeline.executor = pipeline.executors(state_dir, config.settings)
     return ConsoleParts(config, state_dir, stepup, audit, pipeline)
