@@ -149,6 +149,12 @@ def escape_text(value: object) -> str:
     return text
 
 
+def is_plain(data: bytes) -> bool:
+    """Whether ``data`` is only printable ASCII, tabs and newlines: what the stream policy leaves unchanged
+    (a CR counts as not plain). One ``bytes.translate``."""
+    return not data.translate(None, _SAFE_BYTES)
+
+
 def plain_stream(data: bytes) -> bytes | None:
     """``data`` (complete lines, ``\\r\\n`` read as ``\\n``) as bytes when it is only printable ASCII, tabs
     and newlines, so ``escape_stream`` would return it unchanged; else None. One ``bytes.translate``:

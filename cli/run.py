@@ -11,7 +11,7 @@ import sys
 import threading
 from collections import defaultdict
 
-from opsgate.actions.display import RESET, escape_line, escape_stream, plain_stream
+from opsgate.actions.display import RESET, escape_line, escape_stream, is_plain, plain_stream
 from opsgate.actions.outcome import Chunk, TargetResult
 
 from opsgate.cli.context import Context
@@ -24,10 +24,6 @@ JSON_OUTPUT_CAP = 1 << 20  # per target and stream in --json; the recording keep
 
 
 PARTIAL_MAX = 1 << 20  # a line without end is shown in pieces of this size rather than held
-
-
-# What the sanitiser's stream policy leaves unchanged: printable ASCII, tab and newline (display.plain_stream).
-_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"
 
 
 def _write_all(stream, data) -> None:
@@ -173,7 +169,7 @@ class CliFrontend:
         data = chunk.data
         with self._lock:
             carry = self._partial.pop(key, b"")
-            if self._bytes_out and key not in self._unplain and not data.translate(None, _PLAIN_BYTES):
+            if self._bytes_out and key not in self._unplain and is_plain(data):
                 self._write_plain(chunk.target, chunk.stream, carry, data)
                 return
             self._unplain.discard(key)
@@ -183,7 +179,7 @@ class CliFrontend:
                 cut, data = len(data) + 1, data + b"\n"
             if cut < len(data):
                 rest = self._partial[key] = data[cut:]
-                if rest.translate(None, _PLAIN_BYTES):  # the line it begins is not for the byte path
+                if not is_plain(rest):  # the line it begins is not for the byte path
                     self._unplain.add(key)
             if cut:
                 self._write_lines(chunk.target, chunk.stream, data[:cut])
