@@ -86,11 +86,16 @@ class OutputBuffer:
         self._pending: dict[str, _Pending] = {}
         self._partial: dict[tuple[str, str], bytes] = {}
 
-    def _add(self, target: str, stream: str, block: bytes) -> None:
-        """Complete lines (``block`` ends with a newline) to ``target``'s pending output. Holds the lock."""
+    def _slot(self, target: str) -> _Pending:
+        """``target``'s pending output, made on first use. Holds the lock."""
         slot = self._pending.get(target)
         if slot is None:
             slot = self._pending[target] = _Pending(deque())
+        return slot
+
+    def _add(self, target: str, stream: str, block: bytes) -> None:
+        """Complete lines (``block`` ends with a newline) to ``target``'s pending output. Holds the lock."""
+        slot = self._slot(target)
         blocks = slot.blocks
         count = block.count(b"\n")
         limit = self.max_pending
@@ -129,10 +134,7 @@ class OutputBuffer:
         The unterminated line held for that stream ended among them (counted there), so it is dropped."""
         with self._lock:
             self._partial.pop((target, stream), None)
-            slot = self._pending.get(target)
-            if slot is None:
-                slot = self._pending[target] = _Pending(deque())
-            slot.skipped += lines
+            self._slot(target).skipped += lines
 
     def finish(self, target: str) -> None:
         """The target is done: its unterminated last lines become lines."""
