@@ -61,6 +61,9 @@ class _EscapeRemoteText(logging.Filter):
 logging.getLogger("paramiko.transport").addFilter(_EscapeRemoteText())
 
 READ_SIZE = 1024 * 1024  # at most this much per recv (one Chunk to the sink): large reads keep big outputs cheap
+# At most this much is moved to the sink before the read loop looks at cancel and the deadline again: a
+# flood faster than the sink (a slow terminal, a full disk's recording) never leaves the buffer empty.
+PUMP_BYTES = 4 * READ_SIZE
 # Preferred first when the server offers them: AES-GCM needs no separate MAC (paramiko computes an HMAC per
 # packet in Python otherwise), then the encrypt-then-MAC variants; the rest keep paramiko's order.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -1112,15 +1115,19 @@ class _Run:
         self.bytes_err += len(data)
         self.sink(Chunk(self.conn.name, "stderr", data, time.monotonic()))
 
-    def _pump(self) -> bool:
-        """Move what has arrived to the sink; True once the channel hit EOF and is drained."""
+    def _pump(self, budget: float = PUMP_BYTES) -> bool:
+        """Move what has arrived to the sink, about ``budget`` bytes at most; True once the channel hit EOF
+        and is drained."""
         channel = self.channel
-        while channel.recv_stderr_ready():
-            self._stderr(channel.recv_stderr(READ_SIZE))
-        while channel.recv_ready():
+        while budget > 0 and channel.recv_stderr_ready():
+            data = channel.recv_stderr(READ_SIZE)
+            budget -= len(data)
+            self._stderr(data)
+        while budget > 0 and channel.recv_ready():
             data = channel.recv(READ_SIZE)
             if not data:
                 break
+            budget -= len(data)
             self._stdout(data)
         return (channel.eof_received or channel.closed) and not channel.recv_ready() \
             and not channel.recv_stderr_ready()
@@ -1156,7 +1163,7 @@ class _Run:
                         break
                 elif stop_reason and time.monotonic() > drain_until:
                     break
-                if not self.conn.is_active() and not self._pump():
+                if not self.conn.is_active() and not self._pump(budget=float("inf")):
                     return self._result("unreachable", None, f"{self.conn.name}: connection lost while running")
                 wait = 0.1  # poll cancel/timeout at least this often
                 if deadline is not None and stop_reason is None:

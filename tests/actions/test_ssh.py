@@ -160,6 +160,28 @@ def test_cancel_kills_the_remote_process_group(conn):
     assert time.monotonic() - cancelled_at < 10
 
 
+def test_cancel_is_heard_while_a_flood_outruns_the_sink(conn):
+    """A flood faster than its sink (a slow terminal, a recording on a full disk) never leaves the channel's
+    buffer empty: the read loop still looks at cancel between reads, so the command is stopped, not read
+    to its end (or to its timeout). Seen in CI: a disk-full run ran on until the action's timeout."""
+    cancel = threading.Event()
+    after_cancel = 0
+
+    def slow_sink(chunk: Chunk) -> None:  # a consumer slower than the producer, not a synchronisation
+        nonlocal after_cancel
+        if cancel.is_set():
+            after_cancel += len(chunk.data)
+        cancel.set()
+        time.sleep(0.01)
+
+    m = marker()
+    result = conn.run(f"yes {m} | head -c 300000000", slow_sink, cancel=cancel)
+    assert result.outcome == "cancelled", result
+    # what was in flight when the stop landed (read budget, channel window, pipes), not the 300 MB
+    assert after_cancel < 32 * 1024 * 1024, after_cancel
+    assert wait_gone(f"yes {m}", 10) == []
+
+
 def test_connection_runs_commands_in_parallel_channels(conn, tmp_path):
     # Each command waits until all four are running: they succeed only if the channels run at once
     # (one at a time, the first would give up after 10 s). No wall-clock bound on a loaded machine.
