@@ -275,17 +275,15 @@ def test_a_recording_that_fills_the_disk_stops_the_command_and_the_run_exits_4(t
     config.write_text(config_text(sshd, [("a", sshd.addresses[0], sshd.port), ("b", sshd.addresses[1], sshd.port)],
                                   {"flood": (f"echo started; yes {marker}", "30s")}))
     try:
-        started = time.monotonic()
         r = run_opsgate("run", "flood", config=config, state=state, timeout=60)
-        took = time.monotonic() - started
         assert r.returncode == 4, r.stderr[-2000:]
-        assert took < 20, f"the flood ran on unrecorded for {took:.0f}s"
         wait_until(lambda: not pids_running(marker), 10, "the remote flood to be stopped")
         records = events(state)
         per_target = {x["target"]: x for x in records if x["event"] == "action.target"}
         assert {x["outcome"] for x in per_target.values()} == {"recording-failed"}, per_target
         assert all("No space left on device" in x["recording_error"] for x in per_target.values())
-        assert "the command was stopped" in per_target["a"]["error"]
+        # stopped, not run on unrecorded to the action's timeout ("the command had ended (timeout)")
+        assert all("the command was stopped" in x["error"] for x in per_target.values()), per_target
         assert [x["exit_code"] for x in records if x["event"] == "action.end"] == [4]
         assert "recording-failed" in r.stdout + r.stderr
 
