@@ -67,10 +67,10 @@ def demo_banner(demo: "DemoHooks", now: float, width: int = 200) -> Text:
 
 
 def initial_classes(app) -> str:
-    """The screen's classes from the start: "no-run" and the breakpoint classes its first resize would give it at
-    the app's size now. A class changed once the screen is mounted restyles every widget on it (tens of ms
-    with the console's tree, before the first paint); an unchanged one costs nothing."""
-    classes = ["no-run"]
+    """The screen's classes from the start: the breakpoint classes its first resize would give it at the app's
+    size now. A class changed once the screen is mounted restyles every widget on it (tens of ms with the
+    console's tree, before the first paint); an unchanged one costs nothing."""
+    classes = []
     width, height = app.size
     for dimension, breakpoints in ((width, app.HORIZONTAL_BREAKPOINTS), (height, app.VERTICAL_BREAKPOINTS)):
         for edge, name in sorted(breakpoints or (), reverse=True):
@@ -158,7 +158,7 @@ class ConsoleScreen(Screen):
                 yield ActionTable(self.config, id="actions")
             yield ActionDetail(self.config, plan_runbook=self._plan_runbook, id="detail")
         yield Horizontal(id="pause-bar")  # its text and buttons are mounted at the first runbook pause
-        with Horizontal(id="bottom"):
+        with Horizontal(id="bottom", classes="no-run"):  # on the pane it shapes: its removal restyles only that
             yield OutputPanel(id="output", clock=self.ctx.monotonic)
             yield AuditPane(self.ctx.audit, self.ctx.state_dir, id="audit")
         yield Footer(compact=True)
@@ -518,7 +518,7 @@ class ConsoleScreen(Screen):
     def _start(self, plan: "Plan | RunbookPlan") -> None:
         self.running = True
         self.plan = plan
-        self.remove_class("no-run")
+        self.query_one("#bottom").remove_class("no-run")
         # Out of the field the run was started from: x, q, h, ? are the console's keys now, not characters.
         if isinstance(self.focused, Input) or self.focused is None:
             self.set_focus(self.query_one(ActionTable))
