@@ -29,6 +29,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,10 +44,11 @@ from pipeline_harness import load, write_config
 QUIET_SECONDS = 4  # the baseline run: the same targets, no output
 
 
-def _transport_class():
-    import paramiko
-
-    return paramiko.Transport
+def _transport_class() -> type | None:
+    """paramiko's Transport if this process has loaded it (the console runs SSH in its worker process):
+    importing it here would put ~100 ms of imports on the UI's loop at the run's first sample."""
+    paramiko = sys.modules.get("paramiko")
+    return paramiko.Transport if paramiko is not None else None
 
 
 class ThreadCpu:
@@ -71,13 +73,14 @@ class ThreadCpu:
         return out
 
     def sample(self) -> None:
+        transport = _transport_class() or ()
         for thread in threading.enumerate():
             if thread.native_id is not None:
                 name = thread.name
                 self.kinds[thread.native_id] = ("ui" if thread is threading.main_thread() else
                                                 "fan-out readers" if name.startswith("opsgate-fanout") else
                                                 "recordings flusher" if name.startswith("recordings") else
-                                                "ssh transports" if isinstance(thread, _transport_class()) else
+                                                "ssh transports" if isinstance(thread, transport) else
                                                 "other threads")
         self.seconds.update(self._read())
 
