@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,9 +26,9 @@ BENCHMARKS = {  # name: extra arguments for the full run
     "fanout": ["--rounds", "3"],
     "fanout_scale": [],
     "throughput": [],
-    "cli_stream": [],
+    "cli_stream": ["--rounds", "5"],
     "ui": [],
-    "startup": [],
+    "startup": ["--rounds", "9"],
     "audit": [],
     "replay": [],
     "recordings": [],
@@ -48,6 +49,7 @@ def main() -> int:
     for name in names:
         extra = ["--quick"] if args.quick else BENCHMARKS[name]
         print(f"== {name} ...", file=sys.stderr, flush=True)
+        os.sync()  # the last benchmark's files are on disk, not being written back during this one
         started = time.monotonic()
         proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--json", *extra], stdout=subprocess.PIPE,
                               text=True)
