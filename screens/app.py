@@ -96,6 +96,42 @@ class OpsgateApp(App):
         loop = asyncio.get_running_loop()
         for sig in getattr(self, "_exit_signals", ()):
             signal.signal(sig, lambda signum, frame, loop=loop: self._on_exit_signal(signum, loop))
+        if signal.SIGHUP in getattr(self, "_exit_signals", ()):
+            self._watch_terminal(loop)
+
+    def _watch_terminal(self, loop) -> None:
+        """A terminal that goes away ends the console as SIGHUP does, also when no SIGHUP comes: on a hangup the
+        kernel signals only the session's leader, and one that does not pass it on (``make run``, a wrapper
+        script) would leave the console spinning on a dead terminal. A thread waits for the hangup itself."""
+        import os
+        import select
+        import signal
+        import sys
+        import threading
+
+        stdin = sys.__stdin__
+        try:
+            fd = stdin.fileno()
+            if not os.isatty(fd):
+                return
+        except (AttributeError, ValueError, OSError):  # no terminal (headless, tests)
+            return
+
+        def wait_for_hangup() -> None:
+            poller = select.poll()
+            poller.register(fd, 0)  # no events asked: poll still reports a hangup or an error, nothing else
+            while True:
+                try:
+                    events = [e for _, e in poller.poll()]
+                except InterruptedError:
+                    continue
+                if any(e & select.POLLNVAL for e in events):
+                    return  # the descriptor was closed here (the app is ending): not a hangup
+                if events:
+                    break
+            self._on_exit_signal(signal.SIGHUP, loop)
+
+        threading.Thread(target=wait_for_hangup, name="terminal-hangup", daemon=True).start()
 
     def _on_exit_signal(self, signum: int, loop) -> None:
         """Runs in the main thread between bytecodes, even while the loop is blocked."""
