@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -176,6 +177,9 @@ class ConsoleScreen(Screen):
     def _painted(self) -> None:
         """The first frame is on the terminal: now fill the detail pane (its form is the costliest part)."""
         self._first_paint = True
+        if not gc.isenabled():  # the command turned it off for the start (cli/tui.py): what was made so far stays
+            gc.freeze()
+            gc.enable()
         self.call_later(self._show_selected)
         prewarm = getattr(self.ctx.pipeline.executor, "prewarm", None)
         if prewarm is not None:  # the run's worker process, loaded once the panes are filled, before a run

@@ -667,3 +667,26 @@ asyncio.run(main())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     assert marker.read_text() == "x"
+
+
+async def test_the_garbage_collector_paused_for_the_start_is_on_again_after_the_first_paint(demo):
+    """`opsgate` turns the cyclic collector off while it starts (cli/tui.py): the console's first paint freezes
+    what the start made and turns it on again. A console started with it on (as here) freezes nothing."""
+    import gc
+
+    from opsgate.cli.tui import _no_gc_until_painted
+
+    frozen = gc.get_freeze_count()
+    app = app_for(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: console(app)._first_paint, what="the first paint")
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+    _no_gc_until_painted()
+    try:
+        app = app_for(demo)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: console(app)._first_paint, what="the first paint")
+            assert gc.isenabled() and gc.get_freeze_count() > frozen
+    finally:
+        gc.enable()
+        gc.unfreeze()  # the rest of the test session collects as before
