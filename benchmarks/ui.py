@@ -182,7 +182,10 @@ async def drive(config, state: Path, targets: int, phases) -> dict[str, tuple[li
     from opsgate.screens.app import make_app
     from opsgate.screens.catalog import ActionTable
 
+    from opsgate.cli.tui import _no_gc_until_painted
+
     state.mkdir(mode=0o700, exist_ok=True)
+    _no_gc_until_painted()  # as `opsgate` starts its console (cli/tui.py): the first paint freezes the start's objects
     app = make_app(config, state, operator="bench", theme="opsgate-dark")
     results = {}
     async with app.run_test(size=(120, 40)) as pilot:
