@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run_all.py [--quick] [--only fanout,audit] [--markdown FILE]
 
 `make bench` runs this. A benchmark that fails is reported as a failed row; the others still run.
-Takes about 10 minutes on 2 cores (fan-out on 200 targets is most of it); --quick is a smoke run.
+Takes 11 to 13 minutes on 2 cores (the fan-out benchmarks are most of it); --quick is a smoke run.
 """
 
 from __future__ import annotations
