@@ -114,10 +114,7 @@ def _verify_chunk(data: bytes) -> _Chunk:
         while pos < size:
             end = data.find(b"\n", min(pos + _SUB_BLOCK, size) - 1) + 1 or size
             block = data[pos:end]
-            batch = _verify_shaped(block, seq, prev, chunk.lines)
-            rebase = batch is None and chunk.lines
-            if batch is None:
-                batch = _verify_batch(block, seq, prev)
+            batch = _verify_shaped(block, seq, prev, chunk.lines) or _verify_batch(block, seq, prev, chunk.lines)
             if batch is None:
                 seq, prev = _verify_lines(block, chunk, seq, prev)
                 if chunk.problem:
@@ -126,8 +123,7 @@ def _verify_chunk(data: bytes) -> _Chunk:
                 n, first_seq, first_prev, seq, prev, recordings, notes = batch
                 if not chunk.count:
                     chunk.first_seq, chunk.first_prev = first_seq, first_prev
-                chunk.recordings += [(s, chunk.lines + line, *rest) for s, line, *rest in recordings] if rebase \
-                    else recordings
+                chunk.recordings += recordings
                 chunk.notes += notes
                 chunk.count += n
                 chunk.lines += n
@@ -229,12 +225,13 @@ _CANONICAL = copy.copy(ENCODER)
 _CANONICAL.check_circular = False
 
 
-def _verify_batch(block: bytes, seq: int | None, prev: bytes | None) -> tuple | None:
+def _verify_batch(block: bytes, seq: int | None, prev: bytes | None, base: int = 0) -> tuple | None:
     """Every check ``_verify_lines`` makes, over a block of complete lines at once, going on from record
     ``seq`` (hash ``prev``; None: the block starts the chunk); None unless every line passes them all.
 
-    Returns (records verified, first seq, first prev, last seq, last hash, recordings, notes), line numbers
-    relative to the block. How it stays exactly as strict as the per-line reference:
+    Returns (records verified, first seq, first prev, last seq, last hash, recordings, notes), the recordings'
+    line numbers counted from the block's start plus ``base`` (the lines before the block). How it stays
+    exactly as strict as the per-line reference:
 
     - Every line ends in ``,"hash":"<64 hex>"}``, the hex being what sha256 gives for the line's hashed
       bytes (all lines' ends compared at once, as one string: each is of fixed length).
@@ -289,7 +286,7 @@ def _verify_batch(block: bytes, seq: int | None, prev: bytes | None) -> tuple | 
     notes: list = []
     if recorded or AUDIT_RECOVERED in events:
         for i, record in enumerate(records):
-            _note(record, seqs[i], i + 1, recordings, notes)
+            _note(record, seqs[i], base + i + 1, recordings, notes)
     return n, first, prevs[0], seqs[-1], hexes[-1].encode("ascii"), recordings, notes
 
 
@@ -391,8 +388,9 @@ class _Vocabulary:
     The pattern matches one whole line whose hashed bytes are ``{"k1":v1,...}`` with keys from ``kinds`` in sorted
     order, each at most once, every REQUIRED one present; each value one of its key's kinds as ``_KINDS`` spells
     it, or (dict) an object of its nested keys, sorted, each at most once, each value one of that nested key's
-    kinds, or a list of those objects. Captured: (the hashed bytes less their ``}``, event, prev, recording, recording_error,
-    recording_sha256, seq, the stored hash), in that order: the order of the keys, as groups are numbered.
+    kinds, or a list of those objects. Captured: (the hashed bytes less their ``}``, event, prev, recording,
+    recording_error, recording_sha256, seq, the stored hash), in that order: the order of the keys, as groups are
+    numbered.
     """
 
     def __init__(self) -> None:
@@ -514,7 +512,7 @@ def _verify_shaped(block: bytes, seq: int | None, prev: bytes | None, base: int 
     level deep): every check ``_verify_lines`` makes, on the block's bytes, without building records; None unless
     every line passes them all (the caller then asks ``_verify_batch``). When some line does not match, its keys
     are learned and the block tried once more. Returns what ``_verify_batch`` does (which declines some blocks this
-    accepts: a DEL in a line), but for the line numbers of recordings: ``base`` more (the lines before the block).
+    accepts: a DEL in a line), with the same ``base``.
 
     Why it is exactly as strict as the reference:
 
