@@ -142,7 +142,7 @@ def escape_text(value: object) -> str:
     text = _as_text(value)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    if text.isascii() and not text.encode("ascii").translate(None, _SAFE_BYTES):
+    if text.isascii() and is_plain(text.encode("ascii")):
         return text  # the usual case, checked at C speed
     if _TEXT_UNSAFE.search(text) is not None:
         text = _TEXT_UNSAFE.sub(_replace, text)
