@@ -19,8 +19,9 @@ and waits, loaded, for the next (``prewarm`` starts the first), so a run does no
 interpreter and paramiko to load.
 
 A runbook's steps share one worker (its ``ConnectionPool`` lives there), so a step reuses the connections
-of the step before it, as in-process; when the runbook's pool goes, the worker closes them. If the child dies in a run, every target it had not reported ends
-with the recording marked lost: what ran is not all on record (exit 4), never a silent gap.
+of the step before it, as in-process; when the runbook's pool goes, the worker closes them. If the child
+dies in a run, every target it had not reported ends with the recording marked lost: what ran is not all on
+record (exit 4), never a silent gap.
 """
 
 from __future__ import annotations
@@ -208,6 +209,8 @@ class IsolatedExecutor:
     def _lost(self, plan: Plan, reported: dict[str, TargetResult], on_result, start: float,
               why: str) -> list[TargetResult]:
         """The child died mid-run: every target it had not reported ends with its recording lost."""
+        from opsgate.console.audit.recording import recording_path
+
         results = []
         for target in plan.targets:
             if target.name in reported:
@@ -215,8 +218,6 @@ class IsolatedExecutor:
                 continue
             error = f"the run's worker process stopped: {why}; what the command did is not all on record"
             result = TargetResult(target.name, "failed", None, time.monotonic() - start, 0, 0, error)
-            from opsgate.console.audit.recording import recording_path
-
             path = recording_path(self.state_dir, plan.run_id, target.name)
             relative = str(path.relative_to(self.state_dir)) if path.exists() else None
             on_result(result, Executed(relative, None, error))
@@ -336,7 +337,6 @@ def _serve(down: Connection, up: Connection) -> None:
         try:
             results = executor.run(plan, tails, marker, done, cancel=cancel, pool=pool, capture=capture)
         except BaseException as e:  # noqa: BLE001 - reported to the console, which raises it there
-            stop.set()
             send(("error", f"{type(e).__name__}: {e}"))
             return
         finally:

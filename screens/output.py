@@ -6,8 +6,9 @@ own tabs (one per target) with its output. Panes are keyed by target for an acti
 
 The run's thread calls ``OutputBuffer.feed`` (thread-safe, no widget access, no work per line: it keeps
 complete raw lines) with the bounded tails the run's worker process sends (``console/runner.py``), and
-``skip`` with the lines the worker dropped to keep them bounded. A 100 ms timer on the UI side drains the visible tab's pending output, sanitises it a
-block at a time and writes it with one ``Log.write_lines``: at most 10 updates a second, whatever arrives.
+``skip`` with the lines the worker dropped to keep them bounded. A 100 ms timer on the UI side drains the
+visible tab's pending output, sanitises it a block at a time and writes it with one ``Log.write_lines``: at
+most 10 updates a second, whatever arrives.
 Hidden tabs are not written: each keeps its last ``MAX_PENDING`` lines in the buffer (raw), written when
 the tab is shown and when the run ends. A 50 MB flood costs bounded memory and bounded UI work (older lines
 are counted and the pane says how many it skipped); the recording on disk still holds every byte.
