@@ -14,35 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import opsgate.console.audit.verify as audit_verify
-from opsgate.console.audit.trail import GENESIS, AuditTrail, _encode_line
-from opsgate.console.audit.verify import _Chunk, _verify_batch, _verify_chunk, _verify_lines, verify
+from opsgate.console.audit.trail import GENESIS, AuditTrail
+from opsgate.console.audit.verify import _verify_batch, _verify_chunk, verify
 from opsgate.console.paths import AUDIT_FILE
-
-
-def reference(data: bytes) -> _Chunk:
-    """What the per-line reference alone reports for ``data``."""
-    chunk = _Chunk()
-    seq, prev = _verify_lines(data, chunk, None, None)
-    if seq is not None:
-        chunk.last_seq, chunk.last_hash = seq, prev
-    return chunk
+from tests.helpers.verify_fixtures import chain, reference, rehashed
 
 
 def line(body: str) -> bytes:
     """A line whose hash matches ``body`` (the hashed text, ending in ``}``), whatever ``body`` is."""
-    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-    return body[:-1].encode("utf-8") + b',"hash":"' + digest.encode("ascii") + b'"}\n'
-
-
-def chain(records: list[dict]) -> list[bytes]:
-    """Lines for ``records`` (without seq/prev/hash): a valid chain."""
-    out, prev = [], GENESIS
-    for seq, fields in enumerate(records, 1):
-        record = {"seq": seq, "time": "2026-11-28T14:50:01.123456Z", "event": "action.target", "operator": "alice",
-                  "run": "r1", **fields, "prev": prev}
-        encoded, prev = _encode_line(record)
-        out.append(encoded)
-    return out
+    return rehashed(body.encode("utf-8"))
 
 
 FIELDS = [

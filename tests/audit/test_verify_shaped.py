@@ -5,6 +5,7 @@ hash made to match the edit, so the later checks decide, or not)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import pytest
@@ -12,25 +13,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import opsgate.console.audit.verify as audit_verify
-from opsgate.console.audit.trail import GENESIS, AuditTrail, _encode_line
-from opsgate.console.audit.verify import _Chunk, _verify_batch, _verify_chunk, _verify_lines, _verify_shaped, verify
+from opsgate.console.audit.trail import GENESIS, AuditTrail
+from opsgate.console.audit.verify import _verify_batch, _verify_chunk, _verify_shaped, verify
 from opsgate.console.events import ACTION_TARGET, AUDIT_RECOVERED
 from opsgate.console.paths import AUDIT_FILE
+from tests.helpers.verify_fixtures import chain as chain_lines
+from tests.helpers.verify_fixtures import reference, rehashed
+
+chain = functools.partial(chain_lines, run="20261128-145001-a1b2c3")  # action.target records of one run
+chain_of = functools.partial(chain_lines, event="action.start")  # records that name their own event, or not
 
 
 @pytest.fixture(autouse=True)
 def fresh_vocabulary(monkeypatch):
     """Each test's lines teach their own vocabulary (the process's is shared, and stops learning at a bound)."""
     monkeypatch.setattr(audit_verify, "_VOCABULARY", None)
-
-
-def reference(data: bytes) -> _Chunk:
-    """What the per-line reference alone reports for ``data``."""
-    chunk = _Chunk()
-    seq, prev = _verify_lines(data, chunk, None, None)
-    if seq is not None:
-        chunk.last_seq, chunk.last_hash = seq, prev
-    return chunk
 
 
 def agrees(data: bytes) -> None:
@@ -49,11 +46,6 @@ def agrees(data: bytes) -> None:
         assert batch is None or shaped == batch
 
 
-def rehashed(body: bytes) -> bytes:
-    """The line for hashed bytes ``body`` (ending in ``}``), its hash matching, whatever ``body`` is."""
-    return body[:-1] + b',"hash":"' + hashlib.sha256(body).hexdigest().encode("ascii") + b'"}\n'
-
-
 def relinked(bodies: list[bytes], prev: bytes = GENESIS.encode("ascii")) -> list[bytes]:
     """Lines for hashed bytes ``bodies``, each line's prev made the hash of the line before (where a prev of 64
     characters is found) and every hash matching: what a forger who rewrites the rest of the chain writes."""
@@ -64,17 +56,6 @@ def relinked(bodies: list[bytes], prev: bytes = GENESIS.encode("ascii")) -> list
             body = body[:at] + prev + body[at + 64:]
         out.append(rehashed(body))
         prev = hashlib.sha256(body).hexdigest().encode("ascii")
-    return out
-
-
-def chain(records: list[dict], start: int = 1, prev: str = GENESIS) -> list[bytes]:
-    """Lines for ``records`` (their own fields only): a valid chain from ``start``/``prev``."""
-    out = []
-    for seq, fields in enumerate(records, start):
-        record = {"seq": seq, "time": "2026-11-28T14:50:01.123456Z", "event": "action.target",
-                  "operator": "alice", "run": "20261128-145001-a1b2c3", **fields, "prev": prev}
-        line, prev = _encode_line(record)
-        out.append(line)
     return out
 
 
@@ -337,17 +318,6 @@ def test_a_trail_of_many_shapes_takes_the_shaped_path(tmp_path):
     assert shaped is not None and shaped[0] == data.count(b"\n")
     agrees(data)
     assert len(reference(data).recordings) == 16
-
-
-def chain_of(records: list[dict]) -> list[bytes]:
-    """Lines for ``records`` (each its own event and fields): a valid chain."""
-    out, prev = [], GENESIS
-    for seq, fields in enumerate(records, 1):
-        record = {"seq": seq, "time": "2026-11-28T14:50:01.123456Z", "event": "action.start", "operator": "alice",
-                  "run": "r1", **fields, "prev": prev}
-        line, prev = _encode_line(record)
-        out.append(line)
-    return out
 
 
 NEW_VALUES = [
