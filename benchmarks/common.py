@@ -63,6 +63,14 @@ def sshd_server(addresses: tuple[str, ...] | None = None, options: dict[str, str
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def clean_shell(work: Path) -> dict[str, str]:
+    """sshd options whose sessions read no rc file (``HOME`` set to an empty directory in ``work``), as on hosts
+    of their own: root's rc files here run ``pyenv rehash``, CPU and one lock that every "target" shares."""
+    home = work / "empty-home"
+    home.mkdir(exist_ok=True)
+    return {"SetEnv": f"HOME={home}"}
+
+
 def alternate(rounds: int, runs: dict[str, Callable[[], float]], *, log: Callable[[str], None] = print) -> dict[str, float]:
     """Run each callable once per round, in turn (so drift hits all alike); return the medians."""
     times: dict[str, list[float]] = {name: [] for name in runs}

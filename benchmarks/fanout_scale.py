@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from common import Row, cli, emit, log, sshd_server
+from common import Row, clean_shell, cli, emit, log, sshd_server
 
 from fanout import run_openssh
 
@@ -147,9 +147,7 @@ def main() -> None:
                 f"peak {small_peak} threads")
             rc = compare(server, known, large, args.parallel, args.rounds, "shell rc as is")
         if not args.no_clean_shell:
-            home = work / "empty-home"
-            home.mkdir()
-            with sshd_server(options={"SetEnv": f"HOME={home}"}) as server:
+            with sshd_server(options=clean_shell(work)) as server:
                 known = work / "known_hosts"
                 big_known_hosts(known, server)
                 run_opsgate(server, known, 4, 4)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from textual import events
 
-from common import Row, cli, emit, log, sshd_server
+from common import Row, clean_shell, cli, emit, log, sshd_server
 from pipeline_harness import load, write_config
 
 
@@ -106,6 +106,11 @@ class ThreadCpu:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def p50_p99(latencies: list[float]) -> tuple[float, float]:
+    """The median and the 99th percentile of ``latencies`` (seconds), in ms."""
+    return statistics.median(latencies) * 1e3, percentile(latencies, 99) * 1e3
 
 
 async def press_while_running(app, screen, table, idle: float = 0.0) -> tuple[list[float], float]:
@@ -235,9 +240,7 @@ def main() -> None:
         if not args.no_clean_shell and not args.flood_only:
             # The targets' login shells run on these 2 cores too: root's .bashrc here runs `pyenv rehash` (about
             # 0.3 s of CPU per login, all 10 at the run's start). An rc-less shell, as on separate hosts:
-            home = work / "empty-home"
-            home.mkdir()
-            clean = measure({"SetEnv": f"HOME={home}"}, "clean remote shell", ("quiet", "flood"))
+            clean = measure(clean_shell(work), "clean remote shell", ("quiet", "flood"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
@@ -246,9 +249,9 @@ def main() -> None:
         raise SystemExit("no key press happened while streaming")
     quiet = results.get("quiet", ([float("nan")],))[0]
     idle = results.get("idle", ([float("nan")],))[0]
-    p50, p99 = statistics.median(latencies) * 1e3, percentile(latencies, 99) * 1e3
-    q50, q99 = statistics.median(quiet) * 1e3, percentile(quiet, 99) * 1e3
-    i50, i99 = statistics.median(idle) * 1e3, percentile(idle, 99) * 1e3
+    p50, p99 = p50_p99(latencies)
+    q50, q99 = p50_p99(quiet)
+    i50, i99 = p50_p99(idle)
     rows = [
         Row(f"UI key->paint while streaming {total:.0f} MB from {args.targets} targets",
             f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", target="p99 < 100 ms", met=p99 < 100,
@@ -263,8 +266,7 @@ def main() -> None:
     ]
     if clean is not None:
         c, cq = clean["flood"][0], clean["quiet"][0]
-        c50, c99, cq50, cq99 = (f(v) * 1e3 for f, v in ((statistics.median, c), (lambda v: percentile(v, 99), c),
-                                                        (statistics.median, cq), (lambda v: percentile(v, 99), cq)))
+        (c50, c99), (cq50, cq99) = p50_p99(c), p50_p99(cq)
         rows.append(Row("UI key->paint while streaming, clean remote shell (no rc file: the targets' logins do not "
                         "share these cores)", f"p50 {c50:.0f} ms, p99 {c99:.0f} ms",
                         peer=f"no flood p50 {cq50:.0f} ms, p99 {cq99:.0f} ms", ratio=c99 / cq99, target="(reported)",
