@@ -196,8 +196,7 @@ class CliFrontend:
             if len(carry) <= PARTIAL_MAX:
                 self._partial[key] = carry
             else:  # a line without end is shown in pieces
-                _write_all(self.out_bytes, prefix + carry + b"\n")
-                self.out_bytes.flush()
+                self._write_lines(target, stream, carry + b"\n")
             return
         body = data.replace(b"\n", b"\n" + prefix)  # after the chunk's last newline: its rest, unchanged
         end = len(body) - (len(data) - cut) - len(prefix)  # up to and with the last newline
